@@ -1,0 +1,31 @@
+# Two commands: `make demo` (set up + run the main job) and `make test` (set up + run the tests).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned to the CPU wheel, so nothing resolves a CUDA build on its own
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev,ray,embed]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/collapse-sim gmm --out runs/gmm
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs

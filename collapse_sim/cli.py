@@ -1,0 +1,16 @@
+"""The ``collapse-sim`` command line: a thin layer over the simulations."""
+from __future__ import annotations
+
+import click
+
+from hygiene import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="collapse-sim")
+def main() -> None:
+    """Reproduce model collapse and write labelled generational corpora."""
+
+
+if __name__ == "__main__":
+    main()

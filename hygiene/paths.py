@@ -1,0 +1,32 @@
+"""Where the shipped models and the default data live."""
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+#: Repository root when running from a checkout (editable install or source tree).
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def models_dir() -> Path:
+    """Directory of the shipped default artefacts (``models/`` in the repo, ``hygiene._models`` installed)."""
+    env = os.environ.get("COLLAPSE_HYGIENE_MODELS")
+    if env:
+        return Path(env)
+    local = _REPO_ROOT / "models"
+    if local.is_dir():
+        return local
+    return Path(str(files("hygiene._models")))
+
+
+def data_dir() -> Path:
+    """Default human-text data directory: ``$COLLAPSE_HYGIENE_DATA`` or ``../shared/data`` beside the repo."""
+    env = os.environ.get("COLLAPSE_HYGIENE_DATA")
+    if env:
+        return Path(env)
+    for base in (_REPO_ROOT, Path.cwd()):
+        cand = base.parent / "shared" / "data"
+        if cand.is_dir():
+            return cand
+    return _REPO_ROOT.parent / "shared" / "data"

@@ -1,0 +1,23 @@
+"""Shared test setup: offline hubs, the shared data directory."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from hygiene.paths import data_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only shared data directory; tests that need it skip when absent."""
+    d = data_dir()
+    if not d.is_dir():
+        pytest.skip(f"shared data not found at {d}")
+    return d
