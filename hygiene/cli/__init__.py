@@ -12,5 +12,9 @@ def main() -> None:
     """Detect synthetic text and filter crawled corpora, every record accounted for."""
 
 
+# One module per command family; each registers its commands on ``main`` here.
+# (keep one import line per module)
+
+
 if __name__ == "__main__":
     main()

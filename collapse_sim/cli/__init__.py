@@ -12,5 +12,9 @@ def main() -> None:
     """Reproduce model collapse and write labelled generational corpora."""
 
 
+# One module per command family; each registers its commands on ``main`` here.
+# (keep one import line per module)
+
+
 if __name__ == "__main__":
     main()
