@@ -14,6 +14,7 @@ def main() -> None:
 
 # One module per command family; each registers its commands on ``main`` here.
 # (keep one import line per module)
+from collapse_sim.cli import pretrain  # noqa: E402,F401
 
 
 if __name__ == "__main__":
