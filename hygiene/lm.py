@@ -1,0 +1,122 @@
+"""Load a Hugging Face causal language model and its tokenizer for scoring (never training).
+
+A model is named by a local directory, a name inside ``models_dir()`` (the shipped
+``reference-lm`` is the default) or a Hub id. Remote code stays off unless the
+caller asks for it; the model is put in eval mode on the chosen device and dtype
+(bfloat16 by default on CUDA, float32 on CPU where bf16 matmuls are slow).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from hygiene.paths import models_dir
+
+#: Name of the shipped reference LM inside ``models_dir()``.
+DEFAULT_LM = "reference-lm"
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LanguageModel:
+    """A causal LM ready for scoring: model in eval mode, tokenizer with a pad token, where it came from."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model's weights live on."""
+        return next(self.model.parameters()).device
+
+    @property
+    def max_length(self) -> int | None:
+        """The longest input the model accepts (its position table), or None if unbounded."""
+        cfg = self.model.config
+        for attr in ("n_positions", "max_position_embeddings"):
+            value = getattr(cfg, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+
+def resolve_model(name_or_path: str | os.PathLike | None = None) -> str:
+    """Where to load a model from: an existing path, a folder of ``models_dir()``, else a Hub id."""
+    if name_or_path is None:
+        name_or_path = models_dir() / DEFAULT_LM
+        if not Path(name_or_path).is_dir():
+            raise FileNotFoundError(
+                f"no default reference LM at {name_or_path}; pass a model id or path"
+            )
+        return str(name_or_path)
+    path = Path(name_or_path)
+    if path.exists():
+        return str(path)
+    shipped = models_dir() / str(name_or_path)
+    if shipped.is_dir():
+        return str(shipped)
+    return str(name_or_path)
+
+
+def select_device(device: str | torch.device | None = None) -> torch.device:
+    """The requested device, or CUDA when available, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def select_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The requested dtype, or bfloat16 on CUDA (what Binoculars and Fast-DetectGPT run in) and float32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(_DTYPES)} or 'auto'")
+    return _DTYPES[dtype]
+
+
+def load_lm(
+    name_or_path: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
+) -> LanguageModel:
+    """Load a causal LM and its tokenizer by Hub id or path (default: the shipped reference LM)."""
+    source = resolve_model(name_or_path)
+    dev = select_device(device)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        source, dtype=select_dtype(dtype, dev), trust_remote_code=trust_remote_code
+    )
+    return wrap_lm(model, tokenizer, name=source, device=dev)
+
+
+def wrap_lm(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    name: str = "in-memory",
+    device: str | torch.device | None = None,
+) -> LanguageModel:
+    """Prepare an already-built model and tokenizer for scoring (eval mode, device, pad token)."""
+    if tokenizer.pad_token_id is None:
+        # padding positions are masked out of every computation, so any id will do
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    model.eval()
+    if device is not None:
+        model.to(select_device(device))
+    return LanguageModel(model=model, tokenizer=tokenizer, name=name)
+
+
+def check_shared_tokenizer(a: LanguageModel, b: LanguageModel) -> None:
+    """Raise ValueError unless two models tokenize with the same vocabulary (needed to compare their distributions)."""
+    if a.tokenizer is b.tokenizer:
+        return
+    if a.tokenizer.get_vocab() != b.tokenizer.get_vocab():
+        raise ValueError(f"{a.name} and {b.name} do not share a tokenizer; their token distributions cannot be compared")

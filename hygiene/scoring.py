@@ -1,0 +1,230 @@
+"""Zero-shot scores of texts under reference language models: the detector's features.
+
+Per token (vectorised over batch x position x vocabulary) we take the scoring
+model's log-probability of the observed token, its rank and the entropy of the
+predicted distribution; per text we average them and derive:
+
+- ``ll``: mean log-likelihood (Gehrmann et al. 2019; Solaiman et al. 2019);
+- ``logrank``: mean log-rank (rank 1 = the model's top choice);
+- ``entropy``: mean predictive entropy (nats);
+- ``lrr``: log-likelihood / log-rank ratio, ``-ll / logrank`` (Su et al. 2023, DetectLLM);
+- ``top10``/``top100``/``top1000``: GLTR shares of tokens ranked in the top k (Gehrmann et al. 2019);
+- ``fast_detectgpt``: analytic sampling discrepancy (Bao et al. 2024, eq. 5):
+  ``(sum_t log p(x_t) - sum_t mu_t) / sqrt(sum_t var_t)`` with ``mu_t``/``var_t`` the mean and
+  variance of ``log p(x~_t)`` for ``x~_t`` drawn from the sampling model ``q`` at position t;
+- ``binoculars``: ``log PPL / log X-PPL`` (Hans et al. 2024) when an observer and a performer are
+  given. Roles follow the reference implementation: the perplexity is the performer's, the
+  cross-perplexity is the performer's log-probabilities averaged under the observer's
+  next-token distribution. Both are averaged over the same positions, the tokens that have a
+  prefix (the paper's definition; the reference code's cross-perplexity also averages in the
+  prediction made after the last token, which scores no token of the text);
+- ``length``: number of tokens scored.
+
+Texts are normalised with :func:`hygiene.normalize.normalize_text` and truncated to
+``max_tokens``. Batches are sorted by length and capped by a token budget, padding is
+masked (with position ids from the mask), so results do not depend on batch size or padding
+side. The first token of a text has no prefix and is never scored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hygiene.lm import LanguageModel, check_shared_tokenizer
+from hygiene.normalize import normalize_text
+
+#: Features from one scoring model (plus a sampling model for Fast-DetectGPT).
+LM_FEATURES = ("length", "ll", "logrank", "entropy", "lrr", "top10", "top100", "top1000", "fast_detectgpt")
+#: Sign that makes each zero-shot score larger for machine text: models sample from their own
+#: high-probability, low-rank, low-entropy region; Binoculars is lower for machine text.
+MACHINE_SIGN = {
+    "length": 0,
+    "ll": 1,
+    "logrank": -1,
+    "entropy": -1,
+    "lrr": 1,
+    "top10": 1,
+    "top100": 1,
+    "top1000": 1,
+    "fast_detectgpt": 1,
+    "binoculars": -1,
+}
+_GLTR_K = (10, 100, 1000)
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How texts are cut and batched for scoring."""
+
+    #: token budget per text; 512 is what the Binoculars reference code observes
+    max_tokens: int = 512
+    #: most texts in one forward pass
+    batch_size: int = 32
+    #: most (texts x padded length) in one forward pass: bounds the batch x length x vocab logits in memory
+    max_batch_tokens: int = 8192
+    #: "right" or "left"; results do not depend on it (tested), only padding layout does
+    padding_side: str = "right"
+
+    def __post_init__(self) -> None:
+        if self.padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', not {self.padding_side!r}")
+        if self.max_tokens < 2 or self.batch_size < 1 or self.max_batch_tokens < 1:
+            raise ValueError("max_tokens must be at least 2, batch_size and max_batch_tokens at least 1")
+
+
+class Scorer:
+    """Computes the zero-shot features of texts under a scoring model (and optional sampler, observer, performer)."""
+
+    def __init__(
+        self,
+        lm: LanguageModel,
+        sampler: LanguageModel | None = None,
+        observer: LanguageModel | None = None,
+        performer: LanguageModel | None = None,
+        config: ScoringConfig = ScoringConfig(),
+    ) -> None:
+        if (observer is None) != (performer is None):
+            raise ValueError("Binoculars needs both an observer and a performer model")
+        self.lm = lm
+        self.sampler = sampler if sampler is not None else lm
+        self.observer = observer
+        self.performer = performer
+        self.config = config
+        for other in (self.sampler, observer, performer):
+            if other is not None:
+                check_shared_tokenizer(lm, other)
+        limits = [m.max_length for m in self._models() if m.max_length is not None]
+        self.max_tokens = min([config.max_tokens, *limits])
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the features :meth:`score` returns, in order."""
+        return LM_FEATURES + (("binoculars",) if self.observer is not None else ())
+
+    def _models(self) -> list[LanguageModel]:
+        """The distinct models this scorer runs, each once per batch."""
+        out: list[LanguageModel] = []
+        for m in (self.lm, self.sampler, self.observer, self.performer):
+            if m is not None and all(m is not o for o in out):
+                out.append(m)
+        return out
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each normalised text, truncated to the token budget."""
+        enc = self.lm.tokenizer(
+            [normalize_text(t) for t in texts], truncation=True, max_length=self.max_tokens, add_special_tokens=True
+        )
+        return enc["input_ids"]
+
+    def score(self, texts: Sequence[str], progress: bool = False) -> dict[str, np.ndarray]:
+        """Features of each text, as ``{name: float array of len(texts)}`` (NaN for texts under 2 tokens)."""
+        ids = self.tokenize(texts)
+        n = len(ids)
+        out = {name: np.full(n, np.nan) for name in self.feature_names}
+        out["length"] = np.array([len(x) for x in ids], dtype=float)
+        batches = list(self._batches(ids))
+        bar = tqdm(total=n, desc="scoring", unit="text", disable=not progress)
+        for idx in batches:
+            feats = self._score_batch([ids[i] for i in idx])
+            for name, values in feats.items():
+                out[name][idx] = values
+            bar.update(len(idx))
+        bar.close()
+        return out
+
+    def _batches(self, ids: list[list[int]]) -> Iterator[np.ndarray]:
+        """Indices of scorable texts (2+ tokens), longest first, grouped under the batch-size and token caps."""
+        lengths = np.array([len(x) for x in ids])
+        order = np.argsort(-lengths, kind="stable")
+        order = order[lengths[order] >= 2]
+        start = 0
+        cfg = self.config
+        while start < len(order):
+            width = lengths[order[start]]  # the longest text of the batch sets the padded width
+            size = max(1, min(cfg.batch_size, cfg.max_batch_tokens // width))
+            yield order[start : start + size]
+            start += size
+
+    def _pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad token ids to one width on the configured side; returns ids and attention mask."""
+        width = max(len(s) for s in seqs)
+        ids = np.full((len(seqs), width), self.lm.tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        for row, s in enumerate(seqs):
+            sl = slice(0, len(s)) if self.config.padding_side == "right" else slice(width - len(s), width)
+            ids[row, sl] = s
+            mask[row, sl] = 1
+        return torch.from_numpy(ids), torch.from_numpy(mask)
+
+    @torch.inference_mode()
+    def _score_batch(self, seqs: list[list[int]]) -> dict[str, np.ndarray]:
+        """Features of one padded batch: one forward pass per distinct model, all statistics vectorised."""
+        ids, mask = self._pad(seqs)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits: dict[int, torch.Tensor] = {}
+        for m in self._models():
+            dev = m.device
+            out = m.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev))
+            # position t predicts token t+1; logits in float32 whatever the model's dtype
+            logits[id(m)] = out.logits[:, :-1].float().cpu()
+        vocab = min(x.shape[-1] for x in logits.values())  # embeddings may be padded past the tokenizer
+        labels = ids[:, 1:]
+        valid = (mask[:, 1:] * mask[:, :-1]).bool()
+        count = valid.sum(-1).double()
+
+        def mean(x: torch.Tensor) -> torch.Tensor:
+            """Average over the scored positions of each text (padding never enters, even as NaN)."""
+            return torch.where(valid, x.double(), 0.0).sum(-1) / count
+
+        def total(x: torch.Tensor) -> torch.Tensor:
+            return torch.where(valid, x.double(), 0.0).sum(-1)
+
+        score_logits = logits[id(self.lm)][..., :vocab]
+        logp = torch.log_softmax(score_logits, -1)
+        token_logp = logp.gather(-1, labels[..., None]).squeeze(-1)
+        token_logit = score_logits.gather(-1, labels[..., None])
+        rank = (score_logits > token_logit).sum(-1) + 1
+        log_rank = rank.double().log()
+        probs = logp.exp()
+        entropy = -torch.where(probs > 0, probs * logp, 0.0).sum(-1)
+
+        feats: dict[str, torch.Tensor] = {
+            "ll": mean(token_logp),
+            "logrank": mean(log_rank),
+            "entropy": mean(entropy),
+        }
+        feats["lrr"] = -feats["ll"] / feats["logrank"].clamp(min=_EPS)
+        for k in _GLTR_K:
+            feats[f"top{k}"] = mean((rank <= k).double())
+
+        # Fast-DetectGPT: moments of log p(x~_t) for x~_t ~ q(.|x_<t), q the sampling model
+        q = probs if self.sampler is self.lm else torch.softmax(logits[id(self.sampler)][..., :vocab], -1)
+        mu = (q * logp).sum(-1)
+        var = (q * logp.square()).sum(-1) - mu.square()
+        feats["fast_detectgpt"] = (total(token_logp) - total(mu)) / total(var).clamp(min=_EPS).sqrt()
+
+        if self.observer is not None and self.performer is not None:
+            perf_logp = torch.log_softmax(logits[id(self.performer)][..., :vocab], -1)
+            obs_p = torch.softmax(logits[id(self.observer)][..., :vocab], -1)
+            log_ppl = mean(-perf_logp.gather(-1, labels[..., None]).squeeze(-1))
+            log_xppl = mean(-(obs_p * perf_logp).sum(-1))
+            feats["binoculars"] = log_ppl / log_xppl
+        return {k: v.numpy() for k, v in feats.items()}
+
+
+def score_texts(
+    texts: Sequence[str],
+    lm: LanguageModel,
+    sampler: LanguageModel | None = None,
+    observer: LanguageModel | None = None,
+    performer: LanguageModel | None = None,
+    config: ScoringConfig = ScoringConfig(),
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Zero-shot features of ``texts``; see the module docstring for each one."""
+    return Scorer(lm, sampler, observer, performer, config).score(texts, progress=progress)

@@ -1,0 +1,134 @@
+"""Zero-shot features against direct, unbatched computations from their definitions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hygiene.lm import wrap_lm
+from hygiene.scoring import LM_FEATURES, ScoringConfig, Scorer, score_texts
+from tiny_lm import tiny_gpt2, tiny_lms, tiny_tokenizer
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog, again and again.",
+    "Collapse: the tails go first.",
+    "It was the best of times, it was the worst of times, it was the age of wisdom.",
+    "zq xv kj",
+    "A model trained on its own samples forgets the tails of the distribution it came from.",
+    "ok",
+    "Human text is varied.",
+]
+
+
+@pytest.fixture(scope="module")
+def models():
+    return tiny_lms(3, seed=11)
+
+
+def _logp(lm, ids: list[int]) -> np.ndarray:
+    """Unpadded, unbatched next-token log-probabilities, shape (len-1, vocab), float64."""
+    with torch.no_grad():
+        logits = lm.model(torch.tensor([ids])).logits[0, :-1].double()
+    return torch.log_softmax(logits, -1).numpy()
+
+
+def test_features_match_direct_computation(models):
+    lm = models[0]
+    feats = score_texts(TEXTS, lm)
+    assert set(feats) == set(LM_FEATURES)
+    for i, ids in enumerate(lm.tokenizer(TEXTS)["input_ids"]):
+        lp = _logp(lm, ids)
+        y = np.array(ids[1:])
+        tok = lp[np.arange(len(y)), y]
+        # rank: 1 + number of vocabulary entries strictly more likely than the observed token
+        rank = np.array([1 + np.sum(lp[t] > lp[t, y[t]]) for t in range(len(y))])
+        p = np.exp(lp)
+        ent = -(p * lp).sum(-1)
+        mu = (p * lp).sum(-1)
+        var = (p * lp**2).sum(-1) - mu**2
+        expected = {
+            "length": len(ids),
+            "ll": tok.mean(),
+            "logrank": np.log(rank).mean(),
+            "entropy": ent.mean(),
+            "lrr": -tok.mean() / np.log(rank).mean(),
+            "top10": np.mean(rank <= 10),
+            "top100": np.mean(rank <= 100),
+            "top1000": np.mean(rank <= 1000),
+            "fast_detectgpt": (tok.sum() - mu.sum()) / np.sqrt(var.sum()),
+        }
+        for name, value in expected.items():
+            assert feats[name][i] == pytest.approx(value, rel=1e-4, abs=1e-5), (name, i)
+
+
+def test_fast_detectgpt_analytic_equals_monte_carlo(models):
+    """Bao et al.'s analytic curvature vs its estimate from conditional samples x~_t ~ q(.|x_<t)."""
+    scorer_lm, sampler_lm = models[0], models[1]
+    text = TEXTS[2]
+    analytic = score_texts([text], scorer_lm, sampler=sampler_lm)["fast_detectgpt"][0]
+    ids = scorer_lm.tokenizer([text])["input_ids"][0]
+    lp_score, lp_sample = _logp(scorer_lm, ids), _logp(sampler_lm, ids)
+    rng = np.random.default_rng(0)
+    n = 40_000
+    # one independent draw per position from the sampling model, scored by the scoring model
+    cdf = np.exp(lp_sample).cumsum(-1)
+    u = rng.random((len(cdf), n)) * cdf[:, -1:]
+    draws = np.stack([np.searchsorted(c, ut) for c, ut in zip(cdf, u)], axis=1)  # (n, positions)
+    sample_ll = lp_score[np.arange(len(lp_score)), draws].sum(-1)
+    observed = lp_score[np.arange(len(lp_score)), ids[1:]].sum()
+    mc = (observed - sample_ll.mean()) / sample_ll.std()
+    assert analytic == pytest.approx(mc, abs=0.03)
+    # and the sampler matters: the single-model value is different
+    assert abs(score_texts([text], scorer_lm)["fast_detectgpt"][0] - analytic) > 0.1
+
+
+def test_binoculars_matches_definition(models):
+    observer, performer = models[1], models[2]
+    feats = score_texts(TEXTS, models[0], observer=observer, performer=performer)
+    for i, ids in enumerate(models[0].tokenizer(TEXTS)["input_ids"]):
+        if len(ids) < 2:
+            assert np.isnan(feats["binoculars"][i])
+            continue
+        lp_perf, lp_obs = _logp(performer, ids), _logp(observer, ids)
+        log_ppl = -lp_perf[np.arange(len(ids) - 1), ids[1:]].mean()
+        log_xppl = -(np.exp(lp_obs) * lp_perf).sum(-1).mean()
+        assert feats["binoculars"][i] == pytest.approx(log_ppl / log_xppl, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ScoringConfig(batch_size=1),
+        ScoringConfig(batch_size=3, padding_side="left"),
+        ScoringConfig(batch_size=7, padding_side="right"),
+        ScoringConfig(batch_size=32, max_batch_tokens=40, padding_side="left"),
+    ],
+)
+def test_batch_size_and_padding_side_do_not_change_scores(models, config):
+    ref = score_texts(TEXTS, models[0], observer=models[1], performer=models[2], config=ScoringConfig(batch_size=1))
+    got = score_texts(TEXTS, models[0], observer=models[1], performer=models[2], config=config)
+    for name in ref:
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_short_texts_are_nan_and_long_ones_truncated(models):
+    feats = score_texts(["", "o", TEXTS[4] * 20], models[0], config=ScoringConfig(max_tokens=16))
+    assert np.isnan(feats["ll"][:2]).all() and np.isfinite(feats["ll"][2])
+    assert feats["length"][2] == 16
+    # the model's own position table (64 here) also caps the budget
+    assert Scorer(models[0], config=ScoringConfig(max_tokens=10_000)).max_tokens == 64
+
+
+def test_invisible_characters_do_not_change_scores(models):
+    clean = "Model collapse erases the tails."
+    hidden = "Model\u200b collapse\u200d erases\ufeff the tails."
+    feats = score_texts([clean, hidden, "Ｍodel collapse erases the tails."], models[0])
+    assert feats["ll"][0] == feats["ll"][1] == feats["ll"][2]
+
+
+def test_models_must_share_a_tokenizer(models):
+    other = wrap_lm(tiny_gpt2(tiny_tokenizer(vocab_size=300), seed=5), tiny_tokenizer(vocab_size=300))
+    with pytest.raises(ValueError, match="share a tokenizer"):
+        Scorer(models[0], sampler=other)
+    with pytest.raises(ValueError, match="observer and a performer"):
+        Scorer(models[0], observer=models[1])
