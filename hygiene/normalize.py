@@ -23,3 +23,8 @@ def normalize_text(text: str) -> str:
     text = _LINE_ENDINGS.sub("\n", text)
     text = unicodedata.normalize("NFKC", text)
     return text.translate(_ZERO_WIDTH_TABLE)
+
+
+def normalize_batch(batch: dict[str, list]) -> dict[str, list]:
+    """Batch stage: add the ``norm`` column, the normalised form of ``text``."""
+    return {**batch, "norm": [normalize_text(t) for t in batch["text"]]}

@@ -1,0 +1,107 @@
+"""``hygiene filter`` and ``hygiene dedup``: run the corpus filter over files."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import click
+
+from hygiene.cli import main
+from hygiene.errors import UserInputError
+
+
+def _common_options(func: Callable) -> Callable:
+    """Options shared by ``filter`` and ``dedup``."""
+    options = [
+        click.argument("inputs", nargs=-1, required=True, metavar="INPUT..."),
+        click.option("--out", "out", type=click.Path(file_okay=False), help="Output directory."),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="YAML/TOML config file (any subset of the keys in DIR/config.yaml)."),
+        click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+                     help="Override one config key, e.g. --set quality.min_words=100 (repeatable)."),
+        click.option("--text-field", default=None, help="Field holding the text [text]."),
+        click.option("--id-field", default=None, help="Field holding the record id [default: <shard>:<line>]."),
+        click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default=None,
+                     help="Format of kept/rejected [jsonl]."),
+        click.option("--annotate", is_flag=True, default=None, help="Add a 'hygiene' field with scores to kept records."),
+        click.option("--annotate-only", is_flag=True, default=None,
+                     help="Write every record with its scores and decision to kept; drop nothing."),
+        click.option("--max-errors", type=int, default=None, help="Stop once more records than this are unreadable."),
+        click.option("--batch-size", type=int, default=None, help="Records per batch [1000]."),
+        click.option("--exact-dedup/--no-exact-dedup", default=None, help="Exact dedup on normalised text [on]."),
+        click.option("--near-dedup/--no-near-dedup", default=None, help="MinHash LSH near dedup [on]."),
+        click.option("--bands", type=int, default=None, help="LSH bands [14]."),
+        click.option("--rows", type=int, default=None, help="Hashes per band [8]."),
+        click.option("--normalize/--no-normalize", default=None, help="Unicode normalisation [on]."),
+        click.option("--resume", is_flag=True, help="Continue an interrupted run in --out."),
+        click.option("--overwrite", is_flag=True, help="Replace a finished or interrupted run in --out."),
+        click.option("--dry-run", is_flag=True, help="Print the stats only; write nothing."),
+        click.option("--progress/--no-progress", default=True, help="Show a progress bar [on]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _overrides(**values: Any) -> dict[str, Any]:
+    """Dotted config keys for the options the user actually gave."""
+    keys = {"text_field": "text_field", "id_field": "id_field", "fmt": "output.format",
+            "annotate": "output.annotate", "annotate_only": "output.annotate_only", "max_errors": "max_errors",
+            "batch_size": "batch_size", "exact_dedup": "exact_dedup.enabled", "near_dedup": "near_dedup.enabled",
+            "bands": "near_dedup.bands", "rows": "near_dedup.rows", "normalize": "normalize.enabled",
+            "quality": "quality.enabled", "synthetic": "synthetic.enabled", "detector": "synthetic.model",
+            "threshold": "synthetic.threshold"}
+    return {keys[k]: v for k, v in values.items() if v is not None}
+
+
+def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
+         resume: bool, overwrite: bool, dry_run: bool, progress: bool, forced: dict[str, Any],
+         **options: Any) -> None:
+    """Load the config, run, report; user errors become one-line messages."""
+    from hygiene.config import load_config
+    from hygiene.filter_run import run_filter
+
+    if out is None and not dry_run:
+        raise click.UsageError("give --out DIR (or --dry-run)")
+    try:
+        config = load_config(config_path, {**_overrides(**options), **forced}, assignments)
+        stats = run_filter(inputs, None if dry_run else out, config, resume=resume, overwrite=overwrite,
+                           progress=progress)
+    except UserInputError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException(f"interrupted; continue with --resume --out {out}") from None
+    if dry_run:
+        click.echo(json.dumps({k: v for k, v in stats.items() if k != "config"}, indent=2))
+        return
+    click.echo(f"{stats['records_in']} records: {stats['kept']} kept, {stats['rejected']} rejected, "
+               f"{stats['errors']} errors ({stats['docs_per_s']} docs/s) -> {out}")
+
+
+@main.command("filter")
+@_common_options
+@click.option("--quality/--no-quality", default=None, help="Gopher quality heuristics [on].")
+@click.option("--synthetic/--no-synthetic", default=None, help="Synthetic-text detector [on].")
+@click.option("--detector", type=click.Path(), default=None, help="Detector directory [models/detector].")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Reject at this detector probability [the detector's calibrated threshold].")
+def filter_cmd(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
+               resume: bool, overwrite: bool, dry_run: bool, progress: bool, **options: Any) -> None:
+    """Drop duplicates, low-quality pages and likely synthetic text from INPUT shards.
+
+    INPUT: JSONL (.gz), Parquet, .txt files, saved Hugging Face datasets, directories or globs.
+    Writes kept, rejected, errors, stats.json and config.yaml to --out.
+    """
+    _run(inputs, out, config_path, assignments, resume, overwrite, dry_run, progress, {}, **options)
+
+
+@main.command("dedup")
+@_common_options
+def dedup_cmd(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
+              resume: bool, overwrite: bool, dry_run: bool, progress: bool, **options: Any) -> None:
+    """Drop exact and near-duplicate documents only (no quality or synthetic-text stage).
+
+    Same inputs and outputs as ``hygiene filter``.
+    """
+    forced = {"quality.enabled": False, "synthetic.enabled": False}
+    _run(inputs, out, config_path, assignments, resume, overwrite, dry_run, progress, forced, **options)

@@ -1,0 +1,276 @@
+"""Configuration of the corpus filter: one dataclass per stage, loaded from YAML/TOML plus overrides.
+
+Defaults are the published values (each field says where it comes from). A config
+file holds any subset of the keys, nested by stage::
+
+    near_dedup: {bands: 20, rows: 5}
+    quality: {min_words: 100, max_dup_ngram_char_frac: {5: 0.2}}
+
+and ``--set quality.min_words=100`` overrides one key from the command line. The
+effective config is written into every output directory (``config.yaml``), so a
+run can be repeated with ``--config DIR/config.yaml``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hygiene.errors import UserInputError
+
+
+@dataclass
+class NormalizeConfig:
+    """Unicode NFKC, zero-width removal, unified line endings (``hygiene.normalize``)."""
+
+    enabled: bool = True
+
+
+@dataclass
+class ExactDedupConfig:
+    """Drop documents whose normalised text was already seen (first occurrence kept)."""
+
+    enabled: bool = True
+
+
+@dataclass
+class NearDedupConfig:
+    """MinHash LSH over word n-gram shingles; one document kept per cluster."""
+
+    enabled: bool = True
+    bands: int = 14  # FineWeb's MinHash config: 14 buckets x 8 hashes = 112 permutations
+    rows: int = 8  # ditto; the LSH S-curve crosses 0.5 near Jaccard similarity 0.75
+    ngram: int = 5  # FineWeb: word 5-grams
+    seed: int = 1  # datasketch's default MinHash seed, so signatures match MinHash(num_perm=112)
+
+    @property
+    def num_perm(self) -> int:
+        """Number of hash permutations: bands x rows."""
+        return self.bands * self.rows
+
+
+@dataclass
+class QualityConfig:
+    """Gopher quality and repetition heuristics (Rae et al. 2021, appendix A, table A1).
+
+    Each threshold can be set to ``None`` to switch that one check off.
+    """
+
+    enabled: bool = True
+    min_words: int | None = 50  # Gopher: 50 to 100,000 words
+    max_words: int | None = 100_000
+    min_mean_word_length: float | None = 3.0  # Gopher: mean word length 3 to 10 characters
+    max_mean_word_length: float | None = 10.0
+    max_symbol_word_ratio: float | None = 0.1  # Gopher: '#' or ellipsis to word ratio above 0.1
+    max_bullet_lines_ratio: float | None = 0.9  # Gopher: more than 90% of lines start with a bullet
+    max_ellipsis_lines_ratio: float | None = 0.3  # Gopher: more than 30% of lines end with an ellipsis
+    min_alpha_words_ratio: float | None = 0.8  # Gopher: 80% of words contain an alphabetic character
+    min_stop_words: int | None = 2  # Gopher: at least two of the stop words below
+    stop_words: list[str] = field(default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"])
+    max_dup_line_frac: float | None = 0.30  # Gopher table A1: duplicate line fraction
+    max_dup_para_frac: float | None = 0.30  # duplicate paragraph fraction
+    max_dup_line_char_frac: float | None = 0.20  # duplicate line character fraction
+    max_dup_para_char_frac: float | None = 0.20  # duplicate paragraph character fraction
+    # Gopher table A1: top 2/3/4-gram character fraction
+    max_top_ngram_char_frac: dict[int, float] = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    # Gopher table A1: duplicate 5..10-gram character fraction
+    max_dup_ngram_char_frac: dict[int, float] = field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+
+
+@dataclass
+class SyntheticConfig:
+    """Reject likely machine-generated text with the detector (``hygiene.detector``)."""
+
+    enabled: bool = True
+    model: str | None = None  # detector directory; None: the shipped default under models/detector
+    threshold: float | None = None  # None: the detector's threshold calibrated on human text (its FPR)
+    batch_size: int = 64  # texts per predict_proba call
+
+
+@dataclass
+class OutputConfig:
+    """What the run writes."""
+
+    format: str = "jsonl"  # kept/rejected as "jsonl" or "parquet"; errors are always JSONL
+    annotate: bool = False  # add a "hygiene" field (scores) to kept records
+    annotate_only: bool = False  # tag every record with its scores and decision, drop nothing
+
+
+@dataclass
+class FilterConfig:
+    """The whole filter: input fields, batching, every stage, outputs."""
+
+    text_field: str = "text"
+    id_field: str | None = None  # None: a stable id "<shard>:<line>"
+    batch_size: int = 1000  # records per stage call (and per datasets.map batch)
+    max_errors: int | None = None  # abort once more records than this could not be read
+    checkpoint_seconds: float = 30.0  # checkpoint at the first shard boundary after this long
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def validate(self) -> FilterConfig:
+        """Check value ranges; raise :class:`UserInputError` naming the bad key."""
+        checks = [
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.max_errors is None or self.max_errors >= 0, "max_errors must be >= 0"),
+            (self.near_dedup.bands >= 1 and self.near_dedup.rows >= 1, "near_dedup.bands and rows must be >= 1"),
+            (self.near_dedup.ngram >= 1, "near_dedup.ngram must be >= 1"),
+            (self.synthetic.batch_size >= 1, "synthetic.batch_size must be at least 1"),
+            (self.synthetic.threshold is None or 0.0 <= self.synthetic.threshold <= 1.0,
+             "synthetic.threshold must lie in [0, 1]"),
+            (self.output.format in ("jsonl", "parquet"), "output.format must be 'jsonl' or 'parquet'"),
+            (all(n >= 1 for n in self.quality.max_top_ngram_char_frac), "n-gram sizes must be >= 1"),
+            (all(n >= 1 for n in self.quality.max_dup_ngram_char_frac), "n-gram sizes must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserInputError(f"bad config: {message}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON/YAML-ready)."""
+        return dataclasses.asdict(self)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    """Check and coerce ``value`` to the annotated type ``tp``; raise naming ``key``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, key)
+            except UserInputError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserInputError(f"bad config: {key} must be a mapping, got {value!r}")
+        kt, vt = args
+        return {_convert(kt, k, f"{key}.{k}"): _convert(vt, v, f"{key}.{k}") for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise UserInputError(f"bad config: {key} must be a list, got {value!r}")
+        return [_convert(args[0], v, key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():  # TOML table keys are strings
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise UserInputError(f"bad config: {key} must be {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a (partial) mapping, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise UserInputError(f"bad config: {prefix or 'the config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise UserInputError(f"bad config: unknown key {where!r}")
+    kwargs = {}
+    for name, value in data.items():
+        tp, key = hints[name], f"{prefix}.{name}" if prefix else name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key)
+        else:
+            kwargs[name] = _convert(tp, value, key)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> FilterConfig:
+    """A validated :class:`FilterConfig` from a partial nested mapping."""
+    return _build(FilterConfig, data, "").validate()
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML (.yaml/.yml) or TOML (.toml) config file into a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"config file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml", ".json"):
+            data = yaml.safe_load(text)
+        else:
+            raise UserInputError(f"bad config {path}: use a .yaml, .yml, .toml or .json file")
+    except UserInputError:
+        raise
+    except Exception as exc:  # yaml.YAMLError, tomllib.TOMLDecodeError, UnicodeDecodeError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"bad config {path}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserInputError(f"bad config {path}: the top level must be a mapping")
+    return data
+
+
+def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for ``dotted = "a.b.c"``, creating sections as needed."""
+    node = data
+    parts = dotted.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserInputError(f"bad config: {part} in {dotted!r} is not a section")
+    node[parts[-1]] = value
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=value`` override (value parsed as YAML) to ``data`` in place."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise UserInputError(f"bad override {assignment!r}: expected KEY=VALUE, e.g. quality.min_words=100")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    set_key(data, key, value)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                assignments: tuple[str, ...] | list[str] = ()) -> FilterConfig:
+    """Effective config: defaults, then the file, then ``overrides`` (``{"dotted.key": value}``), then ``KEY=VALUE`` assignments."""
+    data = read_config_file(path) if path is not None else {}
+    for key, value in (overrides or {}).items():
+        set_key(data, key, value)
+    for assignment in assignments:
+        apply_override(data, assignment)
+    return config_from_dict(data)
+
+
+def write_config(path: str | Path, config: FilterConfig) -> None:
+    """Write the effective config as YAML (atomically), loadable by :func:`load_config`."""
+    from hygiene.atomic import atomic_open
+
+    with atomic_open(path) as fh:
+        yaml.safe_dump(config.to_dict(), fh, sort_keys=False)

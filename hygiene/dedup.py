@@ -1,0 +1,284 @@
+"""Exact and near-duplicate detection: MinHash signatures, an LSH index, and the two batch stages.
+
+Signatures equal datasketch's ``MinHash(num_perm, seed)`` (scheme ``affine32``, the
+datasketch 2.x default) fed the same shingles: SHA-1 of each shingle's UTF-8 bytes
+truncated to 32 bits (``datasketch.hashfunc.sha1_hash32``), the MurmurHash3 finaliser,
+then ``a*h + b mod 2^32`` with datasketch's permutation parameters. Only the hashing
+loop differs: one SHA-1 call per shingle, then every permutation of every shingle
+of a whole batch in a few numpy operations, where ``MinHash.update`` runs numpy once
+per shingle.
+
+The index state (:class:`HashIndex`) lives apart from the stages, so a run can save it
+at a checkpoint and load it on resume; the stages are callables over batches
+(``dict[str, list] -> dict[str, list]``).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from hygiene.batch import active_rows, decisions
+from hygiene.batch import texts as batch_texts
+from hygiene.config import ExactDedupConfig, NearDedupConfig
+
+_WORD = re.compile(r"\w+")
+_SHA1_32 = struct.Struct("<I")
+_FMIX32 = (np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35))
+_MAX32 = np.uint32(0xFFFFFFFF)
+#: rows of the (shingles x permutations) matrix computed at once; bounds memory for huge documents
+_CHUNK_ROWS = 32_768
+
+
+def shingles(text: str, ngram: int = 5) -> list[str]:
+    """Word ``ngram``-shingles of ``text``: lower-cased ``\\w+`` words joined by one space.
+
+    A text shorter than ``ngram`` words gives one shingle of all its words; no words, none.
+    """
+    words = _WORD.findall(text.lower())
+    if len(words) <= ngram:
+        return [" ".join(words)] if words else []
+    return [" ".join(words[i : i + ngram]) for i in range(len(words) - ngram + 1)]
+
+
+def sha1_hash32(items: Sequence[str]) -> np.ndarray:
+    """``datasketch.hashfunc.sha1_hash32`` of each item's UTF-8 bytes, as a uint32 array."""
+    unpack, sha1 = _SHA1_32.unpack_from, hashlib.sha1
+    return np.fromiter((unpack(sha1(s.encode("utf-8")).digest())[0] for s in items), np.uint32, len(items))
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3 32-bit finaliser (datasketch's pre-mix for the affine32 scheme)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * _FMIX32[0]
+    h = h ^ (h >> np.uint32(13))
+    h = h * _FMIX32[1]
+    return h ^ (h >> np.uint32(16))
+
+
+def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's affine32 permutation parameters ``(a, b)`` for ``num_perm`` and ``seed``."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+class MinHasher:
+    """Batched MinHash signatures over word n-gram shingles, equal to datasketch's."""
+
+    def __init__(self, num_perm: int = 112, seed: int = 1, ngram: int = 5) -> None:
+        self.num_perm, self.seed, self.ngram = num_perm, seed, ngram
+        self.a, self.b = permutations(num_perm, seed)
+
+    def signatures_of_shingles(self, shingle_sets: Sequence[Sequence[str]]) -> np.ndarray:
+        """(n, num_perm) uint32 signatures; a document without shingles gets all 2^32-1 (datasketch's empty)."""
+        counts = np.fromiter((len(s) for s in shingle_sets), np.int64, len(shingle_sets))
+        sig = np.full((len(shingle_sets), self.num_perm), _MAX32, dtype=np.uint32)
+        if counts.sum() == 0:
+            return sig
+        hv = _fmix32(sha1_hash32([s for doc in shingle_sets for s in doc]))
+        owner = np.repeat(np.arange(len(shingle_sets)), counts)
+        for start in range(0, len(hv), _CHUNK_ROWS):
+            h, own = hv[start : start + _CHUNK_ROWS], owner[start : start + _CHUNK_ROWS]
+            phv = h[:, None] * self.a + self.b  # uint32 arithmetic wraps: mod 2^32
+            seg = np.flatnonzero(np.r_[True, own[1:] != own[:-1]])
+            mins = np.minimum.reduceat(phv, seg, axis=0)
+            docs = own[seg]
+            sig[docs] = np.minimum(sig[docs], mins)
+        return sig
+
+    def signatures(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, num_perm) uint32 MinHash signatures of the word-shingle sets of ``texts``."""
+        return self.signatures_of_shingles([shingles(t, self.ngram) for t in texts])
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) uint64 keys: each band's ``rows`` values hashed together, with the band index mixed in.
+
+    Two documents share a key in band j exactly when their signatures agree on all rows
+    of band j (up to a 2^-64 hash collision).
+    """
+    n = signatures.shape[0]
+    sig = signatures[:, : bands * rows].astype(np.uint64).reshape(n, bands, rows)
+    key = np.broadcast_to(np.arange(1, bands + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15), (n, bands)).copy()
+    for r in range(rows):
+        key = (key ^ sig[:, :, r]) * np.uint64(0x100000001B3)  # FNV-style mix, wraps mod 2^64
+        key ^= key >> np.uint64(29)
+    return key
+
+
+def text_key(texts: Sequence[str]) -> np.ndarray:
+    """64-bit BLAKE2b digest of each text's UTF-8 bytes (collision odds ~n^2/2^65)."""
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+         for t in texts),
+        np.uint64,
+        len(texts),
+    )
+
+
+class HashIndex:
+    """A growing map of uint64 keys to int64 values: first value stored for a key wins.
+
+    Recent entries sit in a dict; :meth:`flush` merges them into sorted numpy arrays
+    (16 bytes an entry) and returns them, which is what a checkpoint saves. Loading the
+    saved deltas in order rebuilds the index.
+    """
+
+    def __init__(self, flush_every: int = 2_000_000) -> None:
+        self.keys = np.empty(0, np.uint64)
+        self.values = np.empty(0, np.int64)
+        self.pending: dict[int, int] = {}
+        self.unsaved: list[tuple[np.ndarray, np.ndarray]] = []
+        self.flush_every = flush_every
+
+    def __len__(self) -> int:
+        return len(self.keys) + len(self.pending)
+
+    def lookup_sorted(self, keys: np.ndarray) -> np.ndarray:
+        """Values for ``keys`` found in the merged arrays, -1 where absent (pending entries not searched)."""
+        out = np.full(keys.shape, -1, np.int64)
+        if len(self.keys):
+            pos = np.searchsorted(self.keys, keys.ravel()).reshape(keys.shape)
+            pos = np.minimum(pos, len(self.keys) - 1)
+            hit = self.keys[pos] == keys
+            out[hit] = self.values[pos[hit]]
+        return out
+
+    def _merge(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Merge new (key, value) pairs, absent from the index, into the sorted arrays."""
+        keys = np.concatenate([self.keys, keys])
+        values = np.concatenate([self.values, values])
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.values = keys[order], values[order]
+
+    def flush(self) -> tuple[np.ndarray, np.ndarray]:
+        """Merge pending entries and return every entry added since the last flush-and-save."""
+        if self.pending:
+            k = np.fromiter(self.pending.keys(), np.uint64, len(self.pending))
+            v = np.fromiter(self.pending.values(), np.int64, len(self.pending))
+            self.pending = {}
+            self._merge(k, v)
+            self.unsaved.append((k, v))
+        delta = self.unsaved
+        self.unsaved = []
+        if not delta:
+            return np.empty(0, np.uint64), np.empty(0, np.int64)
+        return np.concatenate([k for k, _ in delta]), np.concatenate([v for _, v in delta])
+
+    def maybe_compact(self) -> None:
+        """Merge pending entries into the arrays once there are many (kept for the next save)."""
+        if len(self.pending) >= self.flush_every:
+            k = np.fromiter(self.pending.keys(), np.uint64, len(self.pending))
+            v = np.fromiter(self.pending.values(), np.int64, len(self.pending))
+            self.pending = {}
+            self._merge(k, v)
+            self.unsaved.append((k, v))
+
+    def save_delta(self, path: str | Path) -> int:
+        """Flush and write the entries added since the last save to ``path`` (.npz, atomically); return their count."""
+        from hygiene.atomic import atomic_open
+
+        keys, values = self.flush()
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, keys=keys, values=values)
+        return len(keys)
+
+    def load_deltas(self, paths: Iterable[str | Path]) -> None:
+        """Rebuild the index from deltas written by :meth:`save_delta`, in order."""
+        parts = []
+        for p in paths:
+            with np.load(p, allow_pickle=False) as z:
+                parts.append((z["keys"].astype(np.uint64), z["values"].astype(np.int64)))
+        if parts:
+            self._merge(np.concatenate([k for k, _ in parts]), np.concatenate([v for _, v in parts]))
+
+
+class ExactDedup:
+    """Batch stage: reject a text identical (after normalisation) to an earlier one.
+
+    Adds ``exact_duplicate_of``: the ordinal ``n`` of the first document with that text.
+    """
+
+    columns = ("exact_duplicate_of",)
+
+    def __init__(self, config: ExactDedupConfig | None = None, index: HashIndex | None = None,
+                 annotate_only: bool = False) -> None:
+        self.config = config or ExactDedupConfig()
+        self.index = index if index is not None else HashIndex()
+        self.annotate_only = annotate_only
+
+    def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, list]:
+        stage, reason = decisions(batch)
+        dup_of: list[int | None] = [None] * len(stage)
+        rows = active_rows(batch, self.annotate_only)
+        texts = batch_texts(batch)
+        keys = text_key([texts[i] for i in rows])
+        found = self.index.lookup_sorted(keys)
+        pending, ordinals = self.index.pending, batch["n"]
+        for i, key, hit in zip(rows.tolist(), keys.tolist(), found.tolist()):
+            if hit < 0:
+                hit = pending.setdefault(key, int(ordinals[i]))
+            if hit != ordinals[i]:
+                dup_of[i] = hit
+                if stage[i] is None:
+                    stage[i], reason[i] = "exact_dedup", "duplicate"
+        self.index.maybe_compact()
+        return {**batch, "stage": stage, "reason": reason, "exact_duplicate_of": dup_of}
+
+
+class NearDedup:
+    """Batch stage: MinHash LSH near-duplicate removal, one document kept per cluster.
+
+    A document that shares any band with an earlier document joins that document's
+    cluster and is rejected; otherwise it starts a cluster. Its bands are indexed
+    either way, so chains of near-duplicates end in one cluster. Adds
+    ``near_cluster``: the ordinal ``n`` of the cluster's kept document.
+    """
+
+    columns = ("near_cluster",)
+
+    def __init__(self, config: NearDedupConfig | None = None, index: HashIndex | None = None,
+                 annotate_only: bool = False) -> None:
+        self.config = config or NearDedupConfig()
+        self.index = index if index is not None else HashIndex()
+        self.hasher = MinHasher(self.config.num_perm, self.config.seed, self.config.ngram)
+        self.annotate_only = annotate_only
+
+    def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, list]:
+        stage, reason = decisions(batch)
+        cluster: list[int | None] = [None] * len(stage)
+        rows = active_rows(batch, self.annotate_only)
+        texts = batch_texts(batch)
+        sh = [shingles(texts[i], self.config.ngram) for i in rows]
+        keys = band_keys(self.hasher.signatures_of_shingles(sh), self.config.bands, self.config.rows)
+        found = self.index.lookup_sorted(keys)
+        pending, ordinals = self.index.pending, batch["n"]
+        for j, i in enumerate(rows.tolist()):
+            n = int(ordinals[i])
+            if not sh[j]:  # no words: nothing to compare
+                cluster[i] = n
+                continue
+            row_keys, row_found = keys[j].tolist(), found[j].tolist()
+            hit = next((v for v in row_found if v >= 0), -1)
+            if hit < 0:
+                hit = next((pending[k] for k in row_keys if k in pending), -1)
+            cluster[i] = n if hit < 0 else hit
+            for k, v in zip(row_keys, row_found):
+                if v < 0:
+                    pending.setdefault(k, cluster[i])
+            if hit >= 0 and hit != n and stage[i] is None:
+                stage[i], reason[i] = "near_dedup", "near_duplicate"
+        self.index.maybe_compact()
+        return {**batch, "stage": stage, "reason": reason, "near_cluster": cluster}
+
+
+def detection_probability(similarity: np.ndarray | float, bands: int, rows: int) -> np.ndarray:
+    """Probability that LSH with ``bands`` x ``rows`` pairs two sets of Jaccard ``similarity``: 1-(1-s^r)^b."""
+    s = np.asarray(similarity, dtype=float)
+    return 1.0 - (1.0 - s**rows) ** bands

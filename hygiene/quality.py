@@ -1,0 +1,205 @@
+"""Gopher quality and repetition heuristics (Rae et al. 2021, appendix A) over a batch of texts.
+
+Word-level statistics are computed for the whole batch at once: tokens get integer
+ids, n-grams become 64-bit polynomial hashes over those ids (the document index
+mixed in), and ``np.unique`` counts them, so the cost is a few array passes per
+n rather than a Python loop per n-gram. Lines and paragraphs use set sizes.
+
+Tokens are runs of word characters or runs of other non-space characters (so
+punctuation is split off as in Gopher's tokeniser); "words" in the length checks
+are the tokens that are not pure punctuation, as in datatrove's implementation.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from hygiene.batch import active_rows, decisions
+from hygiene.batch import texts as batch_texts
+from hygiene.config import QualityConfig
+
+_TOKEN = re.compile(r"\w+|[^\w\s]+")
+_WORD = re.compile(r"\w+")
+_NO_LETTER_WORD = re.compile(r"(?<!\w)[\d_]+(?!\w)")  # word tokens without a letter
+_PARAGRAPH = re.compile(r"\n{2,}")
+_LINES = re.compile(r"\n+")
+_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial n-gram hash (wraps mod 2^64)
+
+
+@dataclass(frozen=True)
+class QualityScores:
+    """Per-document Gopher statistics of a batch, one array per metric (name -> values)."""
+
+    values: dict[str, np.ndarray]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.values[name]
+
+
+def _duplicates(parts: list[str]) -> tuple[int, int]:
+    """(number of repeated elements, characters in them) beyond each element's first occurrence."""
+    unique = set(parts)
+    return len(parts) - len(unique), sum(map(len, parts)) - sum(map(len, unique))
+
+
+def quality_scores(texts: Sequence[str], config: QualityConfig | None = None) -> QualityScores:
+    """Every Gopher statistic of each text (the checks then compare them to thresholds)."""
+    config = config or QualityConfig()
+    n_docs = len(texts)
+    stop = {w.lower() for w in config.stop_words}
+    vocab: dict[str, int] = {}
+    ids_parts, len_parts = [], []
+    cols = {k: np.zeros(n_docs) for k in (
+        "words", "mean_word_length", "hash_ratio", "ellipsis_ratio", "bullet_lines", "ellipsis_lines",
+        "alpha_words", "stop_words", "dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac")}
+    n_tokens = np.zeros(n_docs, np.int64)
+    chars = np.array([max(len(t), 1) for t in texts], dtype=float)
+    next_id = itertools.count()
+    for d, text in enumerate(texts):
+        tokens = _TOKEN.findall(text)
+        n_tok = len(tokens)
+        n_tokens[d] = n_tok
+        words = _WORD.findall(text)
+        n_words = len(words)
+        cols["words"][d] = n_words
+        cols["mean_word_length"][d] = sum(map(len, words)) / n_words if n_words else 0.0
+        denom = max(n_tok, 1)
+        cols["hash_ratio"][d] = text.count("#") / denom
+        cols["ellipsis_ratio"][d] = (text.count("...") + text.count("\u2026")) / denom
+        cols["alpha_words"][d] = (n_words - len(_NO_LETTER_WORD.findall(text))) / n_tok if n_tok else 0.0
+        cols["stop_words"][d] = len(stop.intersection(map(str.lower, words)))
+        lines = text.splitlines() or [""]
+        stripped = list(map(str.strip, lines))
+        cols["bullet_lines"][d] = sum(s.startswith(("\u2022", "-")) for s in stripped) / len(lines)
+        cols["ellipsis_lines"][d] = sum(s.endswith(("...", "\u2026")) for s in stripped) / len(lines)
+        paragraphs = _PARAGRAPH.split(text.strip())
+        dup, dup_chars = _duplicates(paragraphs)
+        cols["dup_para_frac"][d], cols["dup_para_char_frac"][d] = dup / len(paragraphs), dup_chars / chars[d]
+        lines = _LINES.split(text)
+        dup, dup_chars = _duplicates(lines)
+        cols["dup_line_frac"][d], cols["dup_line_char_frac"][d] = dup / len(lines), dup_chars / chars[d]
+        # distinct tokens get distinct ids (not dense: the counter also advances on repeats)
+        ids_parts.append(np.fromiter(map(vocab.setdefault, tokens, next_id), np.int64, n_tok))
+        len_parts.append(np.fromiter(map(len, tokens), np.int64, n_tok))
+    ids = np.concatenate(ids_parts) if ids_parts else np.empty(0, np.int64)
+    lens = np.concatenate(len_parts) if len_parts else np.empty(0, np.int64)
+    cols.update(_ngram_scores(ids, lens, n_tokens, chars, config))
+    return QualityScores(cols)
+
+
+def _ngram_scores(ids: np.ndarray, lens: np.ndarray, n_tokens: np.ndarray, chars: np.ndarray,
+                  config: QualityConfig) -> dict[str, np.ndarray]:
+    """Top n-gram and duplicated n-gram character fractions for every document of the batch at once."""
+    n_docs = len(n_tokens)
+    total = len(ids)
+    doc = np.repeat(np.arange(n_docs), n_tokens)
+    start = np.concatenate([[0], np.cumsum(n_tokens)])
+    pos_in_doc = np.arange(total) - start[doc]
+    csum = np.concatenate([[0], np.cumsum(lens)])
+    out: dict[str, np.ndarray] = {}
+    ns = sorted(set(config.max_top_ngram_char_frac) | set(config.max_dup_ngram_char_frac))
+    h = (doc.astype(np.uint64) + np.uint64(1)) * _MULT
+    for n in range(1, max(ns, default=0) + 1):
+        # h[i] hashes (doc, token i .. i+n-1); valid where the n-gram stays inside its document
+        h = h[: total - n + 1] * _MULT + (ids[n - 1 :].astype(np.uint64) + np.uint64(1))
+        if n not in ns:
+            continue
+        valid = np.flatnonzero(pos_in_doc[: total - n + 1] <= n_tokens[doc[: total - n + 1]] - n)
+        keys, gdoc = h[valid], doc[valid]
+        _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+        inverse = inverse.ravel()
+        if n in config.max_top_ngram_char_frac:
+            cnt = counts[inverse]
+            top = np.zeros(n_docs, np.int64)
+            np.maximum.at(top, gdoc, cnt)
+            # the first n-gram reaching the top count, as Counter.most_common(1) picks it
+            at_top = np.flatnonzero(cnt == top[gdoc])
+            first_pos = np.full(n_docs, total, np.int64)
+            np.minimum.at(first_pos, gdoc[at_top], valid[at_top])
+            has = first_pos < total
+            span = np.zeros(n_docs)
+            fp = first_pos[has]
+            span[has] = csum[fp + n] - csum[fp] + (n - 1)  # characters of the n-gram joined by spaces
+            out[f"top_{n}gram_char_frac"] = top * span / chars
+        if n in config.max_dup_ngram_char_frac:
+            repeat = valid[first[inverse] != np.arange(len(valid))]  # occurrences after the first
+            cover = np.zeros(total + 1, np.int64)
+            np.add.at(cover, repeat, 1)
+            np.add.at(cover, repeat + n, -1)
+            covered = np.cumsum(cover[:total]) > 0
+            dup_chars = np.bincount(doc[covered], weights=lens[covered], minlength=n_docs)
+            out[f"dup_{n}gram_char_frac"] = dup_chars / chars
+    return out
+
+
+def _checks(config: QualityConfig) -> list[tuple[str, str, str, float]]:
+    """(reason, metric, direction, threshold) in Gopher's order; checks set to None are left out."""
+    c = config
+    checks = [
+        ("too_few_words", "words", "min", c.min_words),
+        ("too_many_words", "words", "max", c.max_words),
+        ("short_words", "mean_word_length", "min", c.min_mean_word_length),
+        ("long_words", "mean_word_length", "max", c.max_mean_word_length),
+        ("hash_ratio", "hash_ratio", "max", c.max_symbol_word_ratio),
+        ("ellipsis_ratio", "ellipsis_ratio", "max", c.max_symbol_word_ratio),
+        ("bullet_lines", "bullet_lines", "max", c.max_bullet_lines_ratio),
+        ("ellipsis_lines", "ellipsis_lines", "max", c.max_ellipsis_lines_ratio),
+        ("non_alpha_words", "alpha_words", "min", c.min_alpha_words_ratio),
+        ("few_stop_words", "stop_words", "min", c.min_stop_words),
+        ("dup_para_frac", "dup_para_frac", "max", c.max_dup_para_frac),
+        ("dup_para_char_frac", "dup_para_char_frac", "max", c.max_dup_para_char_frac),
+        ("dup_line_frac", "dup_line_frac", "max", c.max_dup_line_frac),
+        ("dup_line_char_frac", "dup_line_char_frac", "max", c.max_dup_line_char_frac),
+    ]
+    checks += [(f"top_{n}gram", f"top_{n}gram_char_frac", "max", t) for n, t in sorted(c.max_top_ngram_char_frac.items())]
+    checks += [(f"dup_{n}gram", f"dup_{n}gram_char_frac", "max", t) for n, t in sorted(c.max_dup_ngram_char_frac.items())]
+    return [chk for chk in checks if chk[3] is not None]
+
+
+def quality_reasons(scores: QualityScores, config: QualityConfig | None = None) -> list[str | None]:
+    """The first failed Gopher check of each document (``None``: passes all)."""
+    config = config or QualityConfig()
+    n = len(scores["words"])
+    reason = np.full(n, None, dtype=object)
+    for name, metric, direction, threshold in reversed(_checks(config)):  # earliest check written last
+        v = scores[metric]
+        fail = v < threshold if direction == "min" else v > threshold
+        reason[fail] = name
+    return reason.tolist()
+
+
+class QualityFilter:
+    """Batch stage: reject documents failing a Gopher heuristic; adds a ``quality_<metric>`` column each."""
+
+    def __init__(self, config: QualityConfig | None = None, annotate_only: bool = False) -> None:
+        self.config = config or QualityConfig()
+        self.annotate_only = annotate_only
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The score columns this stage adds."""
+        names = dict.fromkeys(metric for _, metric, _, _ in _checks(self.config))
+        return tuple(f"quality_{m}" for m in names)
+
+    def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, list]:
+        stage, reason = decisions(batch)
+        rows = active_rows(batch, self.annotate_only)
+        texts = batch_texts(batch)
+        scores = quality_scores([texts[i] for i in rows], self.config)
+        verdicts = quality_reasons(scores, self.config)
+        out = dict(batch)
+        for col in self.columns:
+            values: list[float | None] = [None] * len(stage)
+            metric = scores[col.removeprefix("quality_")].tolist()
+            for j, i in enumerate(rows.tolist()):
+                values[i] = metric[j]
+            out[col] = values
+        for j, i in enumerate(rows.tolist()):
+            if verdicts[j] is not None and stage[i] is None:
+                stage[i], reason[i] = "quality", verdicts[j]
+        out["stage"], out["reason"] = stage, reason
+        return out

@@ -1,0 +1,275 @@
+"""Reading and writing corpus shards, one record at a time, without ever losing one.
+
+Inputs: JSONL (plain or ``.gz``), Parquet, a Hugging Face dataset saved with
+``save_to_disk``, and plain ``.txt`` files (one document per file); a directory
+(searched recursively) or a glob of any of these. Each shard yields
+:class:`Item` objects: a readable record with a stable id (``<shard>:<line>``
+unless an id field is named) or an error saying what went wrong at which line,
+so a bad line never stops the run and never vanishes.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import glob
+import gzip
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterator, Sequence
+
+from hygiene.errors import UserInputError
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
+SUFFIXES = JSONL_SUFFIXES + (".parquet", ".txt")
+_BOM = b"\xef\xbb\xbf"
+_TABLE_BATCH = 1024
+_RAW_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input unit of resumption: a file, or a saved Hugging Face dataset (split)."""
+
+    path: Path
+    kind: str  # "jsonl", "parquet", "txt" or "hf"
+    name: str  # stable name used in record ids and the checkpoint
+    split: str | None = None  # DatasetDict split of an "hf" shard
+
+
+@dataclass
+class Item:
+    """One record read from a shard, or the error that kept it from being read."""
+
+    shard: str
+    line: int | None  # 1-based line (JSONL) or row (tables); None for a whole-shard failure
+    record: dict[str, Any] | None = None
+    error: str | None = None
+    raw: str | None = None  # the start of an unparsable line, kept for inspection
+
+
+def _kind(path: Path) -> str | None:
+    """The reader for ``path`` by its suffix, or ``None`` if unsupported."""
+    name = path.name.lower()
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(".txt"):
+        return "txt"
+    return None
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    """Whether ``path`` is a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    return path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
+
+
+def _hf_shards(path: Path, name: str) -> list[Shard]:
+    """Shards of a saved dataset: the dataset itself, or one per split of a DatasetDict."""
+    if (path / "dataset_dict.json").is_file():
+        try:
+            splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserInputError(f"unreadable saved dataset {path}: {exc}") from None
+        return [Shard(path, "hf", f"{name}/{s}", s) for s in splits]
+    return [Shard(path, "hf", name)]
+
+
+def discover_shards(inputs: Sequence[str | Path]) -> list[Shard]:
+    """Expand files, directories and globs into a sorted, duplicate-free list of shards.
+
+    Raises :class:`UserInputError` for a missing path, an unsupported file, or no shards.
+    """
+    shards: list[Shard] = []
+    for arg in map(str, inputs):
+        if glob.has_magic(arg):
+            matches = sorted(glob.glob(arg, recursive=True))
+            if not matches:
+                raise UserInputError(f"no files match {arg}")
+            for m in matches:
+                p = Path(m)
+                if _is_saved_dataset(p):
+                    shards += _hf_shards(p, p.as_posix())
+                elif p.is_file() and _kind(p):
+                    shards.append(Shard(p, _kind(p), p.as_posix()))
+            continue
+        path = Path(arg)
+        if not path.exists():
+            raise UserInputError(f"input not found: {arg}")
+        if _is_saved_dataset(path):
+            shards += _hf_shards(path, path.as_posix())
+        elif path.is_dir():
+            datasets_dirs = sorted(p for p in path.rglob("*") if _is_saved_dataset(p))
+            for d in datasets_dirs:
+                shards += _hf_shards(d, d.as_posix())
+            for p in sorted(path.rglob("*")):
+                if p.is_file() and _kind(p) and not any(d in p.parents for d in datasets_dirs):
+                    shards.append(Shard(p, _kind(p), p.as_posix()))
+        elif _kind(path):
+            shards.append(Shard(path, _kind(path), path.as_posix()))
+        else:
+            raise UserInputError(f"unsupported input {arg}: expected {', '.join(SUFFIXES)} or a saved dataset")
+    seen: set[tuple[str, str | None]] = set()
+    unique = []
+    for s in shards:
+        key = (str(s.path.resolve()), s.split)
+        if key not in seen:
+            seen.add(key)
+            unique.append(s)
+    if not unique:
+        raise UserInputError(f"no input shards found in {' '.join(map(str, inputs))}")
+    return unique
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    """Open a shard for reading bytes, decompressing ``.gz``."""
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")
+
+
+def _short(exc: BaseException) -> str:
+    """A one-line description of an exception."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _read_jsonl(shard: Shard) -> Iterator[Item]:
+    """Records of a JSONL shard, one per non-blank line; bad lines and truncation become errors."""
+    line_no = 0
+    try:
+        with _open_binary(shard.path) as fh:
+            for line_no, raw in enumerate(fh, start=1):
+                if line_no == 1 or raw.startswith(_BOM):
+                    raw = raw.removeprefix(_BOM)
+                if not raw.strip():
+                    continue
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield Item(shard.name, line_no, error=f"invalid UTF-8 at byte {exc.start}",
+                               raw=raw[:_RAW_CHARS].decode("utf-8", "replace"))
+                    continue
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    yield Item(shard.name, line_no, error=f"invalid JSON: {exc.msg} at column {exc.colno}",
+                               raw=text[:_RAW_CHARS])
+                    continue
+                if not isinstance(record, dict):
+                    yield Item(shard.name, line_no, error=f"not a JSON object but {type(record).__name__}")
+                    continue
+                yield Item(shard.name, line_no, record)
+    except (EOFError, OSError, zlib.error) as exc:
+        after = f" after line {line_no}" if line_no else ""
+        yield Item(shard.name, line_no + 1 if line_no else None, error=f"unreadable shard{after}: {_short(exc)}")
+
+
+def _read_parquet(shard: Shard) -> Iterator[Item]:
+    """Rows of a Parquet shard; an unreadable file or row group becomes one error."""
+    import pyarrow.parquet as pq
+
+    row = 0
+    try:
+        for batch in pq.ParquetFile(shard.path).iter_batches(batch_size=_TABLE_BATCH):
+            for record in batch.to_pylist():
+                row += 1
+                yield Item(shard.name, row, record)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for corrupt files
+        yield Item(shard.name, row + 1 if row else None, error=f"unreadable shard after row {row}: {_short(exc)}")
+
+
+def _read_saved_dataset(shard: Shard) -> Iterator[Item]:
+    """Rows of a dataset written by ``save_to_disk``."""
+    import datasets
+
+    row = 0
+    try:
+        ds = datasets.load_from_disk(str(shard.path))
+        if shard.split is not None:
+            ds = ds[shard.split]
+        for batch in ds.iter(batch_size=_TABLE_BATCH):
+            columns = list(batch)
+            for values in zip(*(batch[c] for c in columns)):
+                row += 1
+                yield Item(shard.name, row, dict(zip(columns, values)))
+    except Exception as exc:  # arrow/datasets errors for damaged files
+        yield Item(shard.name, row + 1 if row else None, error=f"unreadable dataset after row {row}: {_short(exc)}")
+
+
+def _read_txt(shard: Shard, text_field: str) -> Iterator[Item]:
+    """A ``.txt`` file as one record ``{text_field: content, "path": shard name}`` (a leading BOM dropped)."""
+    try:
+        data = shard.path.read_bytes()
+    except OSError as exc:
+        yield Item(shard.name, None, error=f"unreadable file: {_short(exc)}")
+        return
+    try:
+        text = data.removeprefix(_BOM).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield Item(shard.name, 1, error=f"invalid UTF-8 at byte {exc.start}")
+        return
+    yield Item(shard.name, 1, {text_field: text, "path": shard.name})
+
+
+def read_shard(shard: Shard, text_field: str = "text") -> Iterator[Item]:
+    """Every record of ``shard`` in order, with errors in place of the records that could not be read."""
+    if shard.kind == "jsonl":
+        return _read_jsonl(shard)
+    if shard.kind == "parquet":
+        return _read_parquet(shard)
+    if shard.kind == "hf":
+        return _read_saved_dataset(shard)
+    return _read_txt(shard, text_field)
+
+
+def _json_default(value: Any) -> Any:
+    """JSON form of values Parquet and Arrow hand back (dates, decimals, bytes, numpy scalars)."""
+    if isinstance(value, (datetime.date, datetime.time, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def dumps_record(record: dict[str, Any]) -> str:
+    """One JSONL line (no newline) for ``record``, non-ASCII characters kept as they are."""
+    return json.dumps(record, ensure_ascii=False, default=_json_default)
+
+
+def write_jsonl_line(fh: IO[bytes], record: dict[str, Any]) -> None:
+    """Append ``record`` as one UTF-8 JSON line to a binary file (a lone surrogate written as its \\u escape)."""
+    fh.write(dumps_record(record).encode("utf-8", "backslashreplace") + b"\n")
+
+
+def jsonl_to_parquet(src: str | Path, dst: str | Path, chunk: int = 10_000) -> None:
+    """Convert a JSONL file to Parquet (atomically), unifying the schema over all records.
+
+    Two passes: the first infers and merges the schema of every chunk, the second writes
+    each chunk under it, so records with different fields fit one table.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hygiene.atomic import atomic_open
+
+    def chunks() -> Iterator[list[dict[str, Any]]]:
+        with open(src, encoding="utf-8") as fh:
+            while rows := [json.loads(line) for _, line in zip(range(chunk), fh)]:
+                yield rows
+
+    try:
+        schemas = [pa.Table.from_pylist(rows).schema for rows in chunks()]
+        schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
+        with atomic_open(dst, "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
+            for rows in chunks():
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise UserInputError(f"cannot write {dst} as Parquet ({_short(exc)}); use --format jsonl") from None
