@@ -15,6 +15,8 @@ def main() -> None:
 # One module per command family; each registers its commands on ``main`` here.
 # (keep one import line per module)
 
+from hygiene.cli import filter  # noqa: E402,F401
+
 
 if __name__ == "__main__":
     main()
