@@ -101,10 +101,15 @@ class Scorer:
         limits = [m.max_length for m in self._models() if m.max_length is not None]
         self.max_tokens = min([config.max_tokens, *limits])
 
+    @staticmethod
+    def feature_names_for(binoculars: bool) -> tuple[str, ...]:
+        """Names of the features a scorer returns, with or without an observer/performer pair."""
+        return LM_FEATURES + (("binoculars",) if binoculars else ())
+
     @property
     def feature_names(self) -> tuple[str, ...]:
         """Names of the features :meth:`score` returns, in order."""
-        return LM_FEATURES + (("binoculars",) if self.observer is not None else ())
+        return self.feature_names_for(self.observer is not None)
 
     def _models(self) -> list[LanguageModel]:
         """The distinct models this scorer runs, each once per batch."""

