@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -40,6 +41,7 @@ from hygiene.records import Item, Shard, discover_shards, jsonl_to_parquet, read
 from hygiene.synthetic_filter import Detector
 
 OUTPUTS = ("kept", "rejected", "errors")
+log = logging.getLogger(__name__)
 PARTIAL = ".partial"
 
 
@@ -203,6 +205,8 @@ class FilterRun:
                 err = {"shard": item.shard, "line": item.line, "error": item.error}
                 if item.raw is not None:
                     err["raw"] = item.raw
+                if item.shard_failed:
+                    log.warning("%s: %s", item.shard, item.error)
                 self._error(sink, err)
                 continue
             text, error = record_text(item.record, cfg.text_field)

@@ -48,6 +48,7 @@ class Item:
     record: dict[str, Any] | None = None
     error: str | None = None
     raw: str | None = None  # the start of an unparsable line, kept for inspection
+    shard_failed: bool = False  # the rest of the shard could not be read
 
 
 def _kind(path: Path) -> str | None:
@@ -163,7 +164,8 @@ def _read_jsonl(shard: Shard) -> Iterator[Item]:
                 yield Item(shard.name, line_no, record)
     except (EOFError, OSError, zlib.error) as exc:
         after = f" after line {line_no}" if line_no else ""
-        yield Item(shard.name, line_no + 1 if line_no else None, error=f"unreadable shard{after}: {_short(exc)}")
+        yield Item(shard.name, line_no + 1 if line_no else None, error=f"unreadable shard{after}: {_short(exc)}",
+                   shard_failed=True)
 
 
 def _read_parquet(shard: Shard) -> Iterator[Item]:
@@ -177,7 +179,8 @@ def _read_parquet(shard: Shard) -> Iterator[Item]:
                 row += 1
                 yield Item(shard.name, row, record)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for corrupt files
-        yield Item(shard.name, row + 1 if row else None, error=f"unreadable shard after row {row}: {_short(exc)}")
+        yield Item(shard.name, row + 1 if row else None, error=f"unreadable shard after row {row}: {_short(exc)}",
+                   shard_failed=True)
 
 
 def _read_saved_dataset(shard: Shard) -> Iterator[Item]:
@@ -195,7 +198,8 @@ def _read_saved_dataset(shard: Shard) -> Iterator[Item]:
                 row += 1
                 yield Item(shard.name, row, dict(zip(columns, values)))
     except Exception as exc:  # arrow/datasets errors for damaged files
-        yield Item(shard.name, row + 1 if row else None, error=f"unreadable dataset after row {row}: {_short(exc)}")
+        yield Item(shard.name, row + 1 if row else None, error=f"unreadable dataset after row {row}: {_short(exc)}",
+                   shard_failed=True)
 
 
 def _read_txt(shard: Shard, text_field: str) -> Iterator[Item]:
@@ -203,7 +207,7 @@ def _read_txt(shard: Shard, text_field: str) -> Iterator[Item]:
     try:
         data = shard.path.read_bytes()
     except OSError as exc:
-        yield Item(shard.name, None, error=f"unreadable file: {_short(exc)}")
+        yield Item(shard.name, None, error=f"unreadable file: {_short(exc)}", shard_failed=True)
         return
     try:
         text = data.removeprefix(_BOM).decode("utf-8")
