@@ -40,32 +40,45 @@ class QualityScores:
         return self.values[name]
 
 
+def _word_count_ok(n_words: int, config: QualityConfig) -> bool:
+    """Whether a word count passes Gopher's length checks."""
+    return (config.min_words is None or n_words >= config.min_words) and (
+        config.max_words is None or n_words <= config.max_words)
+
+
 def _duplicates(parts: list[str]) -> tuple[int, int]:
     """(number of repeated elements, characters in them) beyond each element's first occurrence."""
     unique = set(parts)
     return len(parts) - len(unique), sum(map(len, parts)) - sum(map(len, unique))
 
 
-def quality_scores(texts: Sequence[str], config: QualityConfig | None = None) -> QualityScores:
-    """Every Gopher statistic of each text (the checks then compare them to thresholds)."""
+def quality_scores(texts: Sequence[str], config: QualityConfig | None = None, complete: bool = True) -> QualityScores:
+    """Every Gopher statistic of each text (the checks then compare them to thresholds).
+
+    With ``complete=False`` the n-gram statistics (the costly part) are computed only for
+    texts that pass the other checks and are NaN for the rest, which already fail.
+    """
     config = config or QualityConfig()
     n_docs = len(texts)
     stop = {w.lower() for w in config.stop_words}
-    vocab: dict[str, int] = {}
-    ids_parts, len_parts = [], []
+    token_lists: list[list[str]] = []
     cols = {k: np.zeros(n_docs) for k in (
         "words", "mean_word_length", "hash_ratio", "ellipsis_ratio", "bullet_lines", "ellipsis_lines",
         "alpha_words", "stop_words", "dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac")}
     n_tokens = np.zeros(n_docs, np.int64)
     chars = np.array([max(len(t), 1) for t in texts], dtype=float)
-    next_id = itertools.count()
     for d, text in enumerate(texts):
-        tokens = _TOKEN.findall(text)
-        n_tok = len(tokens)
-        n_tokens[d] = n_tok
         words = _WORD.findall(text)
         n_words = len(words)
         cols["words"][d] = n_words
+        if not complete and not _word_count_ok(n_words, config):  # e.g. a 20 MB page: skip the rest
+            for name in cols:
+                cols[name][d] = np.nan if name != "words" else n_words
+            token_lists.append([])
+            continue
+        tokens = _TOKEN.findall(text)
+        n_tok = len(tokens)
+        n_tokens[d] = n_tok
         cols["mean_word_length"][d] = sum(map(len, words)) / n_words if n_words else 0.0
         denom = max(n_tok, 1)
         cols["hash_ratio"][d] = text.count("#") / denom
@@ -82,12 +95,18 @@ def quality_scores(texts: Sequence[str], config: QualityConfig | None = None) ->
         lines = _LINES.split(text)
         dup, dup_chars = _duplicates(lines)
         cols["dup_line_frac"][d], cols["dup_line_char_frac"][d] = dup / len(lines), dup_chars / chars[d]
-        # distinct tokens get distinct ids (not dense: the counter also advances on repeats)
-        ids_parts.append(np.fromiter(map(vocab.setdefault, tokens, next_id), np.int64, n_tok))
-        len_parts.append(np.fromiter(map(len, tokens), np.int64, n_tok))
-    ids = np.concatenate(ids_parts) if ids_parts else np.empty(0, np.int64)
-    lens = np.concatenate(len_parts) if len_parts else np.empty(0, np.int64)
-    cols.update(_ngram_scores(ids, lens, n_tokens, chars, config))
+        token_lists.append(tokens)
+    todo = np.arange(n_docs)
+    if not complete:
+        todo = np.flatnonzero([r is None for r in quality_reasons(QualityScores(cols), config)])
+    vocab: dict[str, int] = {}
+    next_id = itertools.count()  # distinct tokens get distinct ids (not dense: it also advances on repeats)
+    ids = np.fromiter((i for d in todo for i in map(vocab.setdefault, token_lists[d], next_id)), np.int64,
+                      int(n_tokens[todo].sum()))
+    lens = np.fromiter((n for d in todo for n in map(len, token_lists[d])), np.int64, len(ids))
+    for name, values in _ngram_scores(ids, lens, n_tokens[todo], chars[todo], config).items():
+        cols[name] = np.full(n_docs, np.nan)
+        cols[name][todo] = values
     return QualityScores(cols)
 
 
@@ -161,11 +180,13 @@ def _checks(config: QualityConfig) -> list[tuple[str, str, str, float]]:
 
 
 def quality_reasons(scores: QualityScores, config: QualityConfig | None = None) -> list[str | None]:
-    """The first failed Gopher check of each document (``None``: passes all)."""
+    """The first failed Gopher check of each document (``None``: passes all; NaN or absent metrics pass)."""
     config = config or QualityConfig()
     n = len(scores["words"])
     reason = np.full(n, None, dtype=object)
     for name, metric, direction, threshold in reversed(_checks(config)):  # earliest check written last
+        if metric not in scores.values:
+            continue
         v = scores[metric]
         fail = v < threshold if direction == "min" else v > threshold
         reason[fail] = name
@@ -189,14 +210,14 @@ class QualityFilter:
         stage, reason = decisions(batch)
         rows = active_rows(batch, self.annotate_only)
         texts = batch_texts(batch)
-        scores = quality_scores([texts[i] for i in rows], self.config)
+        scores = quality_scores([texts[i] for i in rows], self.config, complete=self.annotate_only)
         verdicts = quality_reasons(scores, self.config)
         out = dict(batch)
         for col in self.columns:
             values: list[float | None] = [None] * len(stage)
             metric = scores[col.removeprefix("quality_")].tolist()
             for j, i in enumerate(rows.tolist()):
-                values[i] = metric[j]
+                values[i] = None if metric[j] != metric[j] else metric[j]  # NaN: not computed
             out[col] = values
         for j, i in enumerate(rows.tolist()):
             if verdicts[j] is not None and stage[i] is None:

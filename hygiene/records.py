@@ -103,12 +103,11 @@ def discover_shards(inputs: Sequence[str | Path]) -> list[Shard]:
         if _is_saved_dataset(path):
             shards += _hf_shards(path, path.as_posix())
         elif path.is_dir():
-            datasets_dirs = sorted(p for p in path.rglob("*") if _is_saved_dataset(p))
-            for d in datasets_dirs:
-                shards += _hf_shards(d, d.as_posix())
-            for p in sorted(path.rglob("*")):
-                if p.is_file() and _kind(p) and not any(d in p.parents for d in datasets_dirs):
-                    shards.append(Shard(p, _kind(p), p.as_posix()))
+            datasets_dirs = [p for p in path.rglob("*") if _is_saved_dataset(p)]
+            found = [s for d in datasets_dirs for s in _hf_shards(d, d.as_posix())]
+            found += [Shard(p, _kind(p), p.as_posix()) for p in path.rglob("*")
+                      if p.is_file() and _kind(p) and not any(d in p.parents for d in datasets_dirs)]
+            shards += sorted(found, key=lambda s: s.name)
         elif _kind(path):
             shards.append(Shard(path, _kind(path), path.as_posix()))
         else:

@@ -1,0 +1,263 @@
+"""A filter run over files: every record accounted for, bad input survived, resume, atomic outputs, CLI errors."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hygiene.cli import main
+from hygiene.config import FilterConfig, load_config
+from hygiene.errors import UserInputError
+from hygiene.filter_run import run_filter
+
+STOP = ["the", "of", "and", "to", "with", "that", "have", "be"]
+
+
+def make_doc(seed: int, words: int = 90) -> str:
+    """A document that passes the Gopher checks: varied made-up words with stop words, in sentences."""
+    rng = np.random.default_rng(seed)
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    out = []
+    for i in range(words):
+        out.append(STOP[i % len(STOP)] if i % 3 == 0 else "".join(rng.choice(letters, int(rng.integers(4, 9)))))
+        if i % 12 == 11:
+            out[-1] += "."
+    return " ".join(out).capitalize() + "."
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _config(**assignments) -> FilterConfig:
+    return load_config(overrides={"synthetic.enabled": False, "checkpoint_seconds": 0.0, **assignments})
+
+
+def _write_jsonl(path: Path, records: list) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> tuple[Path, int]:
+    """A directory with every input format and every kind of bad input; returns (dir, number of records)."""
+    d = tmp_path / "crawl"
+    d.mkdir()
+    docs = [make_doc(i) for i in range(12)]
+    near = docs[0].replace(docs[0].split()[5], "changed", 1)
+    good = [{"text": t, "url": f"u{i}"} for i, t in enumerate(docs[:6])] + [{"text": docs[0]}, {"text": near}]
+    _write_jsonl(d / "a.jsonl", good)  # 8 records: one exact and one near duplicate
+    bad = (
+        "\ufeff" + json.dumps({"text": docs[6]}) + "\n"  # BOM on the first line
+        + "{not json\n"
+        + json.dumps({"title": "no text"}) + "\n"
+        + json.dumps({"text": 42}) + "\n"
+        + json.dumps({"text": "   "}) + "\n"
+        + "\n"  # blank line: not a record
+        + json.dumps({"text": "\u200b\u200b"}) + "\n"  # empty once normalised
+        + json.dumps({"text": "\n".join(["line"] * 200_000)}) + "\n"  # a huge number of lines
+    )
+    raw = bad.encode("utf-8") + b'{"text": "caf\xe9 latin-1 byte"}\n'  # invalid UTF-8
+    (d / "b.jsonl").write_bytes(raw)
+    with gzip.open(d / "c.jsonl.gz", "wt", encoding="utf-8") as fh:
+        for t in docs[7:9]:
+            fh.write(json.dumps({"text": t}) + "\n")
+    with gzip.open(d / "t.jsonl.gz", "wb") as fh:
+        fh.write(("".join(json.dumps({"text": make_doc(100 + i)}) + "\n" for i in range(50))).encode())
+    full = (d / "t.jsonl.gz").read_bytes()
+    (d / "t.jsonl.gz").write_bytes(full[: len(full) // 2])  # truncated .gz
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": docs[9:11], "n": [1, 2]}), d / "p.parquet")
+    (d / "broken.parquet").write_bytes(b"PAR1 not really parquet")
+    (d / "doc.txt").write_text("\ufeff" + docs[11], encoding="utf-8")
+    import datasets
+
+    datasets.Dataset.from_dict({"text": [make_doc(200), docs[1]]}).save_to_disk(str(d / "saved"))
+    (d / "notes.md").write_text("ignored: not a supported suffix")
+    # records: 8 + 9 (b) + 2 (c) + (t: lines read before truncation + 1 error) + 2 + 1 + 1 + 2
+    return d, 8 + 9 + 2 + 2 + 1 + 1 + 2
+
+
+def test_every_record_is_accounted_for(corpus: tuple[Path, int], tmp_path: Path) -> None:
+    d, fixed = corpus
+    out = tmp_path / "out"
+    stats = run_filter([d], out, _config(), progress=False)
+    kept, rejected, errors = (_lines(out / f"{n}.jsonl") for n in ("kept", "rejected", "errors"))
+    assert stats["records_in"] == len(kept) + len(rejected) + len(errors)
+    assert (stats["kept"], stats["rejected"], stats["errors"]) == (len(kept), len(rejected), len(errors))
+    truncated = [e for e in errors if e["shard"].endswith("t.jsonl.gz")]
+    assert len(truncated) == 1 and "unreadable shard after line" in truncated[0]["error"]
+    t_lines = int(truncated[0]["error"].split("after line ")[1].split(":")[0])
+    assert stats["records_in"] == fixed + t_lines  # every line read, plus one error for the lost tail
+    by = {(e["shard"].rsplit("/", 1)[-1], e["line"]): e["error"] for e in errors}
+    assert by[("b.jsonl", 2)].startswith("invalid JSON")
+    assert by[("b.jsonl", 3)] == "missing text field 'text'"
+    assert by[("b.jsonl", 4)] == "text field 'text' is int, not a string"
+    assert by[("b.jsonl", 9)].startswith("invalid UTF-8")
+    assert any(k[0] == "broken.parquet" for k in by)
+    reasons = {(r["hygiene"]["id"].rsplit("/", 1)[-1], r["hygiene"]["stage"], r["hygiene"]["reason"]) for r in rejected}
+    assert ("a.jsonl:7", "exact_dedup", "duplicate") in reasons
+    assert ("a.jsonl:8", "near_dedup", "near_duplicate") in reasons
+    assert ("b.jsonl:5", "input", "empty_text") in reasons and ("b.jsonl:7", "input", "empty_text") in reasons
+    assert any(k[0] == "b.jsonl:8" and k[1] == "quality" for k in reasons)  # the many-lines record
+    assert any(r["hygiene"]["id"].endswith("saved:2") and r["hygiene"]["stage"] == "exact_dedup" for r in rejected)
+    assert {"text": make_doc(6)} in kept  # the BOM line was read and kept unchanged
+    assert sum(stats["by_stage"][s][r] for s in stats["by_stage"] for r in stats["by_stage"][s]) == len(rejected)
+    assert stats["config"]["near_dedup"]["bands"] == 14 and load_config(out / "config.yaml") == _config()
+
+
+def test_a_20mb_document_does_not_stop_the_run(tmp_path: Path) -> None:
+    words = "lorem ipsum dolor sit amet "
+    text = words * (20 * 2**20 // len(words))  # 20 MB, 3.6M words
+    _write_jsonl(tmp_path / "big.jsonl", [{"text": text}, {"text": make_doc(1)}])
+    stats = run_filter([tmp_path / "big.jsonl"], tmp_path / "out", _config(), progress=False)
+    rejected = _lines(tmp_path / "out" / "rejected.jsonl")
+    assert stats["kept"] == 1 and len(rejected) == 1
+    assert rejected[0]["hygiene"]["reason"] == "too_many_words" and len(rejected[0]["text"]) == len(text)
+
+
+def test_max_errors_stops_the_run_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.jsonl").write_text("{\n[\n" + json.dumps({"text": make_doc(0)}) + "\n")
+    with pytest.raises(UserInputError, match=r"more than 1 unreadable records \(last: .*bad.jsonl:2"):
+        run_filter([tmp_path / "bad.jsonl"], tmp_path / "out", _config(max_errors=1), progress=False)
+    stats = run_filter([tmp_path / "bad.jsonl"], tmp_path / "o2", _config(max_errors=2), progress=False)
+    assert (stats["errors"], stats["kept"]) == (2, 1)
+
+
+class FlakyDetector:
+    """Fake detector: 'machine' texts score 0.9; raises once it has seen ``stop_at`` batches (an interruption)."""
+
+    threshold_ = 0.5
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.calls, self.stop_at = 0, stop_at
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        if self.stop_at is not None and self.calls > self.stop_at:
+            raise KeyboardInterrupt
+        p = np.array([0.9 if "machine" in t else 0.1 for t in texts])
+        return np.stack([1 - p, p], axis=1)
+
+
+def _shards(tmp_path: Path) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    for s in range(3):
+        recs = [{"text": make_doc(10 * s + i) + (" machine" if i == 1 else "")} for i in range(6)]
+        recs.append({"text": make_doc(0)})  # an exact duplicate of shard 0's first doc in every shard
+        recs.append({"oops": 1})
+        _write_jsonl(d / f"s{s}.jsonl", recs)
+    return d
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    d = _shards(tmp_path)
+    config = _config(**{"synthetic.enabled": True, "batch_size": 3})
+    ref = run_filter([d], tmp_path / "ref", config, detector=FlakyDetector(), progress=False)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):  # 2 detector calls a shard: stop in the third, after one batch
+        run_filter([d], out, config, detector=FlakyDetector(stop_at=5), progress=False)
+    assert not (out / "kept.jsonl").exists() and not (out / "stats.json").exists()  # nothing final half-written
+    state = json.loads((out / ".partial" / "checkpoint.json").read_text())
+    assert state["done"] == [str(d / "s0.jsonl"), str(d / "s1.jsonl")]
+    assert (out / ".partial" / "kept.jsonl").stat().st_size > state["offsets"]["kept"]  # written past the checkpoint
+    with pytest.raises(UserInputError, match="interrupted run"):
+        run_filter([d], out, config, detector=FlakyDetector(), progress=False)
+    with pytest.raises(UserInputError, match="differ"):
+        run_filter([d], out, _config(**{"synthetic.enabled": True, "batch_size": 4}), resume=True,
+                   detector=FlakyDetector(), progress=False)
+    stats = run_filter([d], out, config, resume=True, detector=FlakyDetector(), progress=False)
+    for name in ("kept", "rejected", "errors"):
+        assert (out / f"{name}.jsonl").read_bytes() == (tmp_path / "ref" / f"{name}.jsonl").read_bytes()
+    assert {k: stats[k] for k in ("records_in", "kept", "rejected", "errors", "by_stage")} == \
+        {k: ref[k] for k in ("records_in", "kept", "rejected", "errors", "by_stage")}
+    assert ref["by_stage"]["synthetic"]["machine_generated"] == 3 and ref["by_stage"]["exact_dedup"]["duplicate"] == 3
+    assert not list(out.glob(".*")), "temporary files or the checkpoint were left behind"
+
+
+def test_synthetic_stage_threshold_and_scores(tmp_path: Path) -> None:
+    d = _shards(tmp_path)
+    stats = run_filter([d / "s0.jsonl"], tmp_path / "o", _config(**{"synthetic.enabled": True, "synthetic.threshold": 0.95}),
+                       detector=FlakyDetector(), progress=False)
+    assert "synthetic" not in stats["by_stage"] and stats["synthetic_threshold"] == 0.95
+    run_filter([d / "s0.jsonl"], tmp_path / "o2", _config(**{"synthetic.enabled": True, "output.annotate": True}),
+               detector=FlakyDetector(), progress=False)
+    rejected = _lines(tmp_path / "o2" / "rejected.jsonl")
+    machine = [r for r in rejected if r["hygiene"]["stage"] == "synthetic"]
+    assert len(machine) == 1 and machine[0]["hygiene"]["scores"]["synthetic_p"] == 0.9
+    assert all(r["hygiene"]["scores"]["synthetic_p"] == 0.1 for r in _lines(tmp_path / "o2" / "kept.jsonl"))
+
+
+def test_missing_detector_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLLAPSE_HYGIENE_MODELS", str(tmp_path / "no-models"))
+    d = _shards(tmp_path)
+    result = CliRunner().invoke(main, ["filter", str(d), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("Error: no synthetic-text detector at") and result.output.count("\n") == 1
+
+
+def test_annotate_only_drops_nothing_and_dry_run_writes_nothing(tmp_path: Path) -> None:
+    d = _shards(tmp_path)
+    stats = run_filter([d], tmp_path / "a", _config(**{"output.annotate_only": True}), progress=False)
+    kept = _lines(tmp_path / "a" / "kept.jsonl")
+    assert len(kept) == stats["kept"] == stats["records_in"] - stats["errors"] and stats["rejected"] == 0
+    assert sum(1 for r in kept if r["hygiene"].get("stage") == "exact_dedup") == 3
+    assert all("quality_words" in r["hygiene"]["scores"] for r in kept)
+    result = CliRunner().invoke(main, ["dedup", str(d), "--dry-run", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["by_stage"] == {"exact_dedup": {"duplicate": 3}}
+    assert not (tmp_path / "o").exists()
+
+
+def test_parquet_output_and_dedup_command(tmp_path: Path) -> None:
+    d = _shards(tmp_path)
+    result = CliRunner().invoke(main, ["dedup", str(d), "--out", str(tmp_path / "o"), "--format", "parquet",
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output
+    import pyarrow.parquet as pq
+
+    kept = pq.read_table(tmp_path / "o" / "kept.parquet").to_pylist()
+    rejected = pq.read_table(tmp_path / "o" / "rejected.parquet").to_pylist()
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert (len(kept), len(rejected)) == (stats["kept"], stats["rejected"]) == (18, 3)
+    assert stats["config"]["quality"]["enabled"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["filter", "/no/such/file.jsonl", "--out", "X"], "Error: input not found: /no/such/file.jsonl"),
+        (["filter", "IN", "--out", "X", "--set", "quality.min_wrds=3"], "Error: bad config: unknown key 'quality.min_wrds'"),
+        (["filter", "IN", "--out", "X", "--config", "CFG"], "Error: bad config CFG: "),
+        (["filter", "IN", "--out", "X", "--set", "near_dedup.rows=0"], "Error: bad config: near_dedup.bands and rows"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": make_doc(0)}) + "\n")
+    (tmp_path / "bad.yaml").write_text("quality: [unclosed\n")
+    subst = {"IN": str(tmp_path / "in.jsonl"), "X": str(tmp_path / "o"), "CFG": str(tmp_path / "bad.yaml")}
+    args = [subst.get(a, a) for a in args]
+    result = CliRunner().invoke(main, [*args, "--no-synthetic", "--no-progress"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.output.startswith(message.replace("CFG", subst["CFG"])) and result.output.count("\n") == 1
+
+
+def test_filter_records_and_filter_dataset_agree() -> None:
+    import datasets
+
+    import hygiene
+
+    texts = [make_doc(i) for i in range(5)] + [make_doc(0), "", "too short to pass"]
+    config = _config(batch_size=3)
+    decisions = list(hygiene.filter_records([{"text": t} for t in texts] + [{"no": "text"}], config))
+    assert [d.stage for d in decisions] == [None] * 5 + ["exact_dedup", "input", "quality", "error"]
+    kept, rejected = hygiene.filter_dataset(datasets.Dataset.from_dict({"text": texts, "k": list(range(8))}), config)
+    assert kept["k"] == [0, 1, 2, 3, 4] and kept.column_names == ["text", "k"]
+    assert rejected["hygiene_stage"] == ["exact_dedup", "input", "quality"]
+    assert json.loads(rejected["hygiene_scores"][0]) == {"exact_duplicate_of": 0}
