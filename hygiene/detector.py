@@ -30,6 +30,7 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from hygiene.atomic import atomic_open, write_json
 from hygiene.classifier import ArrayClassifier, ClassifierConfig, fit_classifier
+from hygiene.errors import UserInputError
 from hygiene.evaluation import roc_summary
 from hygiene.features import FeatureConfig, Featurizer
 from hygiene.lm import LanguageModel
@@ -41,10 +42,11 @@ FORMAT_VERSION = 1
 _FILES = ("detector.json", "classifier.safetensors")
 #: suffixes of files that could only be loaded by unpickling; their presence refuses the directory
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".pt", ".pth", ".npy", ".dill", ".cloudpickle"}
-LABELS = ("human", "machine")
+#: label strings -> 0/1 ("synthetic" is what the generational corpora write)
+LABELS = {"human": 0, "machine": 1, "synthetic": 1}
 
 
-class DetectorError(ValueError):
+class DetectorError(UserInputError):
     """A detector directory that is missing, not a detector, unsafe or tampered with; or unusable input."""
 
 
@@ -68,13 +70,13 @@ class DetectorConfig:
 
 
 def encode_labels(labels: Sequence[int | str]) -> np.ndarray:
-    """0/1 labels from ``human``/``machine`` strings or 0/1 integers."""
+    """0/1 labels from ``human``/``machine`` (or ``synthetic``) strings or 0/1 integers."""
     out = []
     for i, label in enumerate(labels):
         if isinstance(label, str):
             if label not in LABELS:
                 raise DetectorError(f"label #{i} is {label!r}; expected 'human' or 'machine'")
-            out.append(LABELS.index(label))
+            out.append(LABELS[label])
         elif label in (0, 1):
             out.append(int(label))
         else:
@@ -110,15 +112,18 @@ class Detector:
         """Names of the classifier's input columns."""
         return self.featurizer.names
 
-    def features(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """The feature matrix of ``texts`` (see :mod:`hygiene.features`)."""
-        return self.featurizer.transform(list(texts), progress=progress)
+    def features(self, texts: Sequence[str], progress: bool = False,
+                 cache: str | os.PathLike | None = None) -> np.ndarray:
+        """The feature matrix of ``texts`` (see :mod:`hygiene.features`; ``cache`` makes it resumable)."""
+        return self.featurizer.transform(list(texts), progress=progress, cache=cache)
 
     # -- training ---------------------------------------------------------------------------------
     def fit(self, texts: Sequence[str], labels: Sequence[int | str], groups: Sequence[Any] | None = None,
-            progress: bool = False, summary: dict[str, Any] | None = None) -> "Detector":
+            progress: bool = False, summary: dict[str, Any] | None = None,
+            cache: str | os.PathLike | None = None) -> "Detector":
         """Featurize labelled texts, then :meth:`fit_features`."""
-        return self.fit_features(self.features(texts, progress=progress), labels, groups, summary=summary)
+        X = self.features(texts, progress=progress, cache=cache)
+        return self.fit_features(X, labels, groups, summary=summary)
 
     def fit_features(self, X: np.ndarray, labels: Sequence[int | str], groups: Sequence[Any] | None = None,
                      summary: dict[str, Any] | None = None) -> "Detector":
@@ -305,3 +310,40 @@ def _config_from_dict(d: dict[str, Any]) -> DetectorConfig:
         target_fpr=d["target_fpr"],
         seed=d["seed"],
     )
+
+
+def train_detector(
+    corpora: Sequence[str | os.PathLike],
+    config: DetectorConfig = DetectorConfig(),
+    human_calibration: Sequence[str] | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Detector:
+    """Fit a detector on labelled JSONL corpora; optionally reset its threshold on the human pool's calib split.
+
+    ``human_calibration`` names human-pool sources (e.g. ``("web", "books")``) whose calib-split
+    texts set the threshold, so the target FPR holds on real human text rather than on the
+    corpora's human side only.
+    """
+    from hygiene.labelled import human_pool, read_many
+
+    records = read_many(corpora)
+    labels = np.array([r.label for r in records])
+    groups = [r.group if r.group is not None else f"row:{i}" for i, r in enumerate(records)]
+    det = Detector(config, device=device, dtype=dtype)
+    summary = {
+        "corpora": [str(p) for p in corpora],
+        "n_texts": {"human": int((labels == 0).sum()), "machine": int((labels == 1).sum())},
+        "generations": sorted({r.generation for r in records if r.generation is not None}),
+        "generators": sorted({r.generator for r in records if r.generator is not None})[:50],
+        "domains": sorted({r.domain for r in records if r.domain is not None}),
+    }
+    det.fit([r.text for r in records], labels, groups, progress=progress, summary=summary, cache=cache)
+    if human_calibration:
+        pool = human_pool("calib", sources=human_calibration)
+        det.calibrate([r.text for r in pool], progress=progress)
+        det.training_["threshold_set_on"] = {"human_pool_split": "calib", "sources": list(human_calibration),
+                                             "n_texts": len(pool)}
+    return det

@@ -11,6 +11,7 @@ human texts.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -20,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
-from hygiene.atomic import atomic_open  # noqa: E402
+from hygiene.atomic import atomic_open, write_json  # noqa: E402
 from hygiene.scoring import MACHINE_SIGN  # noqa: E402
 
 #: false-positive rates at which the TPR is reported
@@ -111,3 +112,51 @@ def plot_roc(scores: Mapping[str, np.ndarray], y: np.ndarray, path: str | os.Pat
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=120)
     plt.close(fig)
+
+
+def evaluate_detector(detector, records: Sequence, out_dir: str | os.PathLike | None = None,
+                      progress: bool = False, cache: str | os.PathLike | None = None) -> dict:
+    """Evaluate a detector and each of its zero-shot scores on labelled records (``LabelledText``).
+
+    Reports the ROC summaries overall and per generator / domain / generation, and what the
+    detector's own threshold does (share of human and machine texts flagged). With ``out_dir``,
+    writes ``metrics.json`` and ``roc.png`` there.
+    """
+    texts = [r.text for r in records]
+    y = np.array([r.label for r in records], dtype=int)
+    X = detector.features(texts, progress=progress, cache=cache)
+    p = detector.predict_proba_features(X)[:, 1]
+    scores = {"classifier": detector.decision_function_features(X), **zero_shot_scores(X, detector.feature_names)}
+    strata = {f: [getattr(r, f) for r in records] for f in ("generator", "domain", "generation")}
+    result = evaluate_scores(scores, y, strata)
+    flagged = p > detector.threshold_
+    result["at_threshold"] = {
+        "threshold": detector.threshold_,
+        "human_flagged": float(flagged[y == 0].mean()) if (y == 0).any() else None,
+        "machine_flagged": float(flagged[y == 1].mean()) if (y == 1).any() else None,
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        write_json(out / "metrics.json", result)
+        if len(np.unique(y)) == 2:
+            plot_roc(scores, y, out / "roc.png", title=f"{len(y)} texts ({int(y.sum())} machine)")
+    return result
+
+
+def format_table(result: dict, score: str = "classifier") -> str:
+    """A plain-text table of AUROC and TPR at 1% / 0.1% FPR: every score overall, then ``score`` per stratum."""
+    lines = [f"{'':28} {'AUROC':>7} {'TPR@1%':>7} {'TPR@0.1%':>8} {'n':>7}"]
+
+    def row(label: str, s: dict) -> str:
+        def fmt(k: str) -> str:
+            return f"{s[k]:.3f}" if k in s else "-"
+        return f"{label[:28]:28} {fmt('auroc'):>7} {fmt('tpr_at_1pct_fpr'):>7} {fmt('tpr_at_0.1pct_fpr'):>8} " \
+               f"{s['n_human'] + s['n_machine']:>7}"
+
+    for name, s in result["overall"].items():
+        lines.append(row(name, s))
+    for key, per in result.items():
+        if key.startswith("by_"):
+            lines.append(f"-- {score}, {key[3:]}")
+            lines += [row(str(v), scores[score]) for v, scores in per.items()]
+    return "\n".join(lines)

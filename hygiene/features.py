@@ -8,11 +8,17 @@ by default.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from hygiene.lm import LanguageModel, load_lm
 from hygiene.normalize import normalize_text
@@ -149,12 +155,72 @@ class Featurizer:
             )
         return self._scorer
 
-    def transform(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """Feature matrix of ``texts``, shape (n, len(names)); NaN where a feature is undefined."""
-        scores = self.scorer.score(texts, progress=progress)
+    def transform(
+        self, texts: Sequence[str], progress: bool = False, cache: str | os.PathLike | None = None, chunk: int = 512
+    ) -> np.ndarray:
+        """Feature matrix of ``texts``, shape (n, len(names)); NaN where a feature is undefined.
+
+        With ``cache`` (a JSONL file), rows already there are reused and new ones appended chunk by
+        chunk, so an interrupted run picks up where it stopped.
+        """
+        texts = list(texts)
+        store = FeatureCache(cache, self.config) if cache is not None else None
+        X = np.full((len(texts), len(self.names)), np.nan)
+        keys = [store.key(t) for t in texts] if store else []
+        todo = [i for i in range(len(texts)) if not store or keys[i] not in store.rows]
+        for i in range(len(texts)):
+            if store and keys[i] in store.rows:
+                X[i] = store.rows[keys[i]]
+        bar = tqdm(total=len(todo), desc="features", unit="text", disable=not progress)
+        for start in range(0, len(todo), chunk):
+            idx = todo[start : start + chunk]
+            X[idx] = self._compute([texts[i] for i in idx])
+            if store:
+                store.add([keys[i] for i in idx], X[idx])
+            bar.update(len(idx))
+        bar.close()
+        return X
+
+    def _compute(self, texts: list[str]) -> np.ndarray:
+        scores = self.scorer.score(texts)
         cols = [np.column_stack([scores[n] for n in self.scorer.feature_names])]
         if self.config.text_stats:
             cols.append(np.array([text_statistics(t) for t in texts]).reshape(len(texts), len(TEXT_STATS)))
         if self.config.embeddings:
             cols.append(sentence_embeddings(texts, device=self.device))
         return np.hstack(cols)
+
+
+class FeatureCache:
+    """Feature rows by text, in a JSONL file that grows a chunk at a time (a torn last line is ignored).
+
+    Keys hash the feature configuration with the normalised text, so a cache never serves
+    rows computed under other settings (it cannot see a model retrained under the same name).
+    """
+
+    def __init__(self, path: str | os.PathLike, config: FeatureConfig) -> None:
+        self.path = Path(path)
+        self.fingerprint = json.dumps(dataclasses.asdict(config), sort_keys=True)
+        self.rows: dict[str, np.ndarray] = {}
+        if self.path.is_file():
+            with self.path.open(encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        rec = json.loads(line)
+                        self.rows[rec["key"]] = np.array(rec["x"], dtype=float)
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        continue  # the line an interrupted write left behind
+
+    def key(self, text: str) -> str:
+        """The row key of ``text`` under this configuration."""
+        return hashlib.sha1((self.fingerprint + "\0" + normalize_text(text)).encode("utf-8")).hexdigest()
+
+    def add(self, keys: list[str], X: np.ndarray) -> None:
+        """Append rows and make them durable before returning."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            for k, x in zip(keys, X):
+                fh.write(json.dumps({"key": k, "x": [None if np.isnan(v) else float(v) for v in x]}) + "\n")
+                self.rows[k] = x
+            fh.flush()
+            os.fsync(fh.fileno())

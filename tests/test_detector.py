@@ -39,7 +39,7 @@ def test_hgb_arrays_reproduce_scikit_learn_exactly():
 @pytest.mark.parametrize("kind", ["hgb", "logistic"])
 def test_calibration_reaches_target_fpr_and_probabilities_are_calibrated(kind):
     target = 0.01
-    det = Detector(DetectorConfig(classifier=ClassifierConfig(kind=kind), target_fpr=target))
+    det = Detector(DetectorConfig(classifier=ClassifierConfig(kind=kind, max_iter=60), target_fpr=target))
     X, y = _synthetic(8000, seed=0)
     det.fit_features(X, y)
     # threshold on 20,000 fresh human rows; FPR on 100,000 more: binomial sd of the quantile ~ 0.0007
@@ -153,3 +153,63 @@ def test_bad_labels_and_shapes_are_clear_errors():
         det.fit_features(np.zeros((2, 3)), [0, 1])
     with pytest.raises(DetectorError, match="not fitted"):
         det.predict_proba_features(np.zeros((1, N_FEATURES)))
+
+
+@pytest.fixture(scope="module")
+def cli_setup(tmp_path_factory, tiny_corpus):
+    """A tiny LM saved in HF format and a labelled corpus file, as a user would have them."""
+    lm, texts, y = tiny_corpus
+    root = tmp_path_factory.mktemp("cli")
+    lm.model.save_pretrained(root / "lm")
+    lm.tokenizer.save_pretrained(root / "lm")
+    corpus = root / "corpus.jsonl"
+    gens = ["1", "2"]
+    with corpus.open("w") as fh:
+        for i, (t, label) in enumerate(zip(texts, y)):
+            rec = {"text": t, "label": ["human", "synthetic"][label], "source_id": f"doc{i // 2}"}
+            if label:
+                rec["generation"] = gens[i % 2]
+            fh.write(json.dumps(rec) + "\n")
+    return root, corpus
+
+
+def test_cli_train_evaluate_score_calibrate(cli_setup):
+    from click.testing import CliRunner
+
+    from hygiene.cli import main
+
+    root, corpus = cli_setup
+    run = CliRunner().invoke
+    det = root / "det"
+    r = run(main, ["train-detector", "--corpus", str(corpus), "--out", str(det), "--lm", str(root / "lm"),
+                   "--classifier", "logistic", "--human-calib", "", "--cache", str(root / "cache.jsonl")])
+    assert r.exit_code == 0, r.output
+    r = run(main, ["evaluate", "--detector", str(det), "--data", str(corpus), "--out", str(root / "eval"),
+                   "--cache", str(root / "cache.jsonl")])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())
+    assert set(metrics["by_generation"]) == {"1", "2"} and (root / "eval" / "roc.png").stat().st_size > 0
+    assert metrics["overall"]["classifier"]["auroc"] > 0.9 and "fast_detectgpt" in metrics["overall"]
+    r = run(main, ["score", str(corpus), "--detector", str(det), "-o", str(root / "scores.jsonl")])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in (root / "scores.jsonl").read_text().splitlines()]
+    assert len(rows) == 240 and 0 <= rows[0]["p_machine"] <= 1 and "fast_detectgpt" in rows[0]
+    r = run(main, ["calibrate", "--detector", str(det), "--data", str(corpus), "--human-sources", "",
+                   "--target-fpr", "0.05"])
+    assert r.exit_code == 0, r.output
+    assert load_detector(det).target_fpr_ == 0.05
+
+
+def test_cli_errors_are_one_line(cli_setup, tmp_path):
+    from click.testing import CliRunner
+
+    from hygiene.cli import main
+
+    root, corpus = cli_setup
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine", "label": "human"}\n{"text": "x", "label": "robot"}\n')
+    r = CliRunner().invoke(main, ["evaluate", "--detector", str(tmp_path), "--data", str(bad)])
+    assert r.exit_code == 1 and "not a detector directory" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["train-detector", "--corpus", str(bad), "--out", str(tmp_path / "d"),
+                                  "--lm", str(root / "lm"), "--human-calib", ""])
+    assert r.exit_code == 1 and f"{bad}:2: label is 'robot'" in r.output

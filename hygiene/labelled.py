@@ -1,0 +1,99 @@
+"""Labelled texts for training, calibrating and evaluating the detector.
+
+Two sources:
+
+- JSONL files with ``text`` and ``label`` (``human``, or ``machine``/``synthetic`` as the
+  generational corpora write it) and optional ``generator``, ``domain``, ``generation``,
+  ``group`` (falling back to ``source_id``: texts derived from one human document share it,
+  and splits must keep them together);
+- the human-text pool (:mod:`hygiene.human_data`) of one split: jsonl documents whole,
+  books and plays cut into passages (a whole book is not one document to a crawl filter).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from hygiene.errors import UserInputError
+from hygiene.human_data import SOURCES, iter_documents, passages
+
+#: label strings accepted in files -> 0 (human) / 1 (machine)
+LABEL_VALUES = {"human": 0, "machine": 1, "synthetic": 1}
+#: sources whose documents are whole files, cut into passages for calibration
+_LONG_SOURCES = ("books", "tinyshakespeare")
+
+
+@dataclass(frozen=True)
+class LabelledText:
+    """One text with its label (0 human, 1 machine) and the strata it is evaluated in."""
+
+    text: str
+    label: int
+    generator: str | None = None
+    domain: str | None = None
+    generation: str | None = None
+    group: str | None = None
+
+
+def read_labelled(path: str | os.PathLike) -> list[LabelledText]:
+    """All records of a labelled JSONL file; a bad line fails with its file and line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"labelled data not found: {path}")
+    out: list[LabelledText] = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserInputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+                raise UserInputError(f"{path}:{n}: expected an object with a string 'text'")
+            label = rec.get("label")
+            if label not in LABEL_VALUES:
+                raise UserInputError(f"{path}:{n}: label is {label!r}; expected one of {sorted(LABEL_VALUES)}")
+            group = rec.get("group", rec.get("source_id"))
+            out.append(
+                LabelledText(
+                    text=rec["text"],
+                    label=LABEL_VALUES[label],
+                    generator=_opt(rec.get("generator")),
+                    domain=_opt(rec.get("domain")),
+                    generation=_opt(rec.get("generation")),
+                    group=_opt(group),
+                )
+            )
+    if not out:
+        raise UserInputError(f"{path}: no records")
+    return out
+
+
+def read_many(paths: Iterable[str | os.PathLike]) -> list[LabelledText]:
+    """Records of several labelled files, in order."""
+    return [r for p in paths for r in read_labelled(p)]
+
+
+def human_pool(
+    split: str = "calib",
+    sources: Sequence[str] = tuple(SOURCES),
+    passage_words: int = 200,
+    max_passages: int = 20,
+    root: str | os.PathLike | None = None,
+) -> list[LabelledText]:
+    """Human texts of one split of the pool: jsonl documents whole, books/plays as passages."""
+    out: list[LabelledText] = []
+    for doc in iter_documents(root=root, sources=sources, splits=[split]):
+        texts = passages(doc.text, passage_words, max_passages) if doc.source in _LONG_SOURCES else [doc.text]
+        out += [LabelledText(t, 0, generator="human", domain=doc.source, group=doc.id) for t in texts]
+    if not out:
+        raise UserInputError(f"no human text in split {split!r} of sources {list(sources)}")
+    return out
+
+
+def _opt(value: object) -> str | None:
+    return None if value is None or value == "" else str(value)
