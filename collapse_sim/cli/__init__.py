@@ -15,6 +15,8 @@ def main() -> None:
 # One module per command family; each registers its commands on ``main`` here.
 # (keep one import line per module)
 from collapse_sim.cli import pretrain  # noqa: E402,F401
+from collapse_sim.cli import theory  # noqa: E402,F401
+from collapse_sim.cli import vae  # noqa: E402,F401
 
 
 if __name__ == "__main__":

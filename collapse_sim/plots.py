@@ -1,0 +1,96 @@
+"""Figures shared by the simulations: metric curves over generations and density panels.
+
+Everything draws with matplotlib's Agg backend (no display needed) and writes PNGs
+atomically, so an interrupted run never leaves a truncated figure.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from collapse_sim.metrics import SimulationResult  # noqa: E402
+from hygiene.atomic import atomic_open  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG to ``path`` atomically and close it."""
+    path = Path(path)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _grid(n: int, max_cols: int = 3) -> tuple[plt.Figure, np.ndarray]:
+    cols = min(n, max_cols)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()
+
+
+def plot_metric_curves(
+    result: SimulationResult,
+    names: Sequence[str],
+    path: str | Path,
+    *,
+    theory: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    log_y: Iterable[str] = (),
+    title: str | None = None,
+) -> Path:
+    """One panel per metric: mean and median over runs with the p10-p90 band, per generation.
+
+    ``theory`` maps a metric name to labelled reference curves (one value per
+    generation) drawn dashed on that metric's panel; metrics in ``log_y`` get a log axis.
+    """
+    theory = theory or {}
+    log_y = set(log_y)
+    gens = np.asarray(result.generations)
+    fig, axes = _grid(len(names))
+    for ax, name in zip(axes, names):
+        m = {k: np.asarray(v, dtype=float) for k, v in result.metrics[name].items()}
+        ax.fill_between(gens, m["p10"], m["p90"], alpha=0.25, label="p10-p90")
+        ax.plot(gens, m["mean"], lw=1.5, label="mean")
+        ax.plot(gens, m["median"], lw=1, ls=":", label="median")
+        for label, curve in theory.get(name, {}).items():
+            ax.plot(gens, np.asarray(curve, dtype=float), ls="--", lw=1.2, color="k", label=label)
+        if name in log_y:
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("generation")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_density_panels(
+    x: np.ndarray,
+    reference: np.ndarray,
+    panels: Mapping[str, np.ndarray],
+    path: str | Path,
+    *,
+    reference_label: str = "original",
+    title: str | None = None,
+) -> Path:
+    """One panel per entry of ``panels`` (label -> density on ``x``), each over the ``reference`` density."""
+    fig, axes = _grid(len(panels), max_cols=4)
+    for ax, (label, density) in zip(axes, panels.items()):
+        ax.fill_between(x, reference, color="0.8", label=reference_label)
+        ax.plot(x, density, lw=1.5, color="C3", label="fitted")
+        ax.set_title(label)
+        ax.set_xlim(x[0], x[-1])
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
