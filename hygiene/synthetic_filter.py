@@ -3,9 +3,10 @@
 The detector is any object with ``predict_proba(texts) -> (n, 2)`` (column 1: the
 probability a text is machine-generated) and a calibrated ``threshold_``; by
 default it is loaded once per process from ``hygiene.detector.load_detector``.
-A document is rejected when its probability reaches the threshold: the
+A document is rejected when its probability exceeds the threshold: the
 detector's own (set for a target false-positive rate on human text) unless the
-config gives one.
+config gives one. "Exceeds", as the detector itself flags, so the calibrated
+false-positive rate carries over unchanged.
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ class SyntheticFilter:
 
     @property
     def threshold(self) -> float:
-        """Probability at or above which a text is rejected."""
+        """Probability above which a text is rejected."""
         if self.config.threshold is not None:
             return self.config.threshold
         return float(self.detector.threshold_)
@@ -86,8 +87,9 @@ class SyntheticFilter:
                 raise ValueError(f"detector returned shape {p.shape} for {len(chunk)} texts, expected ({len(chunk)}, 2)")
             for i, value in zip(chunk, p[:, 1].tolist()):
                 probs[i] = value
-        threshold = self.threshold if rows else 1.0
-        for i in rows:
-            if probs[i] >= threshold and stage[i] is None:
-                stage[i], reason[i] = "synthetic", "machine_generated"
+        if rows:
+            threshold = self.threshold
+            for i in rows:
+                if probs[i] > threshold and stage[i] is None:
+                    stage[i], reason[i] = "synthetic", "machine_generated"
         return {**batch, "stage": stage, "reason": reason, "synthetic_p": probs}

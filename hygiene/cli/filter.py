@@ -84,7 +84,7 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
 @click.option("--synthetic/--no-synthetic", default=None, help="Synthetic-text detector [on].")
 @click.option("--detector", type=click.Path(), default=None, help="Detector directory [models/detector].")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
-              help="Reject at this detector probability [the detector's calibrated threshold].")
+              help="Reject above this detector probability [the detector's calibrated threshold].")
 def filter_cmd(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
                resume: bool, overwrite: bool, dry_run: bool, progress: bool, **options: Any) -> None:
     """Drop duplicates, low-quality pages and likely synthetic text from INPUT shards.
