@@ -53,7 +53,7 @@ class ArrayClassifier:
             a = self.arrays
             Z = (np.where(np.isnan(X), a["median"], X) - a["mean"]) / a["scale"]
             return Z @ a["coef"] + a["intercept"][0]
-        return _tree_ensemble_decision(self.arrays, X, int(self.meta["max_depth"]))
+        return _tree_ensemble_decision(self.arrays, X)
 
 
 def fit_classifier(X: np.ndarray, y: np.ndarray, config: ClassifierConfig = ClassifierConfig()) -> ArrayClassifier:
@@ -80,7 +80,11 @@ def fit_classifier(X: np.ndarray, y: np.ndarray, config: ClassifierConfig = Clas
 
 
 def _hgb_to_arrays(hgb: HistGradientBoostingClassifier) -> ArrayClassifier:
-    """Flatten the fitted trees into global node arrays (children re-indexed into the flat table)."""
+    """Flatten the fitted trees into global node arrays (children re-indexed into the flat table).
+
+    Reads the fitted trees (``_predictors``, ``_baseline_prediction``): scikit-learn keeps no public
+    export of them; the exact-equality test with ``decision_function`` guards this across versions.
+    """
     nodes, roots = [], []
     offset = 0
     for (tree,) in hgb._predictors:  # one tree per round for binary classification
@@ -105,17 +109,21 @@ def _hgb_to_arrays(hgb: HistGradientBoostingClassifier) -> ArrayClassifier:
         "roots": np.array(roots, dtype=np.int64),
         "baseline": np.asarray(hgb._baseline_prediction, dtype=float).reshape(1),
     }
-    return ArrayClassifier("hgb", arrays, {"max_depth": int(flat["depth"].max()), "n_trees": len(roots)})
+    return ArrayClassifier("hgb", arrays, {"n_trees": len(roots)})
 
 
-def _tree_ensemble_decision(a: dict[str, np.ndarray], X: np.ndarray, max_depth: int) -> np.ndarray:
-    """Sum of leaf values over all trees, walking every (row, tree) pair down one level per step."""
-    node = np.broadcast_to(a["roots"], (len(X), len(a["roots"]))).copy()
-    rows = np.arange(len(X))[:, None]
-    for _ in range(max_depth):
-        x = X[rows, a["feature"][node]]
+def _tree_ensemble_decision(a: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
+    """Sum of leaf values over all trees: every (row, tree) pair steps down one level at a time,
+    and pairs that reached a leaf drop out of the working set."""
+    n_trees = len(a["roots"])
+    rows = np.repeat(np.arange(len(X)), n_trees)
+    node = np.tile(a["roots"], len(X))
+    active = np.flatnonzero(a["is_leaf"][node] == 0)
+    while active.size:
+        nd = node[active]
+        x = X[rows[active], a["feature"][nd]]
         # scikit-learn's rule: NaN follows the learned missing direction, else x <= threshold goes left
-        go_left = np.where(np.isnan(x), a["missing_left"][node] == 1, x <= a["threshold"][node])
-        step = np.where(go_left, a["left"][node], a["right"][node])
-        node = np.where(a["is_leaf"][node] == 1, node, step)
-    return a["value"][node].sum(1) + a["baseline"][0]
+        go_left = np.where(np.isnan(x), a["missing_left"][nd] == 1, x <= a["threshold"][nd])
+        node[active] = np.where(go_left, a["left"][nd], a["right"][nd])
+        active = active[a["is_leaf"][node[active]] == 0]
+    return a["value"][node].reshape(len(X), n_trees).sum(1) + a["baseline"][0]
