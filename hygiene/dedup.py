@@ -125,12 +125,13 @@ def text_key(texts: Sequence[str]) -> np.ndarray:
 class HashIndex:
     """A growing map of uint64 keys to int64 values: first value stored for a key wins.
 
-    Recent entries sit in a dict; :meth:`flush` merges them into sorted numpy arrays
-    (16 bytes an entry) and returns them, which is what a checkpoint saves. Loading the
-    saved deltas in order rebuilds the index.
+    Recent entries sit in a dict (about 100 bytes an entry); every ``flush_every`` of them
+    and at each :meth:`flush` they are merged into sorted numpy arrays (16 bytes an
+    entry). :meth:`flush` returns the entries added since the last save, which is what a
+    checkpoint writes; loading the saved deltas in order rebuilds the index.
     """
 
-    def __init__(self, flush_every: int = 2_000_000) -> None:
+    def __init__(self, flush_every: int = 500_000) -> None:
         self.keys = np.empty(0, np.uint64)
         self.values = np.empty(0, np.int64)
         self.pending: dict[int, int] = {}
@@ -151,11 +152,14 @@ class HashIndex:
         return out
 
     def _merge(self, keys: np.ndarray, values: np.ndarray) -> None:
-        """Merge new (key, value) pairs, absent from the index, into the sorted arrays."""
-        keys = np.concatenate([self.keys, keys])
-        values = np.concatenate([self.values, values])
+        """Merge new (key, value) pairs into the sorted arrays: one sort of the new part, one linear insert.
+
+        Equal keys go after the existing ones, so a lookup still finds the first value stored.
+        """
         order = np.argsort(keys, kind="stable")
-        self.keys, self.values = keys[order], values[order]
+        keys, values = keys[order], values[order]
+        at = np.searchsorted(self.keys, keys, side="right")
+        self.keys, self.values = np.insert(self.keys, at, keys), np.insert(self.values, at, values)
 
     def flush(self) -> tuple[np.ndarray, np.ndarray]:
         """Merge pending entries and return every entry added since the last flush-and-save."""

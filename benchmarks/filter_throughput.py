@@ -1,0 +1,180 @@
+"""End-to-end filter throughput and dedup memory on real documents.
+
+1. documents/s of ``run_filter`` over a JSONL shard of real news, forum and web
+   documents: dedup only, dedup + quality, and with the detector when one is
+   installed; baseline in the same run: a datasketch dedup loop (``MinHash.update``
+   per shingle, ``MinHashLSH`` query + insert, same 14x8 bands) on the same documents.
+2. peak memory of dedup-only runs over 25k/50k/100k short documents (passages
+   of ~60 words from books and news), each in a fresh process, extrapolated
+   linearly to 1M, with the dedup-index size that dominates it.
+
+    .venv/bin/python benchmarks/filter_throughput.py [--docs 5000] [--short 100000] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hygiene.config import load_config
+from hygiene.filter_run import FilterRun
+from hygiene.human_data import iter_documents, passages
+from hygiene.paths import models_dir
+
+
+def write_corpus(path: Path, texts: list[str]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for i, t in enumerate(texts):
+            fh.write(json.dumps({"text": t, "i": i}) + "\n")
+
+
+def real_documents(n: int) -> list[str]:
+    """``n`` documents interleaving news, forum and web texts."""
+    per = {s: [] for s in ("news", "forums", "web")}
+    for source in per:
+        for doc in iter_documents(sources=(source,)):
+            per[source].append(doc.text)
+            if len(per[source]) >= n:
+                break
+    return [d for group in zip(*per.values()) for d in group][:n]
+
+
+def short_documents(n: int) -> list[str]:
+    """``n`` passages of about 60 words from books and news."""
+    out: list[str] = []
+    for doc in iter_documents(sources=("news", "books")):
+        out += passages(doc.text, words=60)
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def timed_run(corpus: Path, out: Path, **overrides) -> tuple[float, dict]:
+    """(docs/s, stats) of one run of the filter."""
+    config = load_config(overrides=overrides)
+    run = FilterRun([corpus], out, config, progress=False)
+    t = time.perf_counter()
+    stats = run.run()
+    return stats["records_in"] / (time.perf_counter() - t), stats
+
+
+def datasketch_dedup(texts: list[str], bands: int, rows: int) -> float:
+    """docs/s of the plain datasketch near-dedup loop (normalised text, same shingles and bands)."""
+    from datasketch import MinHash, MinHashLSH
+
+    from hygiene.dedup import shingles
+    from hygiene.normalize import normalize_text
+
+    lsh = MinHashLSH(num_perm=bands * rows, params=(bands, rows))
+    t = time.perf_counter()
+    for i, text in enumerate(texts):
+        m = MinHash(num_perm=bands * rows, seed=1)
+        for s in shingles(normalize_text(text)):
+            m.update(s.encode("utf-8"))
+        if not lsh.query(m):
+            lsh.insert(str(i), m)
+    return len(texts) / (time.perf_counter() - t)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: reset at exec, unlike ru_maxrss)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_memory(corpus: Path, out: Path) -> None:
+    """Child process: dedup-only run; print peak RSS and index size as JSON."""
+    base = peak_rss_mb()
+    config = load_config(overrides={"quality.enabled": False, "synthetic.enabled": False})
+    run = FilterRun([corpus], out, config, progress=False)
+    stats = run.run()
+    peak = peak_rss_mb()
+    entries = len(run.pipeline.exact_index) + len(run.pipeline.near_index)
+    print(json.dumps({"docs": stats["records_in"], "peak_rss_mb": peak, "start_rss_mb": base,
+                      "index_entries": entries, "index_mb": entries * 16 / 2**20,
+                      "docs_per_s": stats["docs_per_s"]}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=5000)
+    ap.add_argument("--baseline-docs", type=int, default=1000)
+    ap.add_argument("--detector-docs", type=int, default=500)
+    ap.add_argument("--short", type=int, default=100_000)
+    ap.add_argument("--out", type=Path, default=None, help="write filter_throughput.json here")
+    ap.add_argument("--measure-memory", nargs=2, metavar=("CORPUS", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure_memory:
+        measure_memory(Path(args.measure_memory[0]), Path(args.measure_memory[1]))
+        return
+    result: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        texts = real_documents(args.docs)
+        write_corpus(tmp / "docs.jsonl", texts)
+        words = sum(len(t.split()) for t in texts) / len(texts)
+        dps_dedup, _ = timed_run(tmp / "docs.jsonl", tmp / "o1", **{"quality.enabled": False, "synthetic.enabled": False})
+        dps_dq, stats = timed_run(tmp / "docs.jsonl", tmp / "o2", **{"synthetic.enabled": False})
+        sub = texts[: args.baseline_docs]
+        write_corpus(tmp / "sub.jsonl", sub)
+        dps_sub, _ = timed_run(tmp / "sub.jsonl", tmp / "o3", **{"quality.enabled": False, "synthetic.enabled": False,
+                                                                  "exact_dedup.enabled": False})
+        dps_ds = datasketch_dedup(sub, 14, 8)
+        result["throughput"] = {"docs": len(texts), "mean_words": words, "dedup_docs_per_s": dps_dedup,
+                                "dedup_quality_docs_per_s": dps_dq, "kept": stats["kept"],
+                                "near_dedup_subset_docs_per_s": dps_sub, "datasketch_subset_docs_per_s": dps_ds,
+                                "ratio_vs_datasketch": dps_sub / dps_ds}
+        print(f"{len(texts)} real documents (mean {words:.0f} words), one process")
+        print("| run | docs/s |\n|---|---|")
+        print(f"| dedup (exact + MinHash LSH) | {dps_dedup:.0f} |")
+        print(f"| dedup + Gopher quality | {dps_dq:.0f} |")
+        print(f"near dedup on {len(sub)} docs: hygiene {dps_sub:.0f} docs/s vs datasketch loop {dps_ds:.0f} docs/s "
+              f"(ratio {dps_sub / dps_ds:.1f}x)")
+        if (models_dir() / "detector").exists():
+            write_corpus(tmp / "det.jsonl", texts[: args.detector_docs])
+            dps_det, _ = timed_run(tmp / "det.jsonl", tmp / "o4")
+            dps_det_base, _ = timed_run(tmp / "det.jsonl", tmp / "o5", **{"synthetic.enabled": False})
+            result["throughput"]["with_detector_docs_per_s"] = dps_det
+            print(f"| dedup + quality + detector ({args.detector_docs} docs) | {dps_det:.0f} | "
+                  f"(same docs without: {dps_det_base:.0f}) |")
+        else:
+            print("no detector installed under models/detector: detector throughput not measured")
+
+        short = short_documents(args.short)
+        rows = []
+        for n in sorted({args.short // 4, args.short // 2, args.short}):
+            write_corpus(tmp / f"short{n}.jsonl", short[:n])
+            proc = subprocess.run([sys.executable, __file__, "--measure-memory", str(tmp / f"short{n}.jsonl"),
+                                   str(tmp / f"m{n}")], capture_output=True, text=True, check=True)
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        docs = np.array([r["docs"] for r in rows], float)
+        peak = np.array([r["peak_rss_mb"] for r in rows])
+        slope, intercept = np.polyfit(docs, peak, 1)
+        per_doc_index = rows[-1]["index_mb"] / rows[-1]["docs"]
+        result["memory"] = {"runs": rows, "mb_per_1k_docs": slope * 1000, "fixed_mb": intercept,
+                            "extrapolated_1m_mb": intercept + slope * 1e6,
+                            "index_mb_at_1m": per_doc_index * 1e6}
+        print("\ndedup-only peak memory, short documents (~60 words)")
+        print("| docs | peak RSS MB | dedup index MB | docs/s |\n|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['docs']} | {r['peak_rss_mb']:.0f} | {r['index_mb']:.1f} | {r['docs_per_s']:.0f} |")
+        print(f"linear fit: {intercept:.0f} MB + {slope * 1000:.1f} MB per 1k docs -> 1M docs: "
+              f"{intercept + slope * 1e6:.0f} MB (index arrays alone: {per_doc_index * 1e6:.0f} MB)")
+    print(json.dumps(result))
+    if args.out:
+        from hygiene.atomic import write_json
+
+        write_json(args.out / "filter_throughput.json", result)
+
+
+if __name__ == "__main__":
+    main()
