@@ -123,69 +123,71 @@ def text_key(texts: Sequence[str]) -> np.ndarray:
 
 
 class HashIndex:
-    """A growing map of uint64 keys to int64 values: first value stored for a key wins.
+    """A growing map of uint64 keys to int64 values: the first value stored for a key wins.
 
-    Recent entries sit in a dict (about 100 bytes an entry); every ``flush_every`` of them
-    and at each :meth:`flush` they are merged into sorted numpy arrays (16 bytes an
-    entry). :meth:`flush` returns the entries added since the last save, which is what a
-    checkpoint writes; loading the saved deltas in order rebuilds the index.
+    New entries sit in a dict (about 100 bytes an entry) until ``flush_every`` of them
+    are sealed into a sorted run of numpy arrays (16 bytes an entry); lookups search
+    the runs for a whole batch with ``np.searchsorted``. Runs are never copied while
+    the index grows (only when more than ``max_runs`` are already saved are those
+    merged), so memory stays about 16 bytes an entry. :meth:`flush` hands out the
+    entries added since the last save, which is what a checkpoint writes; loading the
+    saved deltas in order rebuilds the index.
     """
 
-    def __init__(self, flush_every: int = 500_000) -> None:
-        self.keys = np.empty(0, np.uint64)
-        self.values = np.empty(0, np.int64)
+    def __init__(self, flush_every: int = 500_000, max_runs: int = 64) -> None:
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.saved_runs = 0  # runs[:saved_runs] have been handed out by flush()
         self.pending: dict[int, int] = {}
-        self.unsaved: list[tuple[np.ndarray, np.ndarray]] = []
-        self.flush_every = flush_every
+        self.flush_every, self.max_runs = flush_every, max_runs
 
     def __len__(self) -> int:
-        return len(self.keys) + len(self.pending)
+        return sum(len(k) for k, _ in self.runs) + len(self.pending)
 
     def lookup_sorted(self, keys: np.ndarray) -> np.ndarray:
-        """Values for ``keys`` found in the merged arrays, -1 where absent (pending entries not searched)."""
+        """Values for ``keys`` found in the sealed runs, -1 where absent (pending entries not searched)."""
         out = np.full(keys.shape, -1, np.int64)
-        if len(self.keys):
-            pos = np.searchsorted(self.keys, keys.ravel()).reshape(keys.shape)
-            pos = np.minimum(pos, len(self.keys) - 1)
-            hit = self.keys[pos] == keys
-            out[hit] = self.values[pos[hit]]
+        for run_keys, run_values in self.runs:  # oldest first: the first value stored wins
+            pos = np.minimum(np.searchsorted(run_keys, keys), len(run_keys) - 1)
+            hit = (out < 0) & (run_keys[pos] == keys)
+            out[hit] = run_values[pos[hit]]
         return out
 
-    def _merge(self, keys: np.ndarray, values: np.ndarray) -> None:
-        """Merge new (key, value) pairs into the sorted arrays: one sort of the new part, one linear insert.
-
-        Equal keys go after the existing ones, so a lookup still finds the first value stored.
-        """
-        order = np.argsort(keys, kind="stable")
-        keys, values = keys[order], values[order]
-        at = np.searchsorted(self.keys, keys, side="right")
-        self.keys, self.values = np.insert(self.keys, at, keys), np.insert(self.values, at, values)
-
-    def flush(self) -> tuple[np.ndarray, np.ndarray]:
-        """Merge pending entries and return every entry added since the last flush-and-save."""
+    def _seal(self) -> None:
+        """Turn the pending entries into a sorted run."""
         if self.pending:
-            k = np.fromiter(self.pending.keys(), np.uint64, len(self.pending))
-            v = np.fromiter(self.pending.values(), np.int64, len(self.pending))
+            keys = np.fromiter(self.pending.keys(), np.uint64, len(self.pending))
+            values = np.fromiter(self.pending.values(), np.int64, len(self.pending))
             self.pending = {}
-            self._merge(k, v)
-            self.unsaved.append((k, v))
-        delta = self.unsaved
-        self.unsaved = []
-        if not delta:
-            return np.empty(0, np.uint64), np.empty(0, np.int64)
-        return np.concatenate([k for k, _ in delta]), np.concatenate([v for _, v in delta])
+            self._add_run(keys, values)
+
+    def _add_run(self, keys: np.ndarray, values: np.ndarray) -> None:
+        order = np.argsort(keys, kind="stable")
+        self.runs.append((keys[order], values[order]))
 
     def maybe_compact(self) -> None:
-        """Merge pending entries into the arrays once there are many (kept for the next save)."""
+        """Seal the pending entries once there are ``flush_every``; merge saved runs past ``max_runs``."""
         if len(self.pending) >= self.flush_every:
-            k = np.fromiter(self.pending.keys(), np.uint64, len(self.pending))
-            v = np.fromiter(self.pending.values(), np.int64, len(self.pending))
-            self.pending = {}
-            self._merge(k, v)
-            self.unsaved.append((k, v))
+            self._seal()
+        if self.saved_runs > self.max_runs:
+            saved = self.runs[: self.saved_runs]
+            keys = np.concatenate([k for k, _ in saved])
+            values = np.concatenate([v for _, v in saved])
+            self.runs = self.runs[self.saved_runs :]
+            order = np.argsort(keys, kind="stable")  # stable: earlier runs keep precedence
+            self.runs.insert(0, (keys[order], values[order]))
+            self.saved_runs = 1
+
+    def flush(self) -> tuple[np.ndarray, np.ndarray]:
+        """Seal pending entries and return every entry added since the previous flush."""
+        self._seal()
+        new = self.runs[self.saved_runs :]
+        self.saved_runs = len(self.runs)
+        if not new:
+            return np.empty(0, np.uint64), np.empty(0, np.int64)
+        return np.concatenate([k for k, _ in new]), np.concatenate([v for _, v in new])
 
     def save_delta(self, path: str | Path) -> int:
-        """Flush and write the entries added since the last save to ``path`` (.npz, atomically); return their count."""
+        """Write the entries added since the last save to ``path`` (.npz, atomically); return their count."""
         from hygiene.atomic import atomic_open
 
         keys, values = self.flush()
@@ -195,12 +197,10 @@ class HashIndex:
 
     def load_deltas(self, paths: Iterable[str | Path]) -> None:
         """Rebuild the index from deltas written by :meth:`save_delta`, in order."""
-        parts = []
         for p in paths:
             with np.load(p, allow_pickle=False) as z:
-                parts.append((z["keys"].astype(np.uint64), z["values"].astype(np.int64)))
-        if parts:
-            self._merge(np.concatenate([k for k, _ in parts]), np.concatenate([v for _, v in parts]))
+                self._add_run(z["keys"].astype(np.uint64), z["values"].astype(np.int64))
+        self.saved_runs = len(self.runs)
 
 
 class ExactDedup:

@@ -22,6 +22,7 @@ from hygiene.batch import decisions
 from hygiene.batch import texts as batch_texts
 from hygiene.config import FilterConfig
 from hygiene.dedup import ExactDedup, HashIndex, NearDedup
+from hygiene.errors import UserInputError
 from hygiene.normalize import normalize_batch
 from hygiene.quality import QualityFilter
 from hygiene.synthetic_filter import Detector, SyntheticFilter
@@ -187,8 +188,6 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
         raise ValueError("filter_dataset keeps dedup state across batches and runs in one process")
     config = config or FilterConfig()
     if config.text_field not in ds.column_names:
-        from hygiene.errors import UserInputError
-
         raise UserInputError(f"dataset has no text column {config.text_field!r} (columns: {ds.column_names})")
     pipeline = build_pipeline(config, detector)
     counter = itertools.count()

@@ -105,3 +105,21 @@ def test_hash_index_first_value_wins_after_compaction() -> None:
 @pytest.mark.parametrize("s", [0.3, 0.75, 0.95])
 def test_detection_probability_matches_formula(s: float) -> None:
     assert detection_probability(s, 14, 8) == pytest.approx(1 - (1 - s**8) ** 14)
+
+
+def test_hash_index_runs_merge_without_losing_precedence() -> None:
+    index = HashIndex(flush_every=2, max_runs=2)
+    rng = np.random.default_rng(4)
+    keys = rng.integers(0, 50, 200).astype(np.uint64)
+    first: dict[int, int] = {}
+    for value, key in enumerate(keys.tolist()):
+        if index.lookup_sorted(np.array([key], np.uint64))[0] < 0:
+            index.pending.setdefault(key, value)
+        first.setdefault(key, value)
+        index.maybe_compact()
+        if value % 7 == 0:
+            index.flush()  # a checkpoint: runs become saved, and saved runs get merged
+    assert len(index.runs) <= 2 + 7
+    index.flush()
+    found = index.lookup_sorted(np.array(list(first), np.uint64))
+    assert found.tolist() == list(first.values())
