@@ -23,7 +23,7 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG to ``path`` atomically and close it."""
     path = Path(path)
     with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120, bbox_inches="tight")
+        fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
     return path
 
