@@ -134,7 +134,7 @@ class HashIndex:
     saved deltas in order rebuilds the index.
     """
 
-    def __init__(self, flush_every: int = 500_000, max_runs: int = 64) -> None:
+    def __init__(self, flush_every: int = 200_000, max_runs: int = 64) -> None:
         self.runs: list[tuple[np.ndarray, np.ndarray]] = []
         self.saved_runs = 0  # runs[:saved_runs] have been handed out by flush()
         self.pending: dict[int, int] = {}
@@ -177,29 +177,29 @@ class HashIndex:
             self.runs.insert(0, (keys[order], values[order]))
             self.saved_runs = 1
 
-    def flush(self) -> tuple[np.ndarray, np.ndarray]:
-        """Seal pending entries and return every entry added since the previous flush."""
+    def flush(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Seal pending entries; the sorted runs (keys, values) added since the previous flush."""
         self._seal()
         new = self.runs[self.saved_runs :]
         self.saved_runs = len(self.runs)
-        if not new:
-            return np.empty(0, np.uint64), np.empty(0, np.int64)
-        return np.concatenate([k for k, _ in new]), np.concatenate([v for _, v in new])
+        return new
 
     def save_delta(self, path: str | Path) -> int:
         """Write the entries added since the last save to ``path`` (.npz, atomically); return their count."""
         from hygiene.atomic import atomic_open
 
-        keys, values = self.flush()
+        runs = self.flush()
+        arrays = {f"{name}_{i}": a for i, run in enumerate(runs) for name, a in zip(("keys", "values"), run)}
         with atomic_open(path, "wb") as fh:
-            np.savez(fh, keys=keys, values=values)
-        return len(keys)
+            np.savez(fh, **arrays)
+        return sum(len(k) for k, _ in runs)
 
     def load_deltas(self, paths: Iterable[str | Path]) -> None:
         """Rebuild the index from deltas written by :meth:`save_delta`, in order."""
         for p in paths:
             with np.load(p, allow_pickle=False) as z:
-                self._add_run(z["keys"].astype(np.uint64), z["values"].astype(np.int64))
+                for i in range(len(z.files) // 2):
+                    self.runs.append((z[f"keys_{i}"].astype(np.uint64), z[f"values_{i}"].astype(np.int64)))
         self.saved_runs = len(self.runs)
 
 
