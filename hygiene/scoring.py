@@ -55,6 +55,8 @@ MACHINE_SIGN = {
 }
 _GLTR_K = (10, 100, 1000)
 _EPS = 1e-6
+#: logits are clamped here so that masked (-inf) entries give p = 0 and p * log p = 0, not NaN
+_MIN_LOGIT = -1e4
 
 
 @dataclass(frozen=True)
@@ -65,15 +67,17 @@ class ScoringConfig:
     max_tokens: int = 512
     #: most texts in one forward pass
     batch_size: int = 32
-    #: most (texts x padded length) in one forward pass: bounds the batch x length x vocab logits in memory
-    max_batch_tokens: int = 8192
+    #: most (texts x padded length) in one forward pass, bounding the batch x length x vocab tensors;
+    #: None = by device: 2048 on CPU (larger batches ran slower there, benchmarks/scoring_speed.py),
+    #: 16384 on GPU
+    max_batch_tokens: int | None = None
     #: "right" or "left"; results do not depend on it (tested), only padding layout does
     padding_side: str = "right"
 
     def __post_init__(self) -> None:
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {self.padding_side!r}")
-        if self.max_tokens < 2 or self.batch_size < 1 or self.max_batch_tokens < 1:
+        if self.max_tokens < 2 or self.batch_size < 1 or (self.max_batch_tokens or 1) < 1:
             raise ValueError("max_tokens must be at least 2, batch_size and max_batch_tokens at least 1")
 
 
@@ -149,9 +153,10 @@ class Scorer:
         order = order[lengths[order] >= 2]
         start = 0
         cfg = self.config
+        budget = cfg.max_batch_tokens or (2048 if self.lm.device.type == "cpu" else 16384)
         while start < len(order):
             width = lengths[order[start]]  # the longest text of the batch sets the padded width
-            size = max(1, min(cfg.batch_size, cfg.max_batch_tokens // width))
+            size = max(1, min(cfg.batch_size, budget // width))
             yield order[start : start + size]
             start += size
 
@@ -176,7 +181,7 @@ class Scorer:
             dev = m.device
             out = m.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev))
             # position t predicts token t+1; logits in float32 whatever the model's dtype
-            logits[id(m)] = out.logits[:, :-1].float().cpu()
+            logits[id(m)] = out.logits[:, :-1].to("cpu", torch.float32, copy=True)
         vocab = min(x.shape[-1] for x in logits.values())  # embeddings may be padded past the tokenizer
         labels = ids[:, 1:]
         valid = (mask[:, 1:] * mask[:, :-1]).bool()
@@ -189,14 +194,15 @@ class Scorer:
         def total(x: torch.Tensor) -> torch.Tensor:
             return torch.where(valid, x.double(), 0.0).sum(-1)
 
-        score_logits = logits[id(self.lm)][..., :vocab]
-        logp = torch.log_softmax(score_logits, -1)
-        token_logp = logp.gather(-1, labels[..., None]).squeeze(-1)
+        # vocabulary-wide statistics in as few passes over (batch, position, vocab) as possible, in place
+        score_logits = logits[id(self.lm)][..., :vocab].clamp_(min=_MIN_LOGIT)
         token_logit = score_logits.gather(-1, labels[..., None])
         rank = (score_logits > token_logit).sum(-1) + 1
+        logp = score_logits.sub_(torch.logsumexp(score_logits, -1, keepdim=True))
+        token_logp = logp.gather(-1, labels[..., None]).squeeze(-1)
+        plogp = logp.exp().mul_(logp)
+        entropy = -plogp.sum(-1)
         log_rank = rank.double().log()
-        probs = logp.exp()
-        entropy = -torch.where(probs > 0, probs * logp, 0.0).sum(-1)
 
         feats: dict[str, torch.Tensor] = {
             "ll": mean(token_logp),
@@ -207,13 +213,17 @@ class Scorer:
         for k in _GLTR_K:
             feats[f"top{k}"] = mean((rank <= k).double())
 
-        # Fast-DetectGPT: moments of log p(x~_t) for x~_t ~ q(.|x_<t), q the sampling model
-        q = probs if self.sampler is self.lm else torch.softmax(logits[id(self.sampler)][..., :vocab], -1)
-        mu = (q * logp).sum(-1)
-        var = (q * logp.square()).sum(-1) - mu.square()
+        # Fast-DetectGPT: mean and variance of log p(x~_t) for x~_t ~ q(.|x_<t), q the sampling model
+        if self.sampler is self.lm:
+            qlogp = plogp  # q = p: E_q[log p] is minus the entropy
+        else:
+            qlogp = torch.softmax(logits[id(self.sampler)][..., :vocab], -1).mul_(logp)
+        mu = qlogp.sum(-1)
+        var = qlogp.mul_(logp).sum(-1) - mu.square()
         feats["fast_detectgpt"] = (total(token_logp) - total(mu)) / total(var).clamp(min=_EPS).sqrt()
 
         if self.observer is not None and self.performer is not None:
+            # (if either is the scoring model, its logits now hold log p: (log-)softmax is shift-invariant)
             perf_logp = torch.log_softmax(logits[id(self.performer)][..., :vocab], -1)
             obs_p = torch.softmax(logits[id(self.observer)][..., :vocab], -1)
             log_ppl = mean(-perf_logp.gather(-1, labels[..., None]).squeeze(-1))
