@@ -110,6 +110,24 @@ def quality_scores(texts: Sequence[str], config: QualityConfig | None = None, co
     return QualityScores(cols)
 
 
+def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like ``np.unique(keys, return_index, return_inverse, return_counts)`` minus the values,
+    with an unstable sort (first occurrences recovered by a min over each group): about twice as fast.
+    """
+    if len(keys) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+    order = np.argsort(keys)
+    ordered = keys[order]
+    boundary = np.empty(len(keys), bool)
+    boundary[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=boundary[1:])
+    starts = np.flatnonzero(boundary)
+    inverse = np.empty(len(keys), np.int64)
+    inverse[order] = np.cumsum(boundary) - 1
+    counts = np.diff(np.append(starts, len(keys)))
+    return np.minimum.reduceat(order, starts), inverse, counts
+
+
 def _ngram_scores(ids: np.ndarray, lens: np.ndarray, n_tokens: np.ndarray, chars: np.ndarray,
                   config: QualityConfig) -> dict[str, np.ndarray]:
     """Top n-gram and duplicated n-gram character fractions for every document of the batch at once."""
@@ -129,8 +147,7 @@ def _ngram_scores(ids: np.ndarray, lens: np.ndarray, n_tokens: np.ndarray, chars
             continue
         valid = np.flatnonzero(pos_in_doc[: total - n + 1] <= n_tokens[doc[: total - n + 1]] - n)
         keys, gdoc = h[valid], doc[valid]
-        _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
-        inverse = inverse.ravel()
+        first, inverse, counts = _groups(keys)
         if n in config.max_top_ngram_char_frac:
             cnt = counts[inverse]
             top = np.zeros(n_docs, np.int64)
