@@ -28,8 +28,6 @@ from hygiene.quality import QualityFilter
 from hygiene.synthetic_filter import Detector, SyntheticFilter
 
 Stage = Callable[[Mapping[str, Sequence]], dict[str, list]]
-#: columns every batch carries besides the scores
-BASE_COLUMNS = ("id", "n", "text", "norm", "stage", "reason")
 
 
 def reject_empty(batch: Mapping[str, Sequence]) -> dict[str, list]:
