@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import xlogy
+from scipy.stats import entropy as shannon_entropy
 from tqdm import tqdm
 
 from collapse_sim.metrics import SimulationResult, config_dict
@@ -54,7 +56,7 @@ def expected_absorption_time(p: np.ndarray, samples: int) -> float:
     25; the diploid form has ``2N`` genes where this haploid chain has ``N``).
     """
     q = 1.0 - np.asarray(p, dtype=float)
-    return float(-2.0 * samples * np.sum(np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0)))
+    return float(-2.0 * samples * np.sum(xlogy(q, q)))
 
 
 def trajectories(cfg: DiscreteConfig, progress: bool = False) -> dict[str, np.ndarray]:
@@ -68,8 +70,7 @@ def trajectories(cfg: DiscreteConfig, progress: bool = False) -> dict[str, np.nd
     support, entropy, tv = np.empty(shape), np.empty(shape), np.empty(shape)
     for g in tqdm(range(cfg.generations + 1), desc="discrete", disable=not progress, leave=False):
         support[:, g] = np.count_nonzero(p, axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            entropy[:, g] = -np.sum(np.where(p > 0, p * np.log2(p), 0.0), axis=1)
+        entropy[:, g] = shannon_entropy(p, base=2, axis=1)
         tv[:, g] = 0.5 * np.abs(p - p0).sum(axis=1)
         if g == cfg.generations:
             break

@@ -100,7 +100,9 @@ def _group_stats(rng: np.random.Generator, n: int, mu: np.ndarray, var: np.ndarr
     return mean, ss
 
 
-def _pool(n_a: int, mean_a: np.ndarray, ss_a: np.ndarray, n_b: int, mean_b: np.ndarray, ss_b: np.ndarray):
+def _pool(
+    n_a: int, mean_a: np.ndarray, ss_a: np.ndarray, n_b: int, mean_b: np.ndarray, ss_b: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray]:
     """Count, mean and sum of squared deviations of two groups together (Chan et al.'s formula)."""
     n = n_a + n_b
     delta = mean_b - mean_a

@@ -129,7 +129,7 @@ def chain_metrics(fits: Mixture, original: Mixture, holdout: np.ndarray, w2_leve
     return out
 
 
-def _checkpoint(path: Path, cfg_json: dict, run: int) -> Chain | None:
+def _load_checkpoint(path: Path, cfg_json: dict, run: int) -> Chain | None:
     """The finished run stored at ``path``, or None; refuses one written under another config."""
     if not path.exists():
         return None
@@ -158,7 +158,7 @@ def simulate(cfg: GMMConfig, checkpoint_dir: str | Path | None = None, progress:
     chains: list[Chain] = []
     for r in range(cfg.runs):
         path = Path(checkpoint_dir) / f"run_{r:04d}.json" if checkpoint_dir is not None else None
-        chain = _checkpoint(path, cfg_json, r) if path is not None else None
+        chain = _load_checkpoint(path, cfg_json, r) if path is not None else None
         if chain is None:
             chain = run_chain(cfg, np.random.default_rng(seeds[r + 1]), progress, f"gmm run {r + 1}/{cfg.runs}")
             if path is not None:
@@ -175,7 +175,7 @@ def simulate(cfg: GMMConfig, checkpoint_dir: str | Path | None = None, progress:
         result.add(name, np.stack([m[name] for m in per_run]))
     first = chains[0].fits
     result.summary = {
-        "final": {name: result.metrics[name]["mean"][-1] for name in result.metrics},
+        "final": {name: {k: v[-1] for k, v in m.items()} for name, m in result.metrics.items()},
         "original": {name: result.metrics[name]["mean"][0] for name in ("holdout_loglik", "tail_mass")},
         "em_not_converged": sum(c.not_converged for c in chains),
         "snapshots_run_0": {

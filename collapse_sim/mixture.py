@@ -30,10 +30,6 @@ class Mixture:
         w, m, v = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (weights, means, variances)))
         return cls(w, m, v)
 
-    def __getitem__(self, index) -> "Mixture":
-        """The mixture(s) at ``index`` of the leading axes."""
-        return Mixture(self.weights[index], self.means[index], self.variances[index])
-
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` draws from a single mixture (1-D parameters)."""
         cum = np.cumsum(self.weights)

@@ -19,6 +19,9 @@ from collapse_sim.metrics import SimulationResult  # noqa: E402
 from hygiene.atomic import atomic_open  # noqa: E402
 
 
+_THEORY_STYLES = [("--", "k"), ("-.", "C3"), (":", "C2")]  # reference curves, in order
+
+
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG to ``path`` atomically and close it."""
     path = Path(path)
@@ -48,8 +51,8 @@ def plot_metric_curves(
 ) -> Path:
     """One panel per metric: mean and median over runs with the p10-p90 band, per generation.
 
-    ``theory`` maps a metric name to labelled reference curves (one value per
-    generation) drawn dashed on that metric's panel; metrics in ``log_y`` get a log axis.
+    ``theory`` maps a metric name to up to three labelled reference curves (one value
+    per generation) drawn broken on that metric's panel; metrics in ``log_y`` get a log axis.
     """
     theory = theory or {}
     log_y = set(log_y)
@@ -60,8 +63,8 @@ def plot_metric_curves(
         ax.fill_between(gens, m["p10"], m["p90"], alpha=0.25, label="p10-p90")
         ax.plot(gens, m["mean"], lw=1.5, label="mean")
         ax.plot(gens, m["median"], lw=1, ls=":", label="median")
-        for label, curve in theory.get(name, {}).items():
-            ax.plot(gens, np.asarray(curve, dtype=float), ls="--", lw=1.2, color="k", label=label)
+        for (label, curve), (ls, color) in zip(theory.get(name, {}).items(), _THEORY_STYLES):
+            ax.plot(gens, np.asarray(curve, dtype=float), ls=ls, lw=1.2, color=color, label=label)
         if name in log_y:
             ax.set_yscale("log")
         ax.set_title(name)

@@ -1,4 +1,8 @@
-"""``collapse-sim discrete|gaussian|gmm``: the theory simulations, each writing metrics.json and PNGs."""
+"""``collapse-sim discrete|gaussian|gmm``: the theory simulations, each writing metrics.json and PNGs.
+
+The discrete and GMM modules are imported inside their commands, so that starting any
+other command does not pay for scikit-learn and scipy.stats.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +10,7 @@ from typing import Callable
 
 import click
 
-from collapse_sim import discrete as discrete_sim
 from collapse_sim import gaussian as gaussian_sim
-from collapse_sim import gmm as gmm_sim
 from collapse_sim.cli import main
 from collapse_sim.metrics import SimulationResult
 from collapse_sim.reuse import MODES, Reuse
@@ -62,6 +64,8 @@ def _report(result: SimulationResult, out: Path, figures: list[Path]) -> None:
               help="Original p_k proportional to k^-s (0: uniform).")
 def discrete(generations, samples, runs, seed, mode, real_fraction, out, states, zipf_exponent) -> None:
     """A categorical distribution re-estimated from M samples of itself each generation."""
+    from collapse_sim import discrete as discrete_sim
+
     cfg = _config(discrete_sim.DiscreteConfig, generations=generations, samples=samples, runs=runs, seed=seed,
                   reuse=_config(Reuse, mode=mode, real_fraction=real_fraction), states=states,
                   zipf_exponent=zipf_exponent)
@@ -92,6 +96,8 @@ def gmm(generations, samples, runs, seed, mode, real_fraction, out) -> None:
     Defaults are the paper's settings. Finished runs are checkpointed under
     OUT/checkpoints and reused when the same command is run again.
     """
+    from collapse_sim import gmm as gmm_sim
+
     cfg = _config(gmm_sim.GMMConfig, generations=generations, samples=samples, runs=runs, seed=seed,
                   reuse=_config(Reuse, mode=mode, real_fraction=real_fraction))
     try:
