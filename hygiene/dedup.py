@@ -236,13 +236,39 @@ class ExactDedup:
         return {**batch, "stage": stage, "reason": reason, "exact_duplicate_of": dup_of}
 
 
+class MinHashKeys:
+    """Pure batch stage: the LSH band keys of each undecided document, column ``near_keys``.
+
+    ``None`` for rows not scored and for texts without words. Split from :class:`NearDedup`
+    so the costly hashing can run in parallel (e.g. Ray ``map_batches``) while the
+    index lookups stay in one place.
+    """
+
+    def __init__(self, config: NearDedupConfig | None = None, annotate_only: bool = False) -> None:
+        self.config = config or NearDedupConfig()
+        self.hasher = MinHasher(self.config.num_perm, self.config.seed, self.config.ngram)
+        self.annotate_only = annotate_only
+
+    def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, list]:
+        rows = active_rows(batch, self.annotate_only)
+        texts = batch_texts(batch)
+        sh = [shingles(texts[i], self.config.ngram) for i in rows]
+        keys = band_keys(self.hasher.signatures_of_shingles(sh), self.config.bands, self.config.rows).tolist()
+        out: list[list[int] | None] = [None] * len(batch["text"])
+        for j, i in enumerate(rows.tolist()):
+            if sh[j]:
+                out[i] = keys[j]
+        return {**batch, "near_keys": out}
+
+
 class NearDedup:
     """Batch stage: MinHash LSH near-duplicate removal, one document kept per cluster.
 
     A document that shares any band with an earlier document joins that document's
     cluster and is rejected; otherwise it starts a cluster. Its bands are indexed
-    either way, so chains of near-duplicates end in one cluster. Adds
-    ``near_cluster``: the ordinal ``n`` of the cluster's kept document.
+    either way, so chains of near-duplicates end in one cluster. Uses the
+    ``near_keys`` column when a :class:`MinHashKeys` stage ran before, else computes
+    it. Adds ``near_cluster``: the ordinal ``n`` of the cluster's kept document.
     """
 
     columns = ("near_cluster",)
@@ -251,35 +277,39 @@ class NearDedup:
                  annotate_only: bool = False) -> None:
         self.config = config or NearDedupConfig()
         self.index = index if index is not None else HashIndex()
-        self.hasher = MinHasher(self.config.num_perm, self.config.seed, self.config.ngram)
+        self.keys = MinHashKeys(self.config, annotate_only)
         self.annotate_only = annotate_only
 
     def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, list]:
+        if "near_keys" not in batch:
+            batch = self.keys(batch)
         stage, reason = decisions(batch)
         cluster: list[int | None] = [None] * len(stage)
-        rows = active_rows(batch, self.annotate_only)
-        texts = batch_texts(batch)
-        sh = [shingles(texts[i], self.config.ngram) for i in rows]
-        keys = band_keys(self.hasher.signatures_of_shingles(sh), self.config.bands, self.config.rows)
-        found = self.index.lookup_sorted(keys)
-        pending, ordinals = self.index.pending, batch["n"]
-        for j, i in enumerate(rows.tolist()):
-            n = int(ordinals[i])
-            if not sh[j]:  # no words: nothing to compare
-                cluster[i] = n
-                continue
-            row_keys, row_found = keys[j].tolist(), found[j].tolist()
-            hit = next((v for v in row_found if v >= 0), -1)
-            if hit < 0:
-                hit = next((pending[k] for k in row_keys if k in pending), -1)
-            cluster[i] = n if hit < 0 else hit
-            for k, v in zip(row_keys, row_found):
-                if v < 0:
-                    pending.setdefault(k, cluster[i])
-            if hit >= 0 and hit != n and stage[i] is None:
-                stage[i], reason[i] = "near_dedup", "near_duplicate"
-        self.index.maybe_compact()
-        return {**batch, "stage": stage, "reason": reason, "near_cluster": cluster}
+        rows = active_rows(batch, self.annotate_only).tolist()
+        ordinals = batch["n"]
+        keyed = [i for i in rows if batch["near_keys"][i] is not None]
+        for i in rows:
+            cluster[i] = int(ordinals[i])  # its own cluster unless a match says otherwise
+        if keyed:
+            keys = np.array([batch["near_keys"][i] for i in keyed], dtype=np.uint64)
+            found = self.index.lookup_sorted(keys)
+            pending = self.index.pending
+            for i, row_keys, row_found in zip(keyed, keys.tolist(), found.tolist()):
+                n = cluster[i]
+                hit = next((v for v in row_found if v >= 0), -1)
+                if hit < 0:
+                    hit = next((pending[k] for k in row_keys if k in pending), -1)
+                if hit >= 0:
+                    cluster[i] = hit
+                for k, v in zip(row_keys, row_found):
+                    if v < 0:
+                        pending.setdefault(k, cluster[i])
+                if hit >= 0 and hit != n and stage[i] is None:
+                    stage[i], reason[i] = "near_dedup", "near_duplicate"
+            self.index.maybe_compact()
+        out = {**batch, "stage": stage, "reason": reason, "near_cluster": cluster}
+        out.pop("near_keys")
+        return out
 
 
 def detection_probability(similarity: np.ndarray | float, bands: int, rows: int) -> np.ndarray:

@@ -10,6 +10,7 @@ from hygiene.dedup import (
     ExactDedup,
     HashIndex,
     MinHasher,
+    MinHashKeys,
     NearDedup,
     band_keys,
     detection_probability,
@@ -74,6 +75,20 @@ def test_near_dedup_keeps_one_per_cluster_and_records_it() -> None:
     out = stage({"text": texts, "n": [10, 11, 12, 13]})
     assert out["stage"] == [None, None, "near_dedup", "near_dedup"]
     assert out["near_cluster"] == [10, 11, 10, 10]
+
+
+def test_hashing_split_from_the_index_gives_the_same_decisions() -> None:
+    """MinHashKeys (pure, parallelisable) then NearDedup equals NearDedup alone."""
+    rng = np.random.default_rng(5)
+    base = [_words(rng, 60) for _ in range(6)]
+    texts = [" ".join(w) for w in base] + [" ".join(base[2][:-1] + ["zz"]), "", " ".join(base[0])]
+    batch = {"text": texts, "n": list(range(len(texts))), "stage": [None] * 8 + ["quality"], "reason": [None] * 9}
+    whole = NearDedup()(batch)
+    split = NearDedup()(MinHashKeys()(batch))
+    assert whole == split
+    assert whole["stage"][6] == "near_dedup" and whole["near_cluster"][6] == 2
+    assert whole["near_cluster"][7] == 7 and whole["near_cluster"][8] is None  # no words; not scored
+    assert "near_keys" not in whole
 
 
 def test_exact_dedup_across_batches_and_restored_index(tmp_path) -> None:
