@@ -17,7 +17,7 @@ from scipy.special import xlogy
 from scipy.stats import entropy as shannon_entropy
 from tqdm import tqdm
 
-from collapse_sim.metrics import SimulationResult, config_dict
+from collapse_sim.metrics import SimulationResult, config_dict, spread
 from collapse_sim.plots import plot_metric_curves
 from collapse_sim.reuse import Reuse
 
@@ -101,10 +101,8 @@ def simulate(cfg: DiscreteConfig, progress: bool = False) -> SimulationResult:
     result.summary = {
         "final": {name: {k: v[-1] for k, v in m.items()} for name, m in result.metrics.items()},
         "absorbed_fraction": float(len(hit) / cfg.runs),
-        "absorption_generation": (
-            {"mean": float(hit.mean()), "median": float(np.median(hit)),
-             "p10": float(np.percentile(hit, 10)), "p90": float(np.percentile(hit, 90))} if len(hit) else None
-        ),
+        "absorption_generation_per_run": [None if np.isnan(a) else int(a) for a in absorbed],
+        "absorption_generation": {k: v[0] for k, v in spread(hit[:, None]).items()} if len(hit) else None,
         # Valid for mode=replace (absorption is certain there).
         "absorption_generation_theory": expected_absorption_time(cfg.original, cfg.samples),
     }

@@ -49,7 +49,7 @@ class GMMConfig:
     variances: tuple[float, ...] = (1.0, 1.0)
     holdout: int = 2000  # held-out original points for the log-likelihood
     w2_levels: int = 1000  # quantile levels of the W2 integral
-    snapshots: tuple[int, ...] = (0, 50, 100, 150, 200, 350, 2000)  # the paper's figure
+    snapshots: tuple[int, ...] = (0, 50, 100, 150, 200, 350, 2000)  # the paper's figure (+ the last generation)
 
     def __post_init__(self) -> None:
         if self.generations < 1 or self.runs < 1:
@@ -145,6 +145,15 @@ def _load_checkpoint(path: Path, cfg_json: dict, run: int) -> Chain | None:
     return Chain(fits, not_converged)
 
 
+def _save_checkpoint(path: Path, cfg_json: dict, run: int, chain: Chain) -> None:
+    """Store a finished run as JSON (atomically), with the configuration it was run under."""
+    write_json(path, {
+        "config": cfg_json, "run": run, "not_converged": chain.not_converged,
+        "weights": chain.fits.weights.tolist(), "means": chain.fits.means.tolist(),
+        "variances": chain.fits.variances.tolist(),
+    })
+
+
 def simulate(cfg: GMMConfig, checkpoint_dir: str | Path | None = None, progress: bool = False) -> SimulationResult:
     """Run ``cfg.runs`` independent chains and summarise them in the shared metrics schema.
 
@@ -162,11 +171,7 @@ def simulate(cfg: GMMConfig, checkpoint_dir: str | Path | None = None, progress:
         if chain is None:
             chain = run_chain(cfg, np.random.default_rng(seeds[r + 1]), progress, f"gmm run {r + 1}/{cfg.runs}")
             if path is not None:
-                write_json(path, {
-                    "config": cfg_json, "run": r, "not_converged": chain.not_converged,
-                    "weights": chain.fits.weights.tolist(), "means": chain.fits.means.tolist(),
-                    "variances": chain.fits.variances.tolist(),
-                })
+                _save_checkpoint(path, cfg_json, r, chain)
         chains.append(chain)
 
     per_run = [chain_metrics(c.fits, original, holdout, cfg.w2_levels) for c in chains]
@@ -181,7 +186,7 @@ def simulate(cfg: GMMConfig, checkpoint_dir: str | Path | None = None, progress:
         "snapshots_run_0": {
             str(g): {"weights": first.weights[g].tolist(), "means": first.means[g].tolist(),
                      "variances": first.variances[g].tolist()}
-            for g in cfg.snapshots if g <= cfg.generations
+            for g in sorted({g for g in cfg.snapshots if g <= cfg.generations} | {cfg.generations})
         },
     }
     return result
