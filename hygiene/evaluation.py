@@ -130,10 +130,14 @@ def evaluate_detector(detector, records: Sequence, out_dir: str | os.PathLike | 
     strata = {f: [getattr(r, f) for r in records] for f in ("generator", "domain", "generation")}
     result = evaluate_scores(scores, y, strata)
     flagged = p > detector.threshold_
+    domains = np.array([r.domain or "" for r in records], dtype=object)
     result["at_threshold"] = {
         "threshold": detector.threshold_,
         "human_flagged": float(flagged[y == 0].mean()) if (y == 0).any() else None,
         "machine_flagged": float(flagged[y == 1].mean()) if (y == 1).any() else None,
+        "human_flagged_by_domain": {
+            d: float(flagged[(y == 0) & (domains == d)].mean()) for d in sorted(set(domains[y == 0]) - {""})
+        },
     }
     if out_dir is not None:
         out = Path(out_dir)

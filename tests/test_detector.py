@@ -208,8 +208,10 @@ def test_cli_errors_are_one_line(cli_setup, tmp_path):
     root, corpus = cli_setup
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine", "label": "human"}\n{"text": "x", "label": "robot"}\n')
-    r = CliRunner().invoke(main, ["evaluate", "--detector", str(tmp_path), "--data", str(bad)])
+    r = CliRunner().invoke(main, ["evaluate", "--detector", str(tmp_path), "--data", str(corpus)])
     assert r.exit_code == 1 and "not a detector directory" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["evaluate", "--detector", str(tmp_path)])
+    assert r.exit_code == 2 and "--data and/or --human-pool" in r.output
     r = CliRunner().invoke(main, ["train-detector", "--corpus", str(bad), "--out", str(tmp_path / "d"),
                                   "--lm", str(root / "lm"), "--human-calib", ""])
     assert r.exit_code == 1 and f"{bad}:2: label is 'robot'" in r.output

@@ -169,26 +169,32 @@ def calibrate(detector_dir, data, human_sources, target_fpr, cache, device, dtyp
 @main.command()
 @click.option("--detector", "detector_dir", type=click.Path(), default=None,
               help="detector directory (default: the shipped models/detector)")
-@click.option("--data", "data", required=True, multiple=True, type=click.Path(dir_okay=False),
-              help="labelled JSONL: text, label human|machine; optional generator, domain, generation")
+@click.option("--data", "data", multiple=True, type=click.Path(dir_okay=False),
+              help="labelled JSONL: text, label human|machine; optional generator, domain, generation; repeatable")
+@click.option("--human-pool", "human_pool_sources", default="", show_default=True,
+              help="also evaluate the eval split of these human-pool sources (e.g. web,books: false positives)")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="where metrics.json and roc.png go (default: print only)")
 @click.option("--cache", type=click.Path(dir_okay=False), default=None, help="feature cache (JSONL)")
 @_device_options
-def evaluate(detector_dir, data, out_dir, cache, device, dtype):
+def evaluate(detector_dir, data, human_pool_sources, out_dir, cache, device, dtype):
     """AUROC and TPR at 1% / 0.1% FPR of a detector and of each zero-shot score, overall and per stratum."""
     from hygiene.detector import load_detector
     from hygiene.evaluation import evaluate_detector, format_table
-    from hygiene.labelled import read_many
+    from hygiene.labelled import human_pool, read_many
 
     try:
+        sources = [s for s in human_pool_sources.split(",") if s]
+        if not data and not sources:
+            raise click.UsageError("give --data and/or --human-pool")
+        records = read_many(data) + (human_pool("eval", sources=sources) if sources else [])
         det = load_detector(detector_dir, device=device, dtype=dtype)
-        result = evaluate_detector(det, read_many(data), out_dir=out_dir, progress=True, cache=cache)
+        result = evaluate_detector(det, records, out_dir=out_dir, progress=True, cache=cache)
     except (UserInputError, ValueError, OSError) as exc:
         raise _fail(exc) from None
     click.echo(format_table(result))
     at = result["at_threshold"]
     click.echo(f"at threshold {at['threshold']:.4f}: human flagged {at['human_flagged']}, "
-               f"machine flagged {at['machine_flagged']}")
+               f"machine flagged {at['machine_flagged']}; human flagged by domain {at['human_flagged_by_domain']}")
     if out_dir:
         click.echo(f"-> {Path(out_dir) / 'metrics.json'}")
