@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,17 +25,17 @@ def spread(values: np.ndarray) -> dict[str, list[float]]:
     v = np.asarray(values, dtype=float)
     if v.ndim == 1:
         v = v[None, :]
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return {
-                "mean": np.nanmean(v, axis=0).tolist(),
-                "median": np.nanmedian(v, axis=0).tolist(),
-                "p10": np.nanpercentile(v, 10, axis=0).tolist(),
-                "p90": np.nanpercentile(v, 90, axis=0).tolist(),
-            }
+    if not np.isnan(v).any():  # the common case: vectorised over all columns at once
+        p10, med, p90 = np.percentile(v, [10, 50, 90], axis=0)
+        return {"mean": v.mean(axis=0).tolist(), "median": med.tolist(), "p10": p10.tolist(), "p90": p90.tolist()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {
+            "mean": np.nanmean(v, axis=0).tolist(),
+            "median": np.nanmedian(v, axis=0).tolist(),
+            "p10": np.nanpercentile(v, 10, axis=0).tolist(),
+            "p90": np.nanpercentile(v, 90, axis=0).tolist(),
+        }
 
 
 @dataclass
