@@ -1,7 +1,8 @@
 """End-to-end filter throughput and dedup memory on real documents.
 
 1. documents/s of ``run_filter`` over a JSONL shard of real news, forum and web
-   documents: dedup only, dedup + quality, and with the detector when one is
+   documents: dedup only, dedup + quality (in one process and with 2 worker
+   processes), and with the detector when one is
    installed; baseline in the same run: a datasketch dedup loop (``MinHash.update``
    per shingle, ``MinHashLSH`` query + insert, same 14x8 bands) on the same documents.
 2. peak memory of dedup-only runs over 25k/50k/100k short documents (passages
@@ -129,6 +130,7 @@ def main() -> None:
         off = {"quality.enabled": False, "synthetic.enabled": False}
         dedup = timed_run(tmp / "docs.jsonl", tmp / "o1", **off)
         dq = timed_run(tmp / "docs.jsonl", tmp / "o2", **{"synthetic.enabled": False})
+        dq2 = timed_run(tmp / "docs.jsonl", tmp / "o2w", **{"synthetic.enabled": False, "workers": 2})
         sub = texts[: args.baseline_docs]
         write_corpus(tmp / "sub.jsonl", sub)
         near = timed_run(tmp / "sub.jsonl", tmp / "o3", **off, **{"exact_dedup.enabled": False})
@@ -136,6 +138,7 @@ def main() -> None:
         result["throughput"] = {"docs": len(texts), "mean_words": words,
                                 "dedup_docs_per_s": dedup[0], "dedup_docs_per_cpu_s": dedup[1],
                                 "dedup_quality_docs_per_s": dq[0], "dedup_quality_docs_per_cpu_s": dq[1],
+                                "dedup_quality_2_workers_docs_per_s": dq2[0],
                                 "kept": dq[2]["kept"], "near_dedup_subset_docs_per_s": near[0],
                                 "datasketch_subset_docs_per_s": base[0], "ratio_vs_datasketch": near[0] / base[0],
                                 "ratio_vs_datasketch_cpu": near[1] / base[1]}
@@ -143,6 +146,7 @@ def main() -> None:
         print("| run | docs/s (wall) | docs per CPU-second |\n|---|---|---|")
         print(f"| dedup (exact + MinHash LSH) | {dedup[0]:.0f} | {dedup[1]:.0f} |")
         print(f"| dedup + Gopher quality | {dq[0]:.0f} | {dq[1]:.0f} |")
+        print(f"| dedup + Gopher quality, --workers 2 | {dq2[0]:.0f} | (main process only) |")
         print(f"| near dedup only, {len(sub)} docs | {near[0]:.0f} | {near[1]:.0f} |")
         print(f"| baseline: datasketch MinHash.update + MinHashLSH, same {len(sub)} docs | {base[0]:.0f} | {base[1]:.0f} |")
         print(f"ratio near dedup vs datasketch: {near[0] / base[0]:.1f}x wall, {near[1] / base[1]:.1f}x CPU")

@@ -112,6 +112,7 @@ class FilterConfig:
     batch_size: int = 1000  # records per stage call (and per datasets.map batch)
     max_errors: int | None = None  # abort once more records than this could not be read
     checkpoint_seconds: float = 30.0  # checkpoint at the first shard boundary after this long
+    workers: int = 1  # processes for the pure stages (normalise, quality, MinHash); 1: all in this process
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
@@ -123,6 +124,7 @@ class FilterConfig:
         """Check value ranges; raise :class:`UserInputError` naming the bad key."""
         checks = [
             (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.workers >= 1, "workers must be at least 1"),
             (self.max_errors is None or self.max_errors >= 0, "max_errors must be >= 0"),
             (self.near_dedup.bands >= 1 and self.near_dedup.rows >= 1, "near_dedup.bands and rows must be >= 1"),
             (self.near_dedup.ngram >= 1, "near_dedup.ngram must be >= 1"),

@@ -17,9 +17,12 @@ into place with an atomic rename. Invariant: records in = kept + rejected + erro
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import shutil
@@ -28,7 +31,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
@@ -36,7 +39,15 @@ from hygiene import __version__
 from hygiene.atomic import write_json
 from hygiene.config import FilterConfig, write_config
 from hygiene.errors import UserInputError
-from hygiene.filtering import Pipeline, build_pipeline, record_id, record_text, row_scores, synthetic_stage
+from hygiene.filtering import (
+    Pipeline,
+    build_pipeline,
+    record_id,
+    record_text,
+    row_scores,
+    run_stages,
+    synthetic_stage,
+)
 from hygiene.records import Item, Shard, discover_shards, jsonl_to_parquet, read_shard, write_jsonl_line
 from hygiene.synthetic_filter import Detector
 
@@ -66,6 +77,32 @@ class Counts:
     def from_dict(cls, d: dict[str, Any]) -> Counts:
         return cls(d["records_in"], d["kept"], d["rejected"], d["errors"], Counter(d["by_stage"]),
                    d["next_n"], d["elapsed_s"])
+
+
+@dataclass
+class _Packet:
+    """One batch on its way through the stages, with the records behind it and the errors met reading them."""
+
+    shard: str
+    last: bool  # the last batch of its shard
+    items: int  # records read (errors included)
+    batch: dict[str, list]
+    records: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+
+
+def _worker_pool(workers: int) -> Any:
+    """A process pool for the pure stages: forked where the platform can (fast start, nothing to
+    re-import; the workers never touch the detector's threads), spawned elsewhere."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method).Pool(workers)
+
+
+def _apply(stages: Sequence[Any], packet: _Packet) -> _Packet:
+    """Run ``stages`` over a packet's batch (module level, so worker processes can unpickle it)."""
+    if packet.records:
+        packet.batch = run_stages(stages, packet.batch)
+    return packet
 
 
 class _Sink:
@@ -102,7 +139,8 @@ class _Sink:
 def _fingerprint(config: FilterConfig, shards: Sequence[Shard]) -> str:
     """Hash of everything that must not change between a run and its resumption."""
     cfg = config.to_dict()
-    cfg.pop("checkpoint_seconds")
+    for key in ("checkpoint_seconds", "workers"):  # may change between a run and its resumption
+        cfg.pop(key)
     blob = json.dumps({"config": cfg, "shards": [s.name for s in shards]}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -194,51 +232,78 @@ class FilterRun:
         write_json(self.partial / "checkpoint.json", state)
 
     # -- the loop -------------------------------------------------------------------------
-    def _process(self, items: list[Item], sink: _Sink) -> None:
-        """Run one batch of items (from one shard) through the pipeline and write every record."""
-        cfg, counts = self.config, self.counts
-        batch: dict[str, list] = {"id": [], "n": [], "text": []}
-        records: list[dict[str, Any]] = []
+    def _packets(self, shards: Sequence[Shard], deadline: float) -> Iterator[_Packet]:
+        """Batches of the shards, in order, each shard ending with a ``last`` packet.
+
+        Stops after the first shard that ends past ``deadline``, so a checkpoint can follow.
+        """
+        size = self.config.batch_size
+        for shard in shards:
+            items: list[Item] = []
+            for item in read_shard(shard, self.config.text_field):
+                items.append(item)
+                if len(items) >= size:
+                    yield self._pack(shard, items, last=False)
+                    items = []
+            yield self._pack(shard, items, last=True)
+            if time.perf_counter() >= deadline:
+                return
+
+    def _pack(self, shard: Shard, items: list[Item], last: bool) -> _Packet:
+        """Turn read items into a batch for the stages, setting aside the ones that cannot be filtered."""
+        cfg = self.config
+        packet = _Packet(shard.name, last, len(items), {"id": [], "n": [], "text": []}, [], [])
         for item in items:
-            counts.records_in += 1
             if item.error is not None:
                 err = {"shard": item.shard, "line": item.line, "error": item.error}
                 if item.raw is not None:
                     err["raw"] = item.raw
                 if item.shard_failed:
                     log.warning("%s: %s", item.shard, item.error)
-                self._error(sink, err)
+                packet.errors.append(err)
                 continue
             text, error = record_text(item.record, cfg.text_field)
             rid, id_error = record_id(item.record, cfg.id_field, f"{item.shard}:{item.line}")
             if error or id_error:
-                self._error(sink, {"shard": item.shard, "line": item.line, "error": error or id_error,
-                                   "record": item.record})
+                packet.errors.append({"shard": item.shard, "line": item.line, "error": error or id_error,
+                                      "record": item.record})
                 continue
-            batch["id"].append(rid)
-            batch["n"].append(counts.next_n)
-            batch["text"].append(text)
-            records.append(item.record)
-            counts.next_n += 1
-        if not records:
-            return
-        out = self.pipeline(batch)
-        columns = self.pipeline.score_columns
-        for k, record in enumerate(records):
+            packet.batch["id"].append(rid)
+            packet.batch["n"].append(self.counts.next_n)
+            packet.batch["text"].append(text)
+            packet.records.append(item.record)
+            self.counts.next_n += 1
+        return packet
+
+    def _stream(self, shards: Sequence[Shard], deadline: float, pool: Any) -> Iterator[_Packet]:
+        """Packets through every stage: pure segments in the worker ``pool`` (if any), the rest here."""
+        packets: Iterator[_Packet] = self._packets(shards, deadline)
+        for pure, stages in self.pipeline.segments():
+            step = functools.partial(_apply, stages)
+            packets = pool.imap(step, packets) if pool is not None and pure else map(step, packets)
+        return packets
+
+    def _write(self, packet: _Packet, sink: _Sink) -> None:
+        """Write every record of a processed packet where it belongs and count it."""
+        cfg, counts = self.config, self.counts
+        counts.records_in += packet.items
+        for err in packet.errors:
+            self._error(sink, err)
+        out, columns = packet.batch, self.pipeline.score_columns
+        annotate = cfg.output.annotate or cfg.output.annotate_only
+        for k, record in enumerate(packet.records):
             stage, reason = out["stage"][k], out["reason"][k]
             note = {"id": out["id"][k], "n": out["n"][k]}
             if stage is not None:
                 note.update(stage=stage, reason=reason)
+                counts.by_stage[f"{stage}/{reason}"] += 1
             note["scores"] = row_scores(out, k, columns)
             if stage is None or cfg.output.annotate_only:
                 counts.kept += 1
-                annotate = cfg.output.annotate or cfg.output.annotate_only
                 sink.write("kept", {**record, "hygiene": note} if annotate else record)
             else:
                 counts.rejected += 1
                 sink.write("rejected", {**record, "hygiene": note})
-            if stage is not None:
-                counts.by_stage[f"{stage}/{reason}"] += 1
 
     def _error(self, sink: _Sink, err: dict[str, Any]) -> None:
         """Write one error record; stop the run once there are more than ``max_errors``."""
@@ -255,29 +320,28 @@ class FilterRun:
             return json.loads((self.out / "stats.json").read_text(encoding="utf-8"))  # finished already
         offsets = self._prepare(resume, overwrite) if self.out is not None else {}
         sink = _Sink(self.partial if self.out is not None else None, offsets)
-        start = last_checkpoint = time.perf_counter()
+        start = time.perf_counter()
         first_in = self.counts.records_in
         bar = tqdm(total=None, unit="doc", unit_scale=True, desc="hygiene filter", disable=not self.progress,
                    initial=self.counts.records_in, file=sys.stderr)
+        workers = self.config.workers
+        pool_context = _worker_pool(workers) if workers > 1 else contextlib.nullcontext()
         try:
-            done = set(self.done)
-            todo = [s for s in self.shards if s.name not in done]
-            for i, shard in enumerate(todo):
-                items: list[Item] = []
-                for item in read_shard(shard, self.config.text_field):
-                    items.append(item)
-                    if len(items) >= self.config.batch_size:
-                        self._process(items, sink)
-                        bar.update(len(items))
-                        items = []
-                self._process(items, sink)
-                bar.update(len(items))
-                self.done.append(shard.name)
-                now = time.perf_counter()
-                if self.out is not None and (now - last_checkpoint >= self.config.checkpoint_seconds
-                                             or i == len(todo) - 1):
-                    self._checkpoint(sink, now - start)
-                    last_checkpoint = now
+            with pool_context as pool:
+                done = set(self.done)
+                remaining = [s for s in self.shards if s.name not in done]
+                while remaining:  # one round per checkpoint: drain the stream, then save
+                    finished = 0
+                    deadline = time.perf_counter() + self.config.checkpoint_seconds
+                    for packet in self._stream(remaining, deadline, pool):
+                        self._write(packet, sink)
+                        bar.update(packet.items)
+                        if packet.last:
+                            self.done.append(packet.shard)
+                            finished += 1
+                    remaining = remaining[finished:]
+                    if self.out is not None:
+                        self._checkpoint(sink, time.perf_counter() - start)
         finally:
             bar.close()
             sink.close()

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from hygiene.batch import decisions
 from hygiene.batch import texts as batch_texts
 from hygiene.config import FilterConfig
-from hygiene.dedup import ExactDedup, HashIndex, NearDedup
+from hygiene.dedup import ExactDedup, HashIndex, MinHashKeys, NearDedup
 from hygiene.errors import UserInputError
 from hygiene.normalize import normalize_batch
 from hygiene.quality import QualityFilter
@@ -39,21 +39,42 @@ def reject_empty(batch: Mapping[str, Sequence]) -> dict[str, list]:
     return {**batch, "stage": stage, "reason": reason}
 
 
+def run_stages(stages: Sequence[Stage], batch: Mapping[str, Sequence]) -> dict[str, list]:
+    """Apply ``stages`` to ``batch`` in order."""
+    out = dict(batch)
+    for stage in stages:
+        out = stage(out)
+    return out
+
+
 @dataclass
 class Pipeline:
-    """The configured stages and the dedup indexes they fill (saved and restored by a run)."""
+    """The configured stages and the dedup indexes they fill (saved and restored by a run).
+
+    ``pure[i]`` says whether stage i is a pure function of its batch, so that it may run
+    in a worker process; dedup stages (shared index) and the detector (one model per
+    process) run in the caller's process.
+    """
 
     config: FilterConfig
     stages: list[Stage]
+    pure: list[bool]
     exact_index: HashIndex
     near_index: HashIndex
     score_columns: tuple[str, ...]
 
     def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, list]:
         """Run every stage over one batch (columns ``id``, ``n``, ``text``)."""
-        out = dict(batch)
-        for stage in self.stages:
-            out = stage(out)
+        return run_stages(self.stages, batch)
+
+    def segments(self) -> list[tuple[bool, list[Stage]]]:
+        """Runs of consecutive stages that are all pure or all not: ``(pure, stages)``."""
+        out: list[tuple[bool, list[Stage]]] = []
+        for stage, pure in zip(self.stages, self.pure):
+            if out and out[-1][0] == pure:
+                out[-1][1].append(stage)
+            else:
+                out.append((pure, [stage]))
         return out
 
 
@@ -66,27 +87,27 @@ def build_pipeline(config: FilterConfig | None = None, detector: Detector | None
     annotate = config.output.annotate_only
     exact_index, near_index = HashIndex(), HashIndex()
     stages: list[Stage] = []
+    pure: list[bool] = []
     columns: list[str] = []
+
+    def add(stage: Stage, is_pure: bool) -> None:
+        stages.append(stage)
+        pure.append(is_pure)
+        columns.extend(getattr(stage, "columns", ()))
+
     if config.normalize.enabled:
-        stages.append(normalize_batch)
-    stages.append(reject_empty)
+        add(normalize_batch, True)
+    add(reject_empty, True)
     if config.exact_dedup.enabled:
-        stage = ExactDedup(config.exact_dedup, exact_index, annotate)
-        stages.append(stage)
-        columns += stage.columns
+        add(ExactDedup(config.exact_dedup, exact_index, annotate), False)
     if config.quality.enabled:
-        stage = QualityFilter(config.quality, annotate)
-        stages.append(stage)
-        columns += stage.columns
+        add(QualityFilter(config.quality, annotate), True)
     if config.near_dedup.enabled:
-        stage = NearDedup(config.near_dedup, near_index, annotate)
-        stages.append(stage)
-        columns += stage.columns
+        add(MinHashKeys(config.near_dedup, annotate), True)
+        add(NearDedup(config.near_dedup, near_index, annotate), False)
     if config.synthetic.enabled:
-        stage = SyntheticFilter(config.synthetic, detector, annotate)
-        stages.append(stage)
-        columns += stage.columns
-    return Pipeline(config, stages, exact_index, near_index, tuple(columns))
+        add(SyntheticFilter(config.synthetic, detector, annotate), False)
+    return Pipeline(config, stages, pure, exact_index, near_index, tuple(columns))
 
 
 def synthetic_stage(pipeline: Pipeline) -> SyntheticFilter | None:

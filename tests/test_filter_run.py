@@ -261,3 +261,14 @@ def test_filter_records_and_filter_dataset_agree() -> None:
     assert kept["k"] == [0, 1, 2, 3, 4] and kept.column_names == ["text", "k"]
     assert rejected["hygiene_stage"] == ["exact_dedup", "input", "quality"]
     assert json.loads(rejected["hygiene_scores"][0]) == {"exact_duplicate_of": 0}
+
+
+def test_worker_processes_give_identical_outputs(tmp_path: Path) -> None:
+    d = _shards(tmp_path)
+    config = _config(**{"synthetic.enabled": True, "batch_size": 3})
+    one = run_filter([d], tmp_path / "one", config, detector=FlakyDetector(), progress=False)
+    two = run_filter([d], tmp_path / "two", _config(**{"synthetic.enabled": True, "batch_size": 3, "workers": 2}),
+                     detector=FlakyDetector(), progress=False)
+    for name in ("kept", "rejected", "errors"):
+        assert (tmp_path / "one" / f"{name}.jsonl").read_bytes() == (tmp_path / "two" / f"{name}.jsonl").read_bytes()
+    assert one["by_stage"] == two["by_stage"] and two["config"]["workers"] == 2

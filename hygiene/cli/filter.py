@@ -28,6 +28,8 @@ def _common_options(func: Callable) -> Callable:
                      help="Write every record with its scores and decision to kept; drop nothing."),
         click.option("--max-errors", type=int, default=None, help="Stop once more records than this are unreadable."),
         click.option("--batch-size", type=int, default=None, help="Records per batch [1000]."),
+        click.option("--workers", type=int, default=None,
+                     help="Processes for normalisation, quality and MinHash hashing [1: this process]."),
         click.option("--exact-dedup/--no-exact-dedup", default=None, help="Exact dedup on normalised text [on]."),
         click.option("--near-dedup/--no-near-dedup", default=None, help="MinHash LSH near dedup [on]."),
         click.option("--bands", type=int, default=None, help="LSH bands [14]."),
@@ -47,7 +49,7 @@ def _overrides(**values: Any) -> dict[str, Any]:
     """Dotted config keys for the options the user actually gave."""
     keys = {"text_field": "text_field", "id_field": "id_field", "fmt": "output.format",
             "annotate": "output.annotate", "annotate_only": "output.annotate_only", "max_errors": "max_errors",
-            "batch_size": "batch_size", "exact_dedup": "exact_dedup.enabled", "near_dedup": "near_dedup.enabled",
+            "batch_size": "batch_size", "workers": "workers", "exact_dedup": "exact_dedup.enabled", "near_dedup": "near_dedup.enabled",
             "bands": "near_dedup.bands", "rows": "near_dedup.rows", "normalize": "normalize.enabled",
             "quality": "quality.enabled", "synthetic": "synthetic.enabled", "detector": "synthetic.model",
             "threshold": "synthetic.threshold"}
