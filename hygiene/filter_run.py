@@ -14,6 +14,11 @@ sizes, the finished shards, the counters and the new dedup-index entries are sav
 ``resume`` truncates the files to the last checkpoint, reloads the index and skips
 the finished shards, so nothing is written twice. At the end each file is moved
 into place with an atomic rename. Invariant: records in = kept + rejected + errors.
+
+Batches stream through the stages in order. With ``workers > 1`` the pure stages
+(normalise, quality, MinHash hashing) run in a process pool while the dedup lookups,
+the detector and the writing stay in this process; the stream is drained before
+each checkpoint, so the saved index never runs ahead of the saved outputs.
 """
 from __future__ import annotations
 
