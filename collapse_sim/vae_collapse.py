@@ -17,7 +17,7 @@ import dataclasses
 import io
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from collapse_sim.image_data import ImageSet, load_images  # noqa: E402
+from collapse_sim.image_data import DATASETS, ImageSet, load_images  # noqa: E402
 from collapse_sim.image_metrics import (  # noqa: E402
     FeatureConfig,
     FeatureSpace,
@@ -73,10 +73,6 @@ METRICS = (
 _EXTENSIBLE = ("generations", "runs")
 
 
-def _default_vae() -> VAEConfig:
-    return VAEConfig(hidden=256)
-
-
 @dataclass(frozen=True)
 class VAECollapseConfig:
     """One recursive-training experiment."""
@@ -92,23 +88,26 @@ class VAECollapseConfig:
     held_out_fraction: float = 0.3
     k: int = 3  # Kynkaanniemi et al. 2019's neighbourhood size
     tail_classes: int = 3  # the "tail": the 3 rarest of 10 classes
-    vae: VAEConfig = field(default_factory=_default_vae)  # epochs: see DEFAULT_EPOCHS
+    vae: VAEConfig | None = None  # None: VAEConfig() with the dataset's DEFAULT_EPOCHS
     features: FeatureConfig = FeatureConfig()
 
     def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
         if self.pixels not in PIXELS:
             raise ValueError(f"pixels must be one of {PIXELS}, got {self.pixels!r}")
         if self.generations < 0 or self.runs < 1:
             raise ValueError("need generations >= 0 and runs >= 1")
+        if self.vae is None:
+            object.__setattr__(self, "vae", VAEConfig(epochs=DEFAULT_EPOCHS[self.dataset]))
 
 
 def config_for(dataset: str, **overrides: object) -> VAECollapseConfig:
-    """A config for ``dataset`` with its default epochs; ``overrides`` set fields (``epochs``, ``latent_dim``... go to the VAE)."""
+    """A config for ``dataset``; ``overrides`` (``None`` ignored) set fields, VAE fields included."""
     vae_fields = {f.name for f in dataclasses.fields(VAEConfig)}
-    vae_over = {k: v for k, v in overrides.items() if k in vae_fields and v is not None}
-    rest = {k: v for k, v in overrides.items() if k not in vae_fields and v is not None}
-    vae = dataclasses.replace(_default_vae(), **{"epochs": DEFAULT_EPOCHS.get(dataset, VAEConfig.epochs), **vae_over})
-    return VAECollapseConfig(dataset=dataset, vae=vae, **rest)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    vae = VAEConfig(**{"epochs": DEFAULT_EPOCHS.get(dataset, VAEConfig.epochs), **{k: v for k, v in given.items() if k in vae_fields}})
+    return VAECollapseConfig(dataset=dataset, vae=vae, **{k: v for k, v in given.items() if k not in vae_fields})
 
 
 def generation_metrics(

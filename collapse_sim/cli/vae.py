@@ -56,7 +56,7 @@ def vae_cmd(dataset: str, images: Path | None, labels: Path | None, generations:
             latent_dim=latent_dim, device=device,
         )
         result = simulate(cfg, out, progress=not quiet)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     m = result.metrics
     click.echo(
