@@ -285,7 +285,12 @@ def plot_sample_grid(
     tiles = np.zeros((r, c, h + 1, w + 1), dtype=np.float32)  # 1-pixel white gutter
     tiles[:, :, :h, :w] = rows.reshape(r, c, h, w)
     mosaic = tiles.transpose(0, 2, 1, 3).reshape(r * (h + 1), c * (w + 1))
-    fig, ax = plt.subplots(figsize=(0.45 * c + 0.8, 0.45 * r + 0.6))
+    # Axes sized to the mosaic's aspect, with fixed margins for the labels and title.
+    tile, left, right, top, bottom = 0.4, 0.75, 0.1, 0.35, 0.1  # inches
+    aw, ah = c * tile, r * tile * (h + 1) / (w + 1)
+    fig = plt.figure(figsize=(aw + left + right, ah + top + bottom))
+    ax = fig.add_axes((left / fig.get_figwidth(), bottom / fig.get_figheight(),
+                       aw / fig.get_figwidth(), ah / fig.get_figheight()))
     ax.imshow(mosaic, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_yticks((np.arange(r) + 0.5) * (h + 1), ["real", *(str(g) for g in range(r - 1))], fontsize=7)
     ax.set_xticks([])
