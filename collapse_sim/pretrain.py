@@ -42,6 +42,7 @@ class PretrainConfig:
     sources: tuple[str, ...] = ("books", "tinyshakespeare", "web", "news", "forums", "docs")
     max_words: int | None = None  # cap on training words (None: the whole train split)
     val_tokens: int = 200_000  # held-out tokens from the human pool's calib split
+    tokenizer_words: int = 4_000_000  # BPE merges learnt on a seeded document sample of about this size
     seed: int = 0
     save_dtype: str = "float16"  # halves the shipped size; loaded back as float32 on CPU
     train: TrainConfig = field(
@@ -49,8 +50,9 @@ class PretrainConfig:
     )
 
     def data_key(self) -> str:
-        """Hash of everything the token arrays depend on (the tokenizer and data)."""
-        key = json.dumps([self.vocab_size, self.context, list(self.sources), self.max_words, self.val_tokens, self.seed])
+        """Hash of everything the token arrays depend on (the tokenizer and data; not the context length)."""
+        key = json.dumps([self.vocab_size, list(self.sources), self.max_words, self.val_tokens,
+                          self.tokenizer_words, self.seed])
         return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
@@ -59,6 +61,12 @@ PRESETS: dict[str, PretrainConfig] = {
     "reference": PretrainConfig(
         train=TrainConfig(epochs=8.0, lr=2e-3, batch_size=256, weight_decay=0.1, warmup_frac=0.02, bf16=True,
                           evals_per_epoch=1, time_budget_s=420)
+    ),
+    # the shipped reference LM: the same data and tokenizer, sized for ~25 minutes on 2 CPU cores
+    "reference-cpu": PretrainConfig(
+        n_layer=4, n_embd=256, n_head=4, context=128,
+        train=TrainConfig(epochs=1.0, lr=2e-3, batch_size=32, weight_decay=0.1, warmup_frac=0.01,
+                          evals_per_epoch=8, time_budget_s=1500),
     ),
     # a small base that pre-trains on 2 CPU cores in a few minutes
     "cpu": PretrainConfig(
@@ -120,6 +128,17 @@ def _human_texts(cfg: PretrainConfig, split: str, root: Path, max_words: int | N
     return texts
 
 
+def _sample_texts(texts: list[str], words: int, seed: int) -> list[str]:
+    """A seeded random sample of whole documents with about ``words`` words in all."""
+    out, n = [], 0
+    for i in np.random.default_rng(seed).permutation(len(texts)):
+        out.append(texts[i])
+        n += len(texts[i].split())
+        if n >= words:
+            break
+    return out
+
+
 def prepare_data(cfg: PretrainConfig, work_dir: str | Path, root: str | Path | None = None) -> Path:
     """Train the tokenizer and write ``tokens.npz`` (train, val) under ``work_dir/<data_key>``; cached."""
     root = Path(root) if root is not None else data_dir()
@@ -129,7 +148,7 @@ def prepare_data(cfg: PretrainConfig, work_dir: str | Path, root: str | Path | N
     train_texts = _human_texts(cfg, "train", root, cfg.max_words)
     if not train_texts:
         raise FileNotFoundError(f"no human training text under {root}")
-    tok = train_tokenizer(train_texts, cfg.vocab_size)
+    tok = train_tokenizer(_sample_texts(train_texts, cfg.tokenizer_words, cfg.seed), cfg.vocab_size)
     train_ids = encode_documents(tok, train_texts)
     val_ids = encode_documents(tok, _human_texts(cfg, "calib", root, cfg.val_tokens))[: cfg.val_tokens]
     if len(val_ids) < cfg.context:
