@@ -41,7 +41,16 @@ from collapse_sim.image_metrics import (  # noqa: E402
 from collapse_sim.metrics import SimulationResult, config_dict  # noqa: E402
 from collapse_sim.plots import plot_metric_curves, save_figure  # noqa: E402
 from collapse_sim.reuse import Reuse  # noqa: E402
-from collapse_sim.vae import PIXELS, VAE, VAEConfig, encode_means, load_vae, sample_images, save_vae, train_vae  # noqa: E402
+from collapse_sim.vae import (  # noqa: E402
+    PIXELS,
+    VAE,
+    VAEConfig,
+    encode_means,
+    load_vae,
+    sample_images,
+    save_vae,
+    train_vae,
+)
 from hygiene.atomic import atomic_open, write_json  # noqa: E402
 
 EXPERIMENT = "vae"
@@ -106,8 +115,10 @@ def config_for(dataset: str, **overrides: object) -> VAECollapseConfig:
     """A config for ``dataset``; ``overrides`` (``None`` ignored) set fields, VAE fields included."""
     vae_fields = {f.name for f in dataclasses.fields(VAEConfig)}
     given = {k: v for k, v in overrides.items() if v is not None}
-    vae = VAEConfig(**{"epochs": DEFAULT_EPOCHS.get(dataset, VAEConfig.epochs), **{k: v for k, v in given.items() if k in vae_fields}})
-    return VAECollapseConfig(dataset=dataset, vae=vae, **{k: v for k, v in given.items() if k not in vae_fields})
+    vae_given = {k: v for k, v in given.items() if k in vae_fields}
+    rest = {k: v for k, v in given.items() if k not in vae_fields}
+    vae = VAEConfig(**{"epochs": DEFAULT_EPOCHS.get(dataset, VAEConfig.epochs), **vae_given})
+    return VAECollapseConfig(dataset=dataset, vae=vae, **rest)
 
 
 def generation_metrics(
@@ -143,7 +154,9 @@ def _check_config(state: Path, cfg: VAECollapseConfig) -> None:
         before = json.loads(path.read_text())
         diff = sorted(k for k in set(now) | set(before) if k not in _EXTENSIBLE and now.get(k) != before.get(k))
         if diff:
-            raise ValueError(f"{path}: written with a different configuration ({', '.join(diff)}); use a new output directory")
+            raise ValueError(
+                f"{path}: written with a different configuration ({', '.join(diff)}); use a new output directory"
+            )
     write_json(path, now)
 
 
@@ -198,16 +211,14 @@ def simulate_run(
     vae0: VAE | None = None
     for g in range(cfg.generations + 1):
         rng, train_seed, sample_seed = _seeds(cfg.seed, run, g)
+        previous = samples
         loaded = _load_generation(run_dir, g)
         if loaded is not None:
-            if g > 0:
-                contributions.append(samples)
             samples, metrics = loaded
         else:
             train_set = data.train
             if g > 0:
-                train_set = cfg.reuse.compose(rng, data.train, samples, history=contributions)
-                contributions.append(samples)
+                train_set = cfg.reuse.compose(rng, data.train, previous, history=contributions)
             vae = train_vae(train_set, data.levels, cfg.vae, seed=train_seed)
             if g == 0:
                 save_vae(vae, run_dir / "vae0.safetensors")
@@ -219,6 +230,8 @@ def simulate_run(
                 samples, held_out_features, space, vae0, data.n_classes, cfg.k, cfg.tail_classes
             )
             _save_generation(run_dir, g, samples, metrics)
+        if g > 0 and cfg.reuse.mode == "accumulate":  # only accumulate keeps every generation's samples
+            contributions.append(previous)
         rows.append([metrics[m] for m in METRICS])
         heads.append(samples[:GRID_COLUMNS])
         on_generation()
