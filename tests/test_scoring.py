@@ -82,8 +82,9 @@ def test_fast_detectgpt_analytic_equals_monte_carlo(models):
     assert abs(score_texts([text], scorer_lm)["fast_detectgpt"][0] - analytic) > 0.1
 
 
-def test_binoculars_matches_definition(models):
-    observer, performer = models[1], models[2]
+@pytest.mark.parametrize("roles", [(1, 2), (0, 2), (2, 0)], ids=["separate", "observer=scorer", "performer=scorer"])
+def test_binoculars_matches_definition(models, roles):
+    observer, performer = models[roles[0]], models[roles[1]]
     feats = score_texts(TEXTS, models[0], observer=observer, performer=performer)
     for i, ids in enumerate(models[0].tokenizer(TEXTS)["input_ids"]):
         if len(ids) < 2:
