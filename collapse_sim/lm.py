@@ -49,7 +49,7 @@ from collapse_sim.reuse import MODES, Reuse
 from collapse_sim.text_metrics import perplexity_profile, sample_perplexities, token_metrics
 from collapse_sim.training import TrainConfig, block_perplexity, resolve_device, train_lm
 from hygiene.atomic import write_json
-from hygiene.paths import data_dir
+from hygiene.paths import data_dir, models_dir
 
 SELECTIONS = ("real", "synthetic")
 
@@ -109,17 +109,21 @@ class LMConfig:
 
 
 PRESETS: dict[str, LMConfig] = {
-    # 2 CPU cores, under 20 minutes for 5 generations of replace and of mix (beam and sampling arms)
+    # 2 CPU cores: 5 generations of replace and of mix, beam and sampling arms, in about 14 minutes
+    # (benchmarks/lm_throughput.py). Its own 3.4M-parameter base: the 10M reference LM is ~3x slower.
     "cpu": LMConfig(
-        max_train_blocks=256,
+        max_train_blocks=256,  # 16k tokens per generation: sized to the time budget
         max_val_blocks=64,
         max_eval_blocks=384,
+        # 2 threads: x1.58 over 1 on two idle cores; fp32: bf16 autocast ran x0.57 on this AMD host
+        # (no bf16 instructions), though x1.53 on a Xeon with them (pass --bf16 there)
         train=TrainConfig(lr=5e-4, batch_size=32, threads=2),
         base=pretraining.preset("cpu"),
     ),
-    # the paper's sizes: every block of the file, OPT-like fine-tuning budget; for a GPU
+    # the paper's sizes: every block of the file, 5 / 10 epochs; for a GPU. The base is the
+    # reference-size GPT-2 (the shipped models/reference-lm when it matches), or --base-model.
     "paper": LMConfig(
-        train=TrainConfig(lr=2e-5, batch_size=128, bf16=True),
+        train=TrainConfig(lr=1e-4, batch_size=32, bf16=True),  # lr, batch: not given in the paper's text
         base=pretraining.preset("reference"),
         gen_batch_size=256,
         score_batch_size=256,
@@ -198,9 +202,14 @@ def load_data(cfg: LMConfig, tokenizer: PreTrainedTokenizerBase) -> LMData:
 
 
 def base_model_path(cfg: LMConfig, progress: bool = True) -> str:
-    """``cfg.base_model``, or the base pre-trained from ``cfg.base`` (trained once, then cached)."""
+    """``cfg.base_model``; else the shipped ``models/reference-lm`` if it was pre-trained with ``cfg.base``;
+    else the base pre-trained from ``cfg.base`` (trained once, then cached)."""
     if cfg.base_model:
         return cfg.base_model
+    wanted = json.loads(json.dumps(config_dict(cfg.base)))
+    shipped = models_dir() / "reference-lm"
+    if (shipped / "pretrain.json").is_file() and json.loads((shipped / "pretrain.json").read_text())["config"] == wanted:
+        return str(shipped)  # the shipped reference LM is exactly this base
     key = hashlib.sha1(json.dumps(config_dict(cfg.base), sort_keys=True).encode()).hexdigest()[:12]
     out = default_cache_dir() / f"base-{key}"
     if not (out / "pretrain.json").is_file():
@@ -427,7 +436,9 @@ def _check_resumable(cfg: LMConfig, out: Path) -> None:
         return
     old = json.loads(path.read_text())["config"]
     new = json.loads(json.dumps(config_dict(cfg)))
-    old.pop("generations", None), new.pop("generations", None)
+    for c in (old, new):  # how many generations, and where they run, may change between sessions
+        c.pop("generations", None)
+        c["train"].pop("device", None), c["train"].pop("threads", None)
     if old != new:
         diff = sorted(k for k in new if old.get(k) != new.get(k))
         raise ValueError(f"{out} holds a run with a different configuration ({', '.join(diff)}); use another --out")

@@ -36,6 +36,8 @@ def plot_perplexity(result: SimulationResult, path: Path) -> None:
     ax.set(xlabel="generation", ylabel="perplexity on human test text", title="Test perplexity")
     rx.set(xlabel="generation", ylabel="ratio to generation 0", title="Relative to generation 0")
     for a in (ax, rx):
+        a.set_yscale("log")
+        a.set_xticks(result.generations)
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     fig.tight_layout()
@@ -49,10 +51,12 @@ def plot_histograms(per_generation: Sequence[np.ndarray], human: np.ndarray, pat
     fig, ax = plt.subplots(figsize=(7, 4))
     colours = plt.cm.viridis(np.linspace(0, 1, len(per_generation)))
     for g, (values, colour) in enumerate(zip(per_generation, colours)):
-        ax.hist(values, bins=bins, histtype="step", density=True, color=colour, label=f"generation {g}")
-    ax.hist(human, bins=bins, histtype="stepfilled", density=True, color="grey", alpha=0.3, label="human test text")
+        ax.hist(values, bins=bins, histtype="step", weights=np.full(len(values), 1 / len(values)), color=colour,
+                label=f"generation {g}")
+    ax.hist(human, bins=bins, histtype="stepfilled", weights=np.full(len(human), 1 / len(human)), color="grey",
+            alpha=0.3, label="human test text")
     ax.set_xscale("log")
-    ax.set(xlabel="perplexity of a sample under generation 0", ylabel="density", title=title)
+    ax.set(xlabel="perplexity of a sample under generation 0", ylabel="share of samples", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
