@@ -1,0 +1,498 @@
+"""The corpus filter on a Ray cluster (``hygiene filter --engine ray``): same stages, same decisions.
+
+The local engine streams records in order and keeps dedup state in one process. Here
+the same stage objects (:func:`hygiene.filtering.build_pipeline`) run as Ray Data
+``map_batches`` over the whole corpus, and the two stateful stages become global
+steps with the same rule, "the earliest document wins", where "earliest" is the
+ordinal ``n`` the local engine would give (shards in order, records in order):
+
+- **exact dedup**: group the candidates' text hashes (``groupby(key)`` with min ``n``
+  and count); a document whose key's first ``n`` is not its own is a duplicate of it;
+- **near dedup**: explode each candidate's 14 band keys, group by band key (min ``n``,
+  count); a document whose earliest band (in band order) was seen first in an
+  earlier document is a near-duplicate, and that document is its parent. Parent links
+  form a forest; its trees are the clusters (the connected components of the
+  "first shared band" graph), found by pointer jumping, and the root, the one kept
+  document, is the ``near_cluster`` of every member, as in the local engine.
+
+Only the keys seen more than once, and the duplicates' (``n``, parent) pairs, come
+back to the driver (16 bytes each) and are broadcast to the workers; documents
+never leave their blocks for dedup. The detector runs as a class-based stage on an
+actor pool, so each worker loads the model once (on a GPU with ``gpus_per_worker``).
+
+Output directory: ``kept/``, ``rejected/`` and ``errors/`` holding JSONL shards
+(kept and rejected as Parquet with ``output.format: parquet``), ``stats.json`` and
+``config.yaml``. Everything is written under ``DIR/.partial/`` and moved into place
+at the end, so an interrupted run leaves no half-written output (it starts over:
+no resumption on this engine).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hygiene.atomic import write_json
+from hygiene.batch import active_rows, decisions
+from hygiene.batch import texts as batch_texts
+from hygiene.config import FilterConfig, SyntheticConfig, write_config
+from hygiene.dedup import ExactDedup, MinHashKeys, NearDedup, text_key
+from hygiene.errors import UserInputError
+from hygiene.filter_run import OUTPUTS, versions
+from hygiene.filtering import build_pipeline, row_scores, synthetic_stage
+from hygiene.records import discover_shards, jsonl_to_parquet
+from hygiene.synthetic_filter import Detector, SyntheticFilter
+
+Step = Callable[[dict[str, list]], dict[str, list]]
+_TYPES = {"shard": pa.int32(), "line": pa.int64(), "k": pa.int64(), "n": pa.int64(), "id": pa.string(),
+          "text": pa.binary(), "record": pa.binary(), "stage": pa.string(), "reason": pa.string(),
+          "exact_key": pa.int64(), "near_keys": pa.list_(pa.uint64()), "exact_duplicate_of": pa.int64(),
+          "near_cluster": pa.int64(), "synthetic_p": pa.float64(), "output": pa.string(), "line": pa.binary(),
+          "decision": pa.string()}
+
+
+@dataclass
+class RayConfig:
+    """Where and how wide the Ray engine runs."""
+
+    address: str | None = None  # a running cluster ("auto", "ray://head:10001"); None: RAY_ADDRESS or a local Ray
+    workers: int | None = None  # tasks/actors per stage; None: as many as the cluster's CPUs allow
+    gpus_per_worker: float = 0.0  # GPUs for each detector actor (0: CPU); the other stages use none
+
+
+def connect(address: str | None = None) -> float:
+    """Join (or start) Ray unless already connected; the seconds it took."""
+    import ray
+
+    if ray.is_initialized():
+        return 0.0
+    start = time.perf_counter()
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UserInputError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+    return time.perf_counter() - start
+
+
+# -- batches: Arrow tables in Ray, dict[str, list] for the stages ------------------------------
+def to_batch(table: pa.Table) -> dict[str, list]:
+    """The stages' batch (text as ``str``) from an Arrow block."""
+    from hygiene.ray_io import decode
+
+    batch = table.to_pydict()
+    if "text" in batch:
+        batch["text"] = [decode(t) for t in batch["text"]]
+    return batch
+
+
+def to_table(batch: Mapping[str, Sequence]) -> pa.Table:
+    """An Arrow block from a batch, with fixed types for the columns the engine knows."""
+    from hygiene.ray_io import encode
+
+    arrays = {}
+    for name, values in batch.items():
+        if name == "text":
+            values = [encode(t) for t in values]
+        kind = _TYPES.get(name, pa.float64() if name.startswith("quality_") else None)
+        arrays[name] = pa.array(values, type=kind)
+    return pa.table(arrays)
+
+
+def apply_steps(table: pa.Table, steps: Sequence[Step]) -> pa.Table:
+    """Run ``steps`` over one block (the batch function every ``map_batches`` here calls)."""
+    batch = to_batch(table)
+    for step in steps:
+        batch = step(batch)
+        if "norm" in batch:  # later stages read the normalised text: keep one copy
+            batch["text"] = batch.pop("norm")
+    return to_table(batch)
+
+
+def _where(table: pa.Table, column: str, valid: bool) -> pa.Table:
+    """Rows whose ``column`` is (``valid``) or is not null."""
+    mask = pc.is_valid(table[column]) if valid else pc.is_null(table[column])
+    return table.filter(mask)
+
+
+def _collect(ds: Any, columns: Sequence[str]) -> list[np.ndarray]:
+    """Columns of a (small) dataset as numpy arrays on the driver."""
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for c in columns:
+            parts[c].append(block[c].to_numpy(zero_copy_only=False))
+    return [np.concatenate(parts[c]) if parts[c] else np.empty(0) for c in columns]
+
+
+def _shard_summary(table: pa.Table) -> pa.Table:
+    """Per shard in a block: the largest usable-record rank ``k`` and the number of errors."""
+    return table.group_by("shard").aggregate([("k", "max"), ("error", "count")])  # columns shard, k_max, error_count
+
+
+def _error_lines(table: pa.Table) -> pa.Table:
+    """The error rows of a block as output rows for ``errors``."""
+    lines = _where(table, "error", True)["error"]
+    return pa.table({"output": pa.array(["errors"] * len(lines), pa.string()), "line": lines,
+                     "decision": pa.array([""] * len(lines), pa.string())})
+
+
+def repeated_keys(ds: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Keys of ``ds`` seen more than once, sorted, with the smallest ``n`` of each."""
+    from ray.data.aggregate import Count, Min
+
+    grouped = ds.groupby(key).aggregate(Min("n"), Count())
+    repeated = grouped.map_batches(lambda t: t.filter(pc.greater(t["count()"], 1)), batch_format="pyarrow",
+                                   batch_size=None)
+    keys, first = _collect(repeated, [key, "min(n)"])
+    order = np.argsort(keys)
+    return keys[order].astype(np.int64), first[order].astype(np.int64)
+
+
+def _lookup(sorted_keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(found, value) for each query key in a sorted table."""
+    if len(sorted_keys) == 0:
+        return np.zeros(query.shape, bool), np.zeros(query.shape, np.int64)
+    pos = np.minimum(np.searchsorted(sorted_keys, query), len(sorted_keys) - 1)
+    return sorted_keys[pos] == query, values[pos]
+
+
+def cluster_roots(child: np.ndarray, parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted children and the root of each in the parent forest (pointer jumping, log(depth) rounds)."""
+    order = np.argsort(child)
+    child, root = child[order], parent[order]
+    while True:
+        has, up = _lookup(child, root, root)
+        if not has.any():
+            return child, root
+        root = np.where(has, up, root)
+
+
+# -- the steps around the stages ---------------------------------------------------------------
+@dataclass
+class AssignOrdinals:
+    """Give each readable record the ordinal ``n`` the local engine would: shard offset + rank in shard."""
+
+    offsets: np.ndarray
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        n = self.offsets[np.asarray(batch["shard"], np.int64)] + np.asarray(batch["k"], np.int64)
+        return {"id": batch["id"], "n": n.tolist(), "text": batch["text"], "record": batch["record"]}
+
+
+@dataclass
+class ExactKeys:
+    """The text hash of each exact-dedup candidate (the rows :class:`ExactDedup` would look up), as int64."""
+
+    annotate_only: bool
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        rows = active_rows(batch, self.annotate_only).tolist()
+        texts = batch_texts(batch)
+        keys: list[int | None] = [None] * len(batch["text"])
+        for i, key in zip(rows, text_key([texts[i] for i in rows]).view(np.int64).tolist()):
+            keys[i] = key
+        return {**batch, "exact_key": keys}
+
+
+@dataclass
+class ApplyExact:
+    """Reject a candidate whose text hash was first seen at an earlier ``n`` (as :class:`ExactDedup`)."""
+
+    keys: np.ndarray
+    first: np.ndarray
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        stage, reason = decisions(batch)
+        batch = dict(batch)
+        keys = batch.pop("exact_key")
+        dup_of: list[int | None] = [None] * len(stage)
+        rows = [i for i, k in enumerate(keys) if k is not None]
+        found, first = _lookup(self.keys, self.first, np.array([keys[i] for i in rows], np.int64))
+        for i, hit, f in zip(rows, found.tolist(), first.tolist()):
+            if hit and f != batch["n"][i]:
+                dup_of[i] = f
+                if stage[i] is None:
+                    stage[i], reason[i] = "exact_dedup", "duplicate"
+        return {**batch, "stage": stage, "reason": reason, "exact_duplicate_of": dup_of}
+
+
+def explode_bands(table: pa.Table) -> pa.Table:
+    """One row (``band_key``, ``n``) per band of each document that has band keys."""
+    table = _where(table, "near_keys", True)
+    keys = table["near_keys"].combine_chunks()
+    parents = pc.list_parent_indices(keys)
+    band_key = pc.cast(pc.list_flatten(keys), pa.int64(), safe=False)  # same bits, signed: Ray sorts int64
+    return pa.table({"band_key": band_key, "n": pc.take(table["n"], parents)})
+
+
+@dataclass
+class NearParents:
+    """The parent of each near-duplicate: the first ``n`` of its earliest band (in band order) seen before it."""
+
+    keys: np.ndarray
+    first: np.ndarray
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        table = _where(table, "near_keys", True)
+        n = table["n"].to_numpy()
+        if len(n) == 0:
+            return pa.table({"n": pa.array([], pa.int64()), "parent": pa.array([], pa.int64())})
+        flat = pc.list_flatten(table["near_keys"].combine_chunks()).to_numpy()
+        bands = flat.view(np.int64).reshape(len(n), -1)
+        found, first = _lookup(self.keys, self.first, bands)
+        earlier = found & (first < n[:, None])
+        has = earlier.any(axis=1)
+        band = earlier.argmax(axis=1)
+        return pa.table({"n": n[has], "parent": first[np.flatnonzero(has), band[has]]})
+
+
+@dataclass
+class ApplyNear:
+    """Reject the near-duplicates; ``near_cluster`` is the cluster's root (as :class:`NearDedup`)."""
+
+    child: np.ndarray
+    root: np.ndarray
+    annotate_only: bool
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        stage, reason = decisions(batch)
+        rows = active_rows(batch, self.annotate_only).tolist()
+        cluster: list[int | None] = [None] * len(stage)
+        found, root = _lookup(self.child, self.root, np.array([batch["n"][i] for i in rows], np.int64))
+        for i, hit, r in zip(rows, found.tolist(), root.tolist()):
+            cluster[i] = r if hit else batch["n"][i]
+            if hit and stage[i] is None:
+                stage[i], reason[i] = "near_dedup", "near_duplicate"
+        out = {**batch, "stage": stage, "reason": reason, "near_cluster": cluster}
+        out.pop("near_keys", None)
+        return out
+
+
+class SyntheticWorker:
+    """Actor holding one detector: the synthetic stage over blocks, the model loaded once per worker."""
+
+    def __init__(self, config: SyntheticConfig, detector: Detector | None, annotate_only: bool) -> None:
+        self.stage = SyntheticFilter(config, detector, annotate_only)
+        self.stage.detector  # noqa: B018  (load now, once)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return to_table(self.stage(to_batch(table)))
+
+
+@dataclass
+class OutputLines:
+    """The line each record gets in ``kept`` or ``rejected``, as the local engine writes it."""
+
+    config: FilterConfig
+    columns: tuple[str, ...]
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        import json
+
+        from hygiene.ray_io import decode, json_line
+
+        out = self.config.output
+        annotate = out.annotate or out.annotate_only
+        lines, outputs, decided = [], [], []
+        for k in range(len(batch["n"])):
+            stage, reason = batch["stage"][k], batch["reason"][k]
+            note: dict[str, Any] = {"id": batch["id"][k], "n": batch["n"][k]}
+            if stage is not None:
+                note.update(stage=stage, reason=reason)
+            note["scores"] = row_scores(batch, k, self.columns)
+            keep = stage is None or out.annotate_only
+            record = json.loads(decode(batch["record"][k]))
+            lines.append(json_line({**record, "hygiene": note} if annotate or not keep else record))
+            outputs.append("kept" if keep else "rejected")
+            decided.append("" if stage is None else f"{stage}/{reason}")
+        return {"output": outputs, "line": lines, "decision": decided}
+
+
+# -- the run -----------------------------------------------------------------------------------
+class RayFilterRun:
+    """One run of the filter over ``inputs`` on Ray into ``out_dir`` (``None``: dry run)."""
+
+    def __init__(self, inputs: Sequence[str | Path], out_dir: str | Path | None, config: FilterConfig,
+                 ray_config: RayConfig | None = None, detector: Detector | None = None,
+                 progress: bool = True) -> None:
+        self.config, self.ray = config, ray_config or RayConfig()
+        self.shards = discover_shards(inputs)
+        self.inputs = [str(i) for i in inputs]
+        self.out = Path(out_dir) if out_dir is not None else None
+        self.pipeline = build_pipeline(config, detector)
+        stage = synthetic_stage(self.pipeline)
+        self.threshold = stage.threshold if stage is not None else None  # loads the detector now: fail early
+        self.detector = detector
+        self.progress = progress
+
+    def _map(self, ds: Any, steps: Sequence[Step]) -> Any:
+        """``ds`` through ``steps`` as one ``map_batches`` (nothing if no steps)."""
+        if not steps:
+            return ds
+        return ds.map_batches(apply_steps, fn_args=(list(steps),), batch_size=self.config.batch_size,
+                              batch_format="pyarrow", concurrency=self.ray.workers)
+
+    def _pool_size(self) -> int:
+        """Detector actors: ``workers``, else as many as the cluster's CPUs (or GPUs) allow."""
+        import ray
+
+        if self.ray.workers:
+            return self.ray.workers
+        resources = ray.cluster_resources()
+        if self.ray.gpus_per_worker > 0:
+            return max(1, int(resources.get("GPU", 0) // self.ray.gpus_per_worker))
+        return max(1, int(resources.get("CPU", 1)))
+
+    def _read(self) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+        """(documents, error lines, ordinal offset of each shard, errors per shard), read once and materialised."""
+        import ray.data
+
+        from hygiene.ray_io import ShardDatasource
+
+        rows = ray.data.read_datasource(ShardDatasource(self.shards, self.config)).materialize()
+        docs = rows.map_batches(lambda t: _where(t, "error", False).drop_columns(["error"]),
+                                batch_format="pyarrow", batch_size=None)
+        errors = rows.map_batches(_error_lines, batch_format="pyarrow", batch_size=None)
+        shard, last, bad = _collect(rows.map_batches(_shard_summary, batch_format="pyarrow", batch_size=None),
+                                    ["shard", "k_max", "error_count"])
+        usable = np.zeros(len(self.shards), np.int64)
+        np.maximum.at(usable, shard.astype(np.int64), last.astype(np.int64) + 1)
+        n_errors = np.zeros(len(self.shards), np.int64)
+        np.add.at(n_errors, shard.astype(np.int64), bad.astype(np.int64))
+        return docs, errors, np.concatenate([[0], np.cumsum(usable)[:-1]]), n_errors
+
+    def _decide(self, docs: Any, offsets: np.ndarray) -> Any:
+        """Every stage of the pipeline over ``docs``; the output lines (``output``, ``line``, ``decision``)."""
+        annotate = self.config.output.annotate_only
+        steps: list[Step] = [AssignOrdinals(offsets)]
+        ds = docs
+        for stage in self.pipeline.stages:
+            if isinstance(stage, ExactDedup):
+                ds = self._map(ds, [*steps, ExactKeys(annotate)]).materialize()
+                keyed = ds.select_columns(["exact_key", "n"]).map_batches(
+                    lambda t: _where(t, "exact_key", True), batch_format="pyarrow", batch_size=None)
+                steps = [ApplyExact(*repeated_keys(keyed, "exact_key"))]
+            elif isinstance(stage, NearDedup):
+                if not any(isinstance(s, MinHashKeys) for s in steps):
+                    steps.append(stage.keys)
+                ds = self._map(ds, steps).materialize()
+                keys, first = repeated_keys(ds.select_columns(["near_keys", "n"]).map_batches(
+                    explode_bands, batch_format="pyarrow", batch_size=None), "band_key")
+                parents = ds.select_columns(["near_keys", "n"]).map_batches(
+                    NearParents(keys, first), batch_format="pyarrow", batch_size=None)
+                steps = [ApplyNear(*cluster_roots(*_collect(parents, ["n", "parent"])), annotate)]
+            elif isinstance(stage, SyntheticFilter):
+                ds = self._map(ds, steps).map_batches(
+                    SyntheticWorker, fn_constructor_args=(self.config.synthetic, self.detector, annotate),
+                    batch_size=self.config.batch_size, batch_format="pyarrow", concurrency=self._pool_size(),
+                    num_gpus=self.ray.gpus_per_worker or None)
+                steps = []
+            else:
+                steps.append(stage)
+        steps.append(OutputLines(self.config, self.pipeline.score_columns))
+        return self._map(ds, steps)
+
+    def run(self, overwrite: bool = False) -> dict[str, Any]:
+        """Filter every shard; write the outputs and return the stats."""
+        import ray.data
+
+        from hygiene.ray_io import OutputDatasink
+
+        if self.out is not None:
+            self._prepare(overwrite)
+        startup = connect(self.ray.address)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = self.progress
+        context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED  # tasks, no actors
+        start = time.perf_counter()
+        docs, errors, offsets, n_errors = self._read()
+        limit = self.config.max_errors
+        if limit is not None and n_errors.sum() > limit:
+            where = self.shards[int(np.flatnonzero(n_errors)[0])].name
+            raise UserInputError(f"more than {limit} unreadable records (the first in {where}); run stopped")
+        sink = OutputDatasink(str(self.out / ".partial") if self.out is not None else None)
+        self._decide(docs, offsets).union(errors).write_datasink(sink, concurrency=self.ray.workers)
+        if self.out is not None:
+            self._finish()
+        elapsed = time.perf_counter() - start
+        stats = self._stats(sink.tally, elapsed, startup)
+        if self.out is not None:
+            write_config(self.out / "config.yaml", self.config)
+            write_json(self.out / "stats.json", stats)
+            shutil.rmtree(self.out / ".partial")
+        return stats
+
+    def _prepare(self, overwrite: bool) -> None:
+        """Refuse to replace a run unless ``overwrite``; clear the output directory for this run."""
+        assert self.out is not None
+        partial = self.out / ".partial"
+        if (self.out / "stats.json").exists() and not overwrite:
+            raise UserInputError(f"{self.out} already holds a finished run: pass --overwrite or choose another --out")
+        if partial.exists() and not overwrite:
+            raise UserInputError(f"{self.out} holds an interrupted run: pass --overwrite (the Ray engine restarts)")
+        shutil.rmtree(partial, ignore_errors=True)
+        for name in (*OUTPUTS, "stats.json", "config.yaml"):
+            p = self.out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        for p in self.out.glob("*.jsonl"):  # a local engine's outputs
+            p.unlink()
+        for p in self.out.glob("*.parquet"):
+            p.unlink()
+        partial.mkdir(parents=True)
+
+    def _finish(self) -> None:
+        """Convert kept and rejected to Parquet if asked, then move each output directory into place."""
+        import ray
+
+        assert self.out is not None
+        partial = self.out / ".partial"
+        if self.config.output.format == "parquet":
+            convert = ray.remote(_to_parquet)
+            files = [p for name in ("kept", "rejected") for p in (partial / name).glob("*.jsonl")]
+            ray.get([convert.remote(str(p)) for p in files])
+        for name in OUTPUTS:
+            (partial / name).mkdir(exist_ok=True)
+            os.replace(partial / name, self.out / name)
+
+    def _stats(self, tally: Counter, elapsed: float, startup: float) -> dict[str, Any]:
+        import ray
+
+        count = {name: sum(c for (output, _), c in tally.items() if output == name) for name in OUTPUTS}
+        by_stage: dict[str, dict[str, int]] = {}
+        for (output, decision), c in sorted(tally.items()):
+            if decision:
+                stage, _, reason = decision.partition("/")
+                by_stage.setdefault(stage, {})[reason] = by_stage.get(stage, {}).get(reason, 0) + c
+        records = sum(count.values())
+        return {
+            "records_in": records, "kept": count["kept"], "rejected": count["rejected"], "errors": count["errors"],
+            "by_stage": by_stage, "annotate_only": self.config.output.annotate_only, "shards": len(self.shards),
+            "elapsed_s": round(elapsed, 3), "docs_per_s": round(records / elapsed, 1) if elapsed > 0 else None,
+            "synthetic_threshold": self.threshold, "inputs": self.inputs, "config": self.config.to_dict(),
+            "engine": "ray",
+            "ray": {"address": self.ray.address, "workers": self.ray.workers,
+                    "gpus_per_worker": self.ray.gpus_per_worker, "startup_s": round(startup, 3),
+                    "cluster_cpus": ray.cluster_resources().get("CPU"), "version": ray.__version__},
+            "versions": versions(),
+        }
+
+
+def _to_parquet(path: str) -> None:
+    """Replace one JSONL output shard by a Parquet file (run as a Ray task)."""
+    src = Path(path)
+    jsonl_to_parquet(src, src.with_suffix(".parquet"))
+    src.unlink()
+
+
+def run_filter_ray(inputs: Sequence[str | Path], out_dir: str | Path | None, config: FilterConfig | None = None,
+                   ray_config: RayConfig | None = None, *, overwrite: bool = False,
+                   detector: Detector | None = None, progress: bool = True) -> dict[str, Any]:
+    """Filter the shards of ``inputs`` on Ray into ``out_dir`` (``None``: dry run); return the stats."""
+    return RayFilterRun(inputs, out_dir, config or FilterConfig(), ray_config, detector, progress).run(overwrite)

@@ -1,0 +1,147 @@
+"""Ray Data reading and writing for ``hygiene filter --engine ray``.
+
+:class:`ShardDatasource` is a Ray Data datasource with one read task per shard. Each
+task reads its shard with the local engine's own reader (:func:`hygiene.records.read_shard`),
+so both engines see the same records and the same errors, line for line: Ray's
+``read_json``/``read_text`` fail a whole file on one bad line or one invalid UTF-8 byte
+and do not report line numbers, which would break the accounting and the record ids.
+:class:`OutputDatasink` writes ready-made JSON lines as sharded JSONL files and counts them.
+
+Rows carry text as UTF-8 bytes with ``surrogatepass``, so a lone surrogate that JSON
+allows (``"\\ud800"``) survives Arrow, which only stores valid UTF-8 strings.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import pyarrow as pa
+from ray.data.block import BlockAccessor, BlockMetadata
+from ray.data.datasource import Datasink, Datasource, ReadTask
+
+from hygiene.config import FilterConfig
+from hygiene.filtering import record_id, record_text
+from hygiene.records import Shard, dumps_record, read_shard
+
+log = logging.getLogger(__name__)
+
+#: Columns of a row as read: ``k`` numbers a shard's usable records (-1 for an error row),
+#: ``record`` is the record as JSON, ``error`` the line ``errors.jsonl`` gets (null when readable).
+READ_SCHEMA = pa.schema([("shard", pa.int32()), ("line", pa.int64()), ("k", pa.int64()), ("id", pa.string()),
+                         ("text", pa.binary()), ("record", pa.binary()), ("error", pa.binary())])
+
+
+def encode(text: str) -> bytes:
+    """UTF-8 bytes of ``text``, lone surrogates included."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def decode(data: bytes) -> str:
+    """Inverse of :func:`encode`."""
+    return data.decode("utf-8", "surrogatepass")
+
+
+def json_line(obj: dict[str, Any]) -> bytes:
+    """One output line without the newline, byte for byte what the local engine writes."""
+    return dumps_record(obj).encode("utf-8", "backslashreplace")
+
+
+def shard_rows(shard: Shard, index: int, config: FilterConfig, rows_per_block: int) -> Iterator[pa.Table]:
+    """Blocks of rows (:data:`READ_SCHEMA`) of one shard, every record or error in order."""
+    cols: dict[str, list] = {name: [] for name in READ_SCHEMA.names}
+    k = 0
+    for item in read_shard(shard, config.text_field):
+        err: dict[str, Any] | None = None
+        text = rid = None
+        if item.error is not None:
+            err = {"shard": item.shard, "line": item.line, "error": item.error}
+            if item.raw is not None:
+                err["raw"] = item.raw
+            if item.shard_failed:
+                log.warning("%s: %s", item.shard, item.error)
+        else:
+            text, error = record_text(item.record, config.text_field)
+            rid, id_error = record_id(item.record, config.id_field, f"{item.shard}:{item.line}")
+            if error or id_error:
+                err = {"shard": item.shard, "line": item.line, "error": error or id_error, "record": item.record}
+        ok = err is None
+        cols["shard"].append(index)
+        cols["line"].append(item.line)
+        cols["k"].append(k if ok else -1)
+        cols["id"].append(rid if ok else None)
+        cols["text"].append(encode(text) if ok else None)
+        cols["record"].append(encode(dumps_record(item.record)) if ok else None)
+        cols["error"].append(None if ok else json_line(err))
+        k += ok
+        if len(cols["shard"]) >= rows_per_block:
+            yield pa.table(cols, schema=READ_SCHEMA)
+            cols = {name: [] for name in READ_SCHEMA.names}
+    if cols["shard"]:
+        yield pa.table(cols, schema=READ_SCHEMA)
+
+
+class ShardDatasource(Datasource):
+    """The shards of a filter run as a Ray Data datasource: one read task per shard."""
+
+    def __init__(self, shards: Sequence[Shard], config: FilterConfig) -> None:
+        self.shards, self.config = list(shards), config
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        sizes = [s.path.stat().st_size for s in self.shards if s.path.is_file()]
+        return sum(sizes) if len(sizes) == len(self.shards) else None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context: Any = None) -> list[ReadTask]:
+        """One task per shard (a shard is the unit that keeps its line numbers)."""
+        tasks = []
+        for index, shard in enumerate(self.shards):
+            size = shard.path.stat().st_size if shard.path.is_file() else None
+            meta = BlockMetadata(num_rows=None, size_bytes=size, exec_stats=None, input_files=(str(shard.path),))
+
+            def read(shard: Shard = shard, index: int = index) -> Iterator[pa.Table]:
+                return shard_rows(shard, index, self.config, self.config.batch_size)
+
+            tasks.append(ReadTask(read, meta, schema=READ_SCHEMA))
+        return tasks
+
+
+class OutputDatasink(Datasink):
+    """Write rows (``output``, ``line``, ``decision``) as JSONL shards ``DIR/<output>/<task>-<uuid>.jsonl``.
+
+    One pass writes kept, rejected and errors together; each task returns its counts per
+    (output, decision), summed in :attr:`tally` once the write completes. With no
+    directory it only counts (a dry run). ``DIR`` must be reachable from every worker
+    (a shared filesystem on a cluster).
+    """
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory
+        self.tally: Counter = Counter()
+
+    def write(self, blocks: Iterable[Any], ctx: Any) -> Counter:
+        counts: Counter = Counter()
+        files: dict[str, Any] = {}
+        suffix = f"{ctx.task_idx:05d}-{uuid.uuid4().hex[:12]}.jsonl"
+        try:
+            for block in blocks:
+                table = BlockAccessor.for_block(block).to_arrow()
+                for output, line, decision in zip(*(table[c].to_pylist() for c in ("output", "line", "decision"))):
+                    counts[(output, decision)] += 1
+                    if self.directory is None:
+                        continue
+                    if output not in files:
+                        folder = Path(self.directory) / output
+                        folder.mkdir(parents=True, exist_ok=True)
+                        files[output] = (folder / suffix).open("wb")
+                    files[output].write(line + b"\n")
+        finally:
+            for fh in files.values():
+                fh.close()
+        return counts
+
+    def on_write_complete(self, write_result: Any) -> None:
+        for counts in write_result.write_returns:
+            self.tally.update(counts)

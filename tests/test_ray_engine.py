@@ -1,0 +1,146 @@
+"""The Ray engine makes the same decisions as the local engine, record by record, and loses no record."""
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from hygiene.config import FilterConfig, load_config  # noqa: E402
+from hygiene.errors import UserInputError  # noqa: E402
+from hygiene.filter_run import run_filter  # noqa: E402
+from hygiene.ray_engine import RayConfig, cluster_roots, run_filter_ray  # noqa: E402
+
+STOP = ["the", "of", "and", "to", "with", "that", "have", "be"]
+
+
+def make_doc(seed: int, words: int = 90) -> str:
+    """A document that passes the Gopher checks: varied made-up words with stop words, in sentences."""
+    rng = np.random.default_rng(seed)
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    out = []
+    for i in range(words):
+        out.append(STOP[i % len(STOP)] if i % 3 == 0 else "".join(rng.choice(letters, int(rng.integers(4, 9)))))
+        if i % 12 == 11:
+            out[-1] += "."
+    return " ".join(out).capitalize() + "."
+
+
+def edit(text: str, seed: int, n: int = 1) -> str:
+    """``text`` with ``n`` words replaced: a near-duplicate (Jaccard of 5-gram shingles about 0.9 for n=1)."""
+    words = text.split()
+    rng = np.random.default_rng(seed)
+    for i in rng.choice(len(words), n, replace=False):
+        words[i] = "edited"
+    return " ".join(words)
+
+
+class MarkerDetector:
+    """Fake detector: texts containing 'machine' score 0.9, others 0.1 (threshold 0.5)."""
+
+    threshold_ = 0.5
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        p = np.array([0.9 if "machine" in t else 0.1 for t in texts])
+        return np.stack([1 - p, p], axis=1)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray (2 CPUs) for the whole test session."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fake detector, for the Ray workers
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three shards (JSONL, gzipped JSONL, Parquet) with exact and near duplicates (across shards and in
+    chains), low-quality, empty and synthetic documents, and unreadable records."""
+    d = tmp_path_factory.mktemp("crawl")
+    docs = [make_doc(i) for i in range(30)]
+    a = [{"text": t, "url": f"a{i}"} for i, t in enumerate(docs[:10])]
+    a += [{"text": docs[2]}, {"text": edit(docs[3], 1)}, {"text": "too short to keep"}, {"text": " \u200b "},
+          {"text": make_doc(100) + " machine"}, {"text": edit(edit(docs[3], 1), 2)}, {"title": "no text"}]
+    text_a = "".join(json.dumps(r) + "\n" for r in a) + "{not json\n" + json.dumps({"text": docs[10]}) + "\n"
+    (d / "a.jsonl").write_text(text_a, encoding="utf-8")
+    b = [{"text": t} for t in docs[11:20]] + [{"text": docs[5]}, {"text": chr(ord(docs[6][0]) + 0xFEE0) + docs[6][1:]},
+                                              {"text": edit(docs[12], 3)}, {"text": make_doc(101) + " machine"},
+                                              {"text": "\n".join(["same line"] * 60)}, {"text": 7}]
+    with gzip.open(d / "b.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in b)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = docs[20:30] + [docs[0], edit(docs[21], 4), edit(docs[11], 5)]
+    pq.write_table(pa.table({"text": rows, "row": list(range(len(rows)))}), d / "c.parquet")
+    return d
+
+
+def _read(out: Path, name: str) -> list[dict]:
+    """Every record of one output, from a single file (local) or a directory of shards (Ray)."""
+    files = sorted((out / name).glob("*.jsonl")) if (out / name).is_dir() else [out / f"{name}.jsonl"]
+    return [json.loads(line) for f in files for line in f.read_text(encoding="utf-8").splitlines()]
+
+
+def _by_id(records: list[dict]) -> dict[str, dict]:
+    ids = [r["hygiene"]["id"] for r in records]
+    assert len(set(ids)) == len(ids)
+    return dict(zip(ids, records))
+
+
+def _config(**overrides) -> FilterConfig:
+    return load_config(overrides={"output.annotate": True, "batch_size": 7, **overrides})
+
+
+def test_ray_and_local_make_the_same_decisions(ray_cluster, corpus: Path, tmp_path: Path) -> None:
+    config = _config()
+    local = run_filter([corpus], tmp_path / "local", config, detector=MarkerDetector(), progress=False)
+    stats = run_filter_ray([corpus], tmp_path / "ray", config, RayConfig(workers=2), detector=MarkerDetector(),
+                           progress=False)
+    for name in ("kept", "rejected"):
+        assert _by_id(_read(tmp_path / "ray", name)) == _by_id(_read(tmp_path / "local", name)), name
+    key = lambda e: (e["shard"], e["line"] or 0)  # noqa: E731
+    assert sorted(_read(tmp_path / "ray", "errors"), key=key) == sorted(_read(tmp_path / "local", "errors"), key=key)
+    for k in ("records_in", "kept", "rejected", "errors", "by_stage", "synthetic_threshold"):
+        assert stats[k] == local[k], k
+    assert stats["records_in"] == stats["kept"] + stats["rejected"] + stats["errors"]
+    assert set(stats["by_stage"]) == {"input", "exact_dedup", "quality", "near_dedup", "synthetic"}
+    assert stats["by_stage"]["near_dedup"]["near_duplicate"] == 5 and stats["errors"] == 3
+    assert stats["by_stage"]["exact_dedup"]["duplicate"] == 4  # one of them full-width until NFKC
+    rejected = _by_id(_read(tmp_path / "ray", "rejected"))
+    chain = [r for r in rejected.values() if r["hygiene"]["id"].endswith("a.jsonl:16")]
+    assert chain[0]["hygiene"]["scores"]["near_cluster"] == 3  # an edit of an edit joins the first one's cluster
+    assert not (tmp_path / "ray" / ".partial").exists()
+
+
+def test_annotate_only_and_parquet_on_ray(ray_cluster, corpus: Path, tmp_path: Path) -> None:
+    config = _config(**{"output.annotate_only": True, "synthetic.enabled": False, "output.format": "parquet"})
+    local = run_filter([corpus], tmp_path / "local", config, progress=False)
+    stats = run_filter_ray([corpus], tmp_path / "ray", config, progress=False)
+    import pyarrow.parquet as pq
+
+    kept = [r for f in sorted((tmp_path / "ray" / "kept").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert len(kept) == stats["kept"] == local["kept"] == stats["records_in"] - stats["errors"]
+    assert stats["by_stage"] == local["by_stage"] and stats["rejected"] == 0
+    with pytest.raises(UserInputError, match="already holds a finished run"):
+        run_filter_ray([corpus], tmp_path / "ray", config, progress=False)
+    with pytest.raises(UserInputError, match="more than 1 unreadable records"):
+        run_filter_ray([corpus], tmp_path / "ray2", _config(max_errors=1, **{"synthetic.enabled": False}),
+                       progress=False)
+
+
+def test_cluster_roots_follow_chains() -> None:
+    child, root = cluster_roots(np.array([5, 2, 9, 7, 3]), np.array([2, 1, 7, 5, 0]))
+    assert child.tolist() == [2, 3, 5, 7, 9] and root.tolist() == [1, 0, 1, 1, 1]
