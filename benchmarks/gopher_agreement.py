@@ -5,8 +5,8 @@ texts) and reports, document by document, how often the keep/drop verdicts agree
 the confusion table, the disagreements by reason, and documents/s of each.
 
 datatrove's English word tokeniser needs spaCy; where spaCy is not installed both
-sides use the same regex tokeniser (``\\w+|[^\\w\\s]+``) so the comparison isolates the
-heuristics themselves.
+sides use hygiene's regex tokeniser (``hygiene.quality.TOKEN_PATTERN``) so the
+comparison isolates the heuristics themselves.
 
     .venv/bin/python benchmarks/gopher_agreement.py [--docs 3000] [--out DIR]
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 from hygiene.human_data import iter_documents
 from hygiene.normalize import normalize_text
-from hygiene.quality import quality_reasons, quality_scores
+from hygiene.quality import TOKEN_PATTERN, quality_reasons, quality_scores
 
 
 def documents(n: int) -> list[str]:
@@ -50,7 +50,7 @@ def datatrove_verdicts(texts: list[str]) -> tuple[list[str | None], str]:
     if importlib.util.find_spec("spacy") is None:
         class RegexTokenizer(WordTokenizer):
             def word_tokenize(self, text: str) -> list[str]:
-                return re.findall(r"\w+|[^\w\s]+", text)
+                return re.findall(TOKEN_PATTERN, text)
 
             def sent_tokenize(self, text: str) -> list[str]:
                 return [text]
@@ -58,7 +58,7 @@ def datatrove_verdicts(texts: list[str]) -> tuple[list[str | None], str]:
             def span_tokenize(self, text: str) -> list[tuple[int, int]]:
                 return [(0, len(text))]
 
-        language, tokenizer = RegexTokenizer(), "regex \\w+|[^\\w\\s]+ (spaCy not installed)"
+        language, tokenizer = RegexTokenizer(), f"hygiene's regex {TOKEN_PATTERN} (spaCy not installed)"
     quality, repetition = GopherQualityFilter(language=language), GopherRepetitionFilter(language=language)
     out: list[str | None] = []
     for i, text in enumerate(texts):

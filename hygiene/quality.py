@@ -5,9 +5,12 @@ ids, n-grams become 64-bit polynomial hashes over those ids (the document index
 mixed in), and ``np.unique`` counts them, so the cost is a few array passes per
 n rather than a Python loop per n-gram. Lines and paragraphs use set sizes.
 
-Tokens are runs of word characters or runs of other non-space characters (so
-punctuation is split off as in Gopher's tokeniser); "words" in the length checks
-are the tokens that are not pure punctuation, as in datatrove's implementation.
+Tokens (``TOKEN_PATTERN``) are words, which keep inner apostrophes, periods and
+commas ("don't", "1,250.5"), or runs of other non-space characters, so punctuation
+is split off as spaCy does for datatrove's implementation; "words" in the length
+checks are the tokens that are not punctuation. Splitting "it's" or "1.5" into
+three tokens would count two non-alphabetic "words" each and fail the
+alphabetic-words check on ordinary news prose.
 """
 from __future__ import annotations
 
@@ -22,9 +25,13 @@ from hygiene.batch import active_rows, decisions
 from hygiene.batch import texts as batch_texts
 from hygiene.config import QualityConfig
 
-_TOKEN = re.compile(r"\w+|[^\w\s]+")
-_WORD = re.compile(r"\w+")
-_NO_LETTER_WORD = re.compile(r"(?<!\w)[\d_]+(?!\w)")  # word tokens without a letter
+#: a word (letters/digits, with inner apostrophes, periods or commas: "don't", "1,250.5", "U.S")
+#: or a run of other non-space characters (punctuation, split off as spaCy does)
+WORD_PATTERN = r"\w+(?:['\u2019.,]\w+)*"
+TOKEN_PATTERN = WORD_PATTERN + r"|[^\w\s]+"
+_TOKEN = re.compile(TOKEN_PATTERN)
+_WORD = re.compile(WORD_PATTERN)
+_NO_LETTER_WORD = re.compile(r"(?<!\S)[\d_'\u2019.,]+(?!\S)")  # in the space-joined words: those without a letter
 _PARAGRAPH = re.compile(r"\n{2,}")
 _LINES = re.compile(r"\n+")
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial n-gram hash (wraps mod 2^64)
@@ -83,7 +90,8 @@ def quality_scores(texts: Sequence[str], config: QualityConfig | None = None, co
         denom = max(n_tok, 1)
         cols["hash_ratio"][d] = text.count("#") / denom
         cols["ellipsis_ratio"][d] = (text.count("...") + text.count("\u2026")) / denom
-        cols["alpha_words"][d] = (n_words - len(_NO_LETTER_WORD.findall(text))) / n_tok if n_tok else 0.0
+        no_letter = len(_NO_LETTER_WORD.findall(" ".join(words)))
+        cols["alpha_words"][d] = (n_words - no_letter) / n_tok if n_tok else 0.0
         cols["stop_words"][d] = len(stop.intersection(map(str.lower, words)))
         lines = text.splitlines() or [""]
         stripped = list(map(str.strip, lines))

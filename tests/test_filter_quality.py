@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hygiene.config import QualityConfig
-from hygiene.quality import QualityFilter, quality_reasons, quality_scores
+from hygiene.quality import TOKEN_PATTERN, QualityFilter, quality_reasons, quality_scores
 
 CLEAN = (
     "The river runs past the old mill and under the stone bridge. Children play on its banks in summer, "
@@ -68,12 +68,12 @@ def _dup_ngram_chars(tokens: list[str], n: int) -> int:
 
 def test_ngram_metrics_match_direct_counts_across_a_batch() -> None:
     rng = np.random.default_rng(3)
-    vocab = ["alpha", "be", "c", "delta", "the", "of", ",", "."]
+    vocab = ["alpha", "be", "c", "delta", "the", "of", ",", ".", "it's", "1.5"]
     texts = [" ".join(rng.choice(vocab, int(k))) for k in (0, 3, 12, 40, 200)]
     texts.append(texts[-1])  # identical docs in one batch must not see each other's n-grams
     scores = quality_scores(texts)
     for d, text in enumerate(texts):
-        tokens = re.findall(r"\w+|[^\w\s]+", text)
+        tokens = re.findall(TOKEN_PATTERN, text)
         chars = max(len(text), 1)
         for n in (2, 3, 4):
             grams = [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
@@ -98,7 +98,7 @@ def test_agrees_with_datatrove_gopher_on_built_texts() -> None:
 
     class RegexTokenizer(WordTokenizer):  # datatrove's English default needs spaCy; compare the heuristics
         def word_tokenize(self, text: str) -> list[str]:
-            return re.findall(r"\w+|[^\w\s]+", text)
+            return re.findall(TOKEN_PATTERN, text)
 
         def sent_tokenize(self, text: str) -> list[str]:
             return [text]
