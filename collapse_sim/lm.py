@@ -34,7 +34,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -152,17 +152,23 @@ def preset(name: str, **overrides: Any) -> LMConfig:
 # --------------------------------------------------------------------------- data
 
 
+def encode_blocks(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, block: int) -> torch.Tensor:
+    """Tokenise ``texts`` as one stream (no special tokens) and cut it into ``(N, block)`` blocks (tail dropped)."""
+    ids = [i for chunk in tokenizer(list(texts), add_special_tokens=False)["input_ids"] for i in chunk]
+    n = len(ids) // block
+    return torch.tensor(ids[: n * block], dtype=torch.long).view(n, block)
+
+
 def read_blocks(path: str | Path, tokenizer: PreTrainedTokenizerBase, block: int) -> torch.Tensor:
-    """Tokenise a text file as one stream (no special tokens) and cut it into ``(N, block)`` blocks."""
+    """The ``(N, block)`` token blocks of a text file, read as one stream."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text file not found: {path}")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
-    ids = [i for chunk in tokenizer(lines, add_special_tokens=False)["input_ids"] for i in chunk]
-    n = len(ids) // block
-    if n < 2:
+    blocks = encode_blocks(path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True), tokenizer,
+                           block)
+    if len(blocks) < 2:
         raise ValueError(f"{path} holds fewer than two {block}-token blocks")
-    return torch.tensor(ids[: n * block], dtype=torch.long).view(n, block)
+    return blocks
 
 
 def spaced(n: int, k: int | None) -> np.ndarray:

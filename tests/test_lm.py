@@ -195,6 +195,20 @@ def test_corpus_labels_generations_and_splits(run):
     assert all(len(s) == 1 for s in splits.values())  # no source straddles two splits
 
 
+def test_resume_reuses_a_saved_model_of_an_unfinished_generation(run):
+    cfg, out, _, _ = run
+    gdir = out / "replace" / "greedy" / "gen-02"
+    before = json.loads((gdir / "gen.json").read_text())
+    model_stamp = (gdir / "model" / "model.safetensors").stat().st_mtime_ns
+    (gdir / "gen.json").unlink()  # interrupted after training, before its data was written
+    result = lm.run_lm(dataclasses.replace(cfg, generations=3), out, progress=False)
+    after = json.loads((gdir / "gen.json").read_text())
+    assert (gdir / "model" / "model.safetensors").stat().st_mtime_ns == model_stamp  # not retrained
+    assert after["eval_perplexity"] == pytest.approx(before["eval_perplexity"], rel=1e-6)
+    assert after["distinct_2"] == before["distinct_2"]  # the same continuations again
+    assert result.metrics["replace/greedy/eval_perplexity"]["mean"][2] == pytest.approx(before["eval_perplexity"])
+
+
 def test_corpus_command_and_bad_input(run, tmp_path):
     _, out, _, _ = run
     runner = CliRunner()
@@ -205,3 +219,8 @@ def test_corpus_command_and_bad_input(run, tmp_path):
     assert res.exit_code == 1 and "not an lm run directory" in res.output
     changed = runner.invoke(cli, ["lm", "--preset", "tiny", "--out", str(out), "--seed", "9", "--quiet"])
     assert changed.exit_code == 1 and "different configuration" in changed.output
+    short = tmp_path / "short.txt"
+    short.write_text("too short")
+    res = runner.invoke(cli, ["lm", "--preset", "tiny", "--base-model", str(run[0].base_model), "--train-file",
+                              str(short), "--out", str(tmp_path / "r"), "--quiet"])
+    assert res.exit_code == 1 and "short.txt holds fewer than two" in res.output
