@@ -70,7 +70,10 @@ class RayConfig:
 
 def connect(address: str | None = None) -> float:
     """Join (or start) Ray unless already connected; the seconds it took."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise UserInputError("the Ray engine needs Ray: pip install 'collapse-hygiene[ray]'") from None
 
     if ray.is_initialized():
         return 0.0
@@ -492,7 +495,12 @@ def _to_parquet(path: str) -> None:
 
 
 def run_filter_ray(inputs: Sequence[str | Path], out_dir: str | Path | None, config: FilterConfig | None = None,
-                   ray_config: RayConfig | None = None, *, overwrite: bool = False,
+                   ray_config: RayConfig | None = None, *, resume: bool = False, overwrite: bool = False,
                    detector: Detector | None = None, progress: bool = True) -> dict[str, Any]:
-    """Filter the shards of ``inputs`` on Ray into ``out_dir`` (``None``: dry run); return the stats."""
+    """Filter the shards of ``inputs`` on Ray into ``out_dir`` (``None``: dry run); return the stats.
+
+    ``resume`` is refused: a Ray run that stops starts over (its outputs appear only at the end).
+    """
+    if resume:
+        raise UserInputError("the Ray engine cannot resume an interrupted run: rerun with --overwrite")
     return RayFilterRun(inputs, out_dir, config or FilterConfig(), ray_config, detector, progress).run(overwrite)

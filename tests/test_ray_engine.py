@@ -125,15 +125,24 @@ def test_ray_and_local_make_the_same_decisions(ray_cluster, corpus: Path, tmp_pa
     assert not (tmp_path / "ray" / ".partial").exists()
 
 
-def test_annotate_only_and_parquet_on_ray(ray_cluster, corpus: Path, tmp_path: Path) -> None:
+def test_annotate_only_and_parquet_from_the_command_line(ray_cluster, corpus: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hygiene.cli import main
+
     config = _config(**{"output.annotate_only": True, "synthetic.enabled": False, "output.format": "parquet"})
     local = run_filter([corpus], tmp_path / "local", config, progress=False)
-    stats = run_filter_ray([corpus], tmp_path / "ray", config, progress=False)
+    args = ["filter", str(corpus), "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2",
+            "--annotate-only", "--no-synthetic", "--format", "parquet", "--batch-size", "7", "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "ray" / "stats.json").read_text())
     import pyarrow.parquet as pq
 
     kept = [r for f in sorted((tmp_path / "ray" / "kept").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     assert len(kept) == stats["kept"] == local["kept"] == stats["records_in"] - stats["errors"]
     assert stats["by_stage"] == local["by_stage"] and stats["rejected"] == 0
+    assert stats["engine"] == "ray" and stats["ray"]["workers"] == 2
     with pytest.raises(UserInputError, match="already holds a finished run"):
         run_filter_ray([corpus], tmp_path / "ray", config, progress=False)
     with pytest.raises(UserInputError, match="more than 1 unreadable records"):
@@ -144,3 +153,17 @@ def test_annotate_only_and_parquet_on_ray(ray_cluster, corpus: Path, tmp_path: P
 def test_cluster_roots_follow_chains() -> None:
     child, root = cluster_roots(np.array([5, 2, 9, 7, 3]), np.array([2, 1, 7, 5, 0]))
     assert child.tolist() == [2, 3, 5, 7, 9] and root.tolist() == [1, 0, 1, 1, 1]
+
+
+def test_cli_engine_options(corpus: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hygiene.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["filter", str(corpus), "--out", str(tmp_path / "o"), "--ray-address", "auto"])
+    assert result.exit_code == 2 and "--ray-address and --gpus-per-worker need --engine ray" in result.output
+    result = runner.invoke(main, ["filter", str(corpus), "--out", str(tmp_path / "o"), "--engine", "ray", "--resume",
+                                  "--no-synthetic"])
+    assert result.exit_code == 1 and result.output.startswith("Error: the Ray engine cannot resume")
+    assert result.output.count("\n") == 1

@@ -39,6 +39,11 @@ def _common_options(func: Callable) -> Callable:
         click.option("--overwrite", is_flag=True, help="Replace a finished or interrupted run in --out."),
         click.option("--dry-run", is_flag=True, help="Print the stats only; write nothing."),
         click.option("--progress/--no-progress", default=True, help="Show a progress bar [on]."),
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+                     help="Run here, or on Ray (needs collapse-hygiene[ray]) [local]."),
+        click.option("--ray-address", default=None, help="Ray cluster to join, e.g. auto [RAY_ADDRESS or a local Ray]."),
+        click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0,
+                     help="GPUs for each detector worker with --engine ray [0]."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -65,10 +70,20 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
 
     if out is None and not dry_run:
         raise click.UsageError("give --out DIR (or --dry-run)")
+    engine, address, gpus = options.pop("engine"), options.pop("ray_address"), options.pop("gpus_per_worker")
+    if engine == "local" and (address is not None or gpus):
+        raise click.UsageError("--ray-address and --gpus-per-worker need --engine ray")
     try:
         config = load_config(config_path, {**_overrides(**options), **forced}, assignments)
-        stats = run_filter(inputs, None if dry_run else out, config, resume=resume, overwrite=overwrite,
-                           progress=progress)
+        if engine == "ray":
+            from hygiene.ray_engine import RayConfig, run_filter_ray
+
+            stats = run_filter_ray(inputs, None if dry_run else out, config,
+                                   RayConfig(address, options["workers"], gpus), resume=resume,
+                                   overwrite=overwrite, progress=progress)
+        else:
+            stats = run_filter(inputs, None if dry_run else out, config, resume=resume, overwrite=overwrite,
+                               progress=progress)
     except UserInputError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
