@@ -309,7 +309,8 @@ def trained_on(cfg: LMConfig, mode: str, generation: int) -> str:
     if mode == "mix":
         return (f"{wrote}, {cfg.real_fraction:.0%} of them replaced by human training blocks drawn afresh "
                 "this generation")
-    return f"the human training blocks plus {wrote} and by every earlier generation"
+    return (f"the human training blocks plus the {cfg.block}-token continuations generations 0 to {generation - 1} "
+            "wrote after each human training block (prompts not included)")
 
 
 def _train_generation(
