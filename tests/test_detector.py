@@ -215,3 +215,10 @@ def test_cli_errors_are_one_line(cli_setup, tmp_path):
     r = CliRunner().invoke(main, ["train-detector", "--corpus", str(bad), "--out", str(tmp_path / "d"),
                                   "--lm", str(root / "lm"), "--human-calib", ""])
     assert r.exit_code == 1 and f"{bad}:2: label is 'robot'" in r.output
+
+
+def test_layout_does_not_change_features(tiny_corpus):
+    lm = tiny_corpus[0]
+    det = Detector(DetectorConfig(features=FeatureConfig(lm="tiny")), models={"tiny": lm})
+    X = det.features(["Model collapse\n\nerases   the tails.", "Model collapse erases the tails."])
+    np.testing.assert_array_equal(X[0], X[1])
