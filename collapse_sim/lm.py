@@ -357,14 +357,11 @@ def _run_arms(cfg: LMConfig, out: Path, progress: bool) -> tuple[SimulationResul
     evaluation text's per-sample perplexities under each mode's generation 0."""
     base = base_model_path(cfg, progress)
     tokenizer = load_tokenizer(base)
-    pad = tokenizer.pad_token_id
     data = load_data(cfg, tokenizer)
     write_json(out / "run.json", {"config": config_dict(cfg), "base_model": base, "train_file": data.train_name,
                                   "n_train_blocks": len(data.train), "n_val_blocks": len(data.val),
                                   "n_eval_blocks": len(data.eval)})
     _save_tensors({"train": data.train, "train_ids": torch.from_numpy(data.train_ids)}, out / "human.safetensors")
-    vocab = len(tokenizer)
-    human_ref = data.train.numpy()
     records: dict[tuple[str, str], list[dict[str, Any]]] = {}
     gen0: dict[str, tuple[PreTrainedModel, dict[str, Any]]] = {}
     human_ppl: dict[str, np.ndarray] = {}
@@ -388,52 +385,65 @@ def _run_arms(cfg: LMConfig, out: Path, progress: bool) -> tuple[SimulationResul
                 val_continuations = saved["val_continuations"].long() if "val_continuations" in saved else None
                 recs.append(json.loads((gdir / "gen.json").read_text()))
                 continue
-            t0 = time.perf_counter()
             blocks = _compose(cfg, mode, g, data.train, continuations)
             val = val_continuations if (cfg.select == "synthetic" and g > 0) else data.val
-            if g == 0:
-                model, info = gen0[mode]
-            else:
-                model, info = _train_generation(
-                    cfg, base, mode, g, blocks, val, _model_dir(out, mode, dec.method, g), tokenizer, progress
-                )
-            eval_ppl = block_perplexity(model, data.eval, batch_size=cfg.score_batch_size)
-            cont = generate_continuations(model, data.train, dec, pad_token_id=pad, batch_size=cfg.gen_batch_size,
-                                          seed=cfg.seed + g, progress=progress)
-            tensors = {"train_blocks": blocks.to(torch.int32), "continuations": cont.to(torch.int32)}
-            if cfg.select == "synthetic":
-                val_continuations = generate_continuations(
-                    model, data.val, dec, pad_token_id=pad, batch_size=cfg.gen_batch_size, seed=cfg.seed + g,
-                    progress=False,
-                )
-                tensors["val_continuations"] = val_continuations.to(torch.int32)
-            ppl = sample_perplexities(gen0[mode][0], data.train, cont, batch_size=cfg.score_batch_size,
-                                      progress=False)
-            tensors["sample_perplexity"] = torch.from_numpy(ppl)
-            gdir.mkdir(parents=True, exist_ok=True)
-            _save_tensors(tensors, gdir / "data.safetensors")
-            rec = {
-                "generation": g, "mode": mode, "decoding": dec.to_dict(), "eval_perplexity": eval_ppl,
-                "trained_on": trained_on(cfg, mode, g), "n_train_blocks": len(blocks),
-                "selected_on": "human validation blocks" if val is data.val else "synthetic validation continuations",
-                "best_step": info["best_step"], "best_val_loss": info["best_val_loss"],
-                "train_tokens_per_s": info["tokens_per_s"],
-                **token_metrics(cont.numpy(), human_ref, vocab),
-                **perplexity_profile(ppl, human_ppl[mode]),
-                "seconds": time.perf_counter() - t0,
-            }
-            write_json(gdir / "gen.json", rec)
+            rec, cont, val_continuations = _generation(
+                cfg, base, tokenizer, data, mode, dec, g, blocks, val, gen0[mode], human_ppl[mode], out, progress
+            )
             recs.append(rec)
             continuations.append(cont)
-            bar.set_postfix(eval_ppl=round(eval_ppl, 1))
+            bar.set_postfix(eval_ppl=round(rec["eval_perplexity"], 1))
         records[(mode, dec.method)] = recs
     human = {
-        **token_metrics(data.eval_next.numpy(), human_ref, vocab),
+        **token_metrics(data.eval_next.numpy(), data.train.numpy(), len(tokenizer)),
         **{f"{mode}/{k}": v for mode in human_ppl for k, v in perplexity_profile(human_ppl[mode], human_ppl[mode]).items()},
     }
     result = _result(cfg, records, human, base)
     result.save(out)
     return result, human_ppl
+
+
+def _generation(
+    cfg: LMConfig, base: str, tokenizer: PreTrainedTokenizerBase, data: LMData, mode: str, dec: Decoding,
+    g: int, blocks: torch.Tensor, val: torch.Tensor, gen0: tuple[PreTrainedModel, dict[str, Any]],
+    human_ppl: np.ndarray, out: Path, progress: bool,
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor | None]:
+    """One generation of one arm: train on ``blocks`` (generation 0 is ``gen0``), evaluate, continue
+    every human training block, score the continuations under generation 0, save; return its
+    record, its continuations and (``select="synthetic"``) its continuations of the validation blocks."""
+    t0 = time.perf_counter()
+    pad = tokenizer.pad_token_id
+    gdir = gen_dir(out, mode, dec.method, g)
+    if g == 0:
+        model, info = gen0
+    else:
+        model, info = _train_generation(cfg, base, mode, g, blocks, val, _model_dir(out, mode, dec.method, g),
+                                        tokenizer, progress)
+    eval_ppl = block_perplexity(model, data.eval, batch_size=cfg.score_batch_size)
+    cont = generate_continuations(model, data.train, dec, pad_token_id=pad, batch_size=cfg.gen_batch_size,
+                                  seed=cfg.seed + g, progress=progress)
+    tensors = {"train_blocks": blocks.to(torch.int32), "continuations": cont.to(torch.int32)}
+    val_cont = None
+    if cfg.select == "synthetic":
+        val_cont = generate_continuations(model, data.val, dec, pad_token_id=pad, batch_size=cfg.gen_batch_size,
+                                          seed=cfg.seed + g, progress=False)
+        tensors["val_continuations"] = val_cont.to(torch.int32)
+    ppl = sample_perplexities(gen0[0], data.train, cont, batch_size=cfg.score_batch_size, progress=False)
+    tensors["sample_perplexity"] = torch.from_numpy(ppl)
+    gdir.mkdir(parents=True, exist_ok=True)
+    _save_tensors(tensors, gdir / "data.safetensors")
+    rec = {
+        "generation": g, "mode": mode, "decoding": dec.to_dict(), "eval_perplexity": eval_ppl,
+        "trained_on": trained_on(cfg, mode, g), "n_train_blocks": len(blocks),
+        "selected_on": "human validation blocks" if val is data.val else "synthetic validation continuations",
+        "best_step": info["best_step"], "best_val_loss": info["best_val_loss"],
+        "train_tokens_per_s": info["tokens_per_s"],
+        **token_metrics(cont.numpy(), data.train.numpy(), len(tokenizer)),
+        **perplexity_profile(ppl, human_ppl),
+        "seconds": time.perf_counter() - t0,
+    }
+    write_json(gdir / "gen.json", rec)  # written last: marks the generation finished
+    return rec, cont, val_cont
 
 
 def _check_resumable(cfg: LMConfig, out: Path) -> None:
