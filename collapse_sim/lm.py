@@ -109,8 +109,8 @@ class LMConfig:
 
 
 PRESETS: dict[str, LMConfig] = {
-    # 2 CPU cores: 5 generations of replace and of mix, beam and sampling arms, in about 14 minutes
-    # (benchmarks/lm_throughput.py). Its own 3.4M-parameter base: the 10M reference LM is ~3x slower.
+    # 2 CPU cores: 5 generations of replace and of mix, beam and sampling arms, in about 15 minutes
+    # (estimated from benchmarks/lm_throughput.py). Its own 3.4M-parameter base: the 10M reference LM is ~3x slower.
     "cpu": LMConfig(
         max_train_blocks=256,  # 16k tokens per generation: sized to the time budget
         max_val_blocks=64,
