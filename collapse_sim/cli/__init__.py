@@ -18,6 +18,7 @@ from collapse_sim.cli import pretrain  # noqa: E402,F401
 from collapse_sim.cli import theory  # noqa: E402,F401
 from collapse_sim.cli import vae  # noqa: E402,F401
 from collapse_sim.cli import lm  # noqa: E402,F401
+from collapse_sim.cli import polluted  # noqa: E402,F401
 
 
 if __name__ == "__main__":
