@@ -110,13 +110,18 @@ def to_table(batch: Mapping[str, Sequence]) -> pa.Table:
 
 
 def apply_steps(table: pa.Table, steps: Sequence[Step]) -> pa.Table:
-    """Run ``steps`` over one block (the batch function every ``map_batches`` here calls)."""
-    batch = to_batch(table)
+    """Run ``steps`` over one block (the batch function every ``map_batches`` here calls).
+
+    The ``record`` column stays in Arrow unless a step reads it (stages never drop rows).
+    """
+    carry = "record" in table.column_names and not any(getattr(s, "reads_record", False) for s in steps)
+    batch = to_batch(table.drop_columns(["record"]) if carry else table)
     for step in steps:
         batch = step(batch)
         if "norm" in batch:  # later stages read the normalised text: keep one copy
             batch["text"] = batch.pop("norm")
-    return to_table(batch)
+    out = to_table(batch)
+    return out.append_column("record", table["record"]) if carry else out
 
 
 def _where(table: pa.Table, column: str, valid: bool) -> pa.Table:
@@ -186,7 +191,8 @@ class AssignOrdinals:
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         n = self.offsets[np.asarray(batch["shard"], np.int64)] + np.asarray(batch["k"], np.int64)
-        return {"id": batch["id"], "n": n.tolist(), "text": batch["text"], "record": batch["record"]}
+        rest = {k: v for k, v in batch.items() if k not in ("shard", "line", "k")}
+        return {"id": rest.pop("id"), "n": n.tolist(), **rest}
 
 
 @dataclass
@@ -295,6 +301,7 @@ class OutputLines:
 
     config: FilterConfig
     columns: tuple[str, ...]
+    reads_record = True
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         import json

@@ -97,12 +97,13 @@ class ShardDatasource(Datasource):
                        data_context: Any = None) -> list[ReadTask]:
         """One task per shard (a shard is the unit that keeps its line numbers)."""
         tasks = []
+        config = self.config  # each task carries its own shard and the config, not the list of shards
         for index, shard in enumerate(self.shards):
             size = shard.path.stat().st_size if shard.path.is_file() else None
             meta = BlockMetadata(num_rows=None, size_bytes=size, exec_stats=None, input_files=(str(shard.path),))
 
             def read(shard: Shard = shard, index: int = index) -> Iterator[pa.Table]:
-                return shard_rows(shard, index, self.config, self.config.batch_size)
+                return shard_rows(shard, index, config, config.batch_size)
 
             tasks.append(ReadTask(read, meta, schema=READ_SCHEMA))
         return tasks
