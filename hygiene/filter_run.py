@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 from collections import Counter
@@ -100,7 +101,12 @@ def _worker_pool(workers: int) -> Any:
     """A process pool for the pure stages: forked where the platform can (fast start, nothing to
     re-import; the workers never touch the detector's threads), spawned elsewhere."""
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method).Pool(workers)
+    return multiprocessing.get_context(method).Pool(workers, initializer=_ignore_sigint)
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the main process, which stops them (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _apply(stages: Sequence[Any], packet: _Packet) -> _Packet:
@@ -382,6 +388,8 @@ class FilterRun:
         fmt = self.config.output.format
         for name in OUTPUTS:
             src = self.partial / f"{name}.jsonl"
+            if not src.exists():  # moved already by a finish that was interrupted
+                continue
             if fmt == "parquet" and name != "errors":
                 jsonl_to_parquet(src, self.out / f"{name}.parquet")
             else:
