@@ -16,15 +16,17 @@ the finished shards, so nothing is written twice. At the end each file is moved
 into place with an atomic rename. Invariant: records in = kept + rejected + errors.
 
 Batches stream through the stages in order. With ``workers > 1`` the pure stages
-(normalise, quality, MinHash hashing) run in a process pool while the dedup lookups,
-the detector and the writing stay in this process; the stream is drained before
-each checkpoint, so the saved index never runs ahead of the saved outputs.
+(normalise, quality, MinHash hashing) run in a process pool, a wave of batches at a
+time, while the dedup lookups, the detector and the writing stay in this process;
+the stream is drained before each checkpoint, so the saved index never runs ahead
+of the saved outputs.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -287,12 +289,24 @@ class FilterRun:
         return packet
 
     def _stream(self, shards: Sequence[Shard], deadline: float, pool: Any) -> Iterator[_Packet]:
-        """Packets through every stage: pure segments in the worker ``pool`` (if any), the rest here."""
+        """Packets through every stage, in order.
+
+        With a worker ``pool`` the packets go in waves of two per worker: each pure segment
+        of the pipeline maps over the wave in the pool, each other segment runs over it here,
+        in order. (Waiting only in this thread keeps Ctrl-C and errors able to stop the pool.)
+        """
         packets: Iterator[_Packet] = self._packets(shards, deadline)
-        for pure, stages in self.pipeline.segments():
-            step = functools.partial(_apply, stages)
-            packets = pool.imap(step, packets) if pool is not None and pure else map(step, packets)
-        return packets
+        segments = self.pipeline.segments()
+        if pool is None:
+            for _, stages in segments:
+                packets = map(functools.partial(_apply, stages), packets)
+            yield from packets
+            return
+        while wave := list(itertools.islice(packets, 2 * self.config.workers)):
+            for pure, stages in segments:
+                step = functools.partial(_apply, stages)
+                wave = pool.map(step, wave, chunksize=1) if pure else [step(p) for p in wave]
+            yield from wave
 
     def _write(self, packet: _Packet, sink: _Sink) -> None:
         """Write every record of a processed packet where it belongs and count it."""
