@@ -141,8 +141,7 @@ def _read_jsonl(shard: Shard) -> Iterator[Item]:
     try:
         with _open_binary(shard.path) as fh:
             for line_no, raw in enumerate(fh, start=1):
-                if line_no == 1 or raw.startswith(_BOM):
-                    raw = raw.removeprefix(_BOM)
+                raw = raw.removeprefix(_BOM)  # a BOM opens the file, or a concatenated one
                 if not raw.strip():
                     continue
                 try:
