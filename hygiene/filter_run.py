@@ -173,9 +173,14 @@ class FilterRun:
     def __init__(self, inputs: Sequence[str | Path], out_dir: str | Path | None, config: FilterConfig,
                  detector: Detector | None = None, progress: bool = True) -> None:
         self.config = config
-        self.shards = discover_shards(inputs)
-        self.inputs = [str(i) for i in inputs]
         self.out = Path(out_dir) if out_dir is not None else None
+        self.shards = discover_shards(inputs)
+        if self.out is not None:  # never read this run's own outputs (e.g. --out inside an input directory)
+            out = self.out.resolve()
+            self.shards = [s for s in self.shards if out not in s.path.resolve().parents]
+            if not self.shards:
+                raise UserInputError(f"every input lies inside the output directory {self.out}")
+        self.inputs = [str(i) for i in inputs]
         self.pipeline: Pipeline = build_pipeline(config, detector)
         stage = synthetic_stage(self.pipeline)
         self.threshold = stage.threshold if stage is not None else None  # loads the detector now: fail early

@@ -272,3 +272,10 @@ def test_worker_processes_give_identical_outputs(tmp_path: Path) -> None:
     for name in ("kept", "rejected", "errors"):
         assert (tmp_path / "one" / f"{name}.jsonl").read_bytes() == (tmp_path / "two" / f"{name}.jsonl").read_bytes()
     assert one["by_stage"] == two["by_stage"] and two["config"]["workers"] == 2
+
+
+def test_outputs_inside_an_input_directory_are_not_read_back(tmp_path: Path) -> None:
+    d = _shards(tmp_path)
+    first = run_filter([d], d / "clean", _config(), progress=False)
+    again = run_filter([d], d / "clean", _config(), overwrite=True, progress=False)
+    assert again["records_in"] == first["records_in"] == 24
