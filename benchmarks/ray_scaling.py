@@ -11,9 +11,10 @@ on CPU it would dominate every run alike). Each configuration runs in a fresh pr
 Ray's start-up (``ray.init``) is timed on its own and left out of the rates. Besides
 wall-clock rates it reports documents per CPU-second, the CPU time of the driver and
 of every process under it (Ray's workers, raylet, GCS) read from ``/proc``, because
-wall time is distorted when the machine is shared. Ratios compare runs of this script.
+wall time is distorted when the machine is shared. Two corpus sizes separate Ray's fixed
+cost per run from its cost per document. Ratios compare runs of this script.
 
-    .venv/bin/python benchmarks/ray_scaling.py [--docs 2000] [--out DIR]
+    .venv/bin/python benchmarks/ray_scaling.py [--docs 1000 3000] [--out DIR]
 """
 from __future__ import annotations
 
@@ -113,10 +114,31 @@ def measure(engine: str, workers: int, corpus: Path, out: Path) -> dict:
             "docs_per_s": round(stats["records_in"] / wall, 1), "docs_per_cpu_s": round(stats["records_in"] / cpu, 1)}
 
 
+def run_all(sizes: list[int], tmp: str) -> list[dict]:
+    """Every configuration at every corpus size, each in a fresh process."""
+    results = []
+    for docs in sizes:
+        corpus = Path(tmp) / f"corpus{docs}.jsonl"
+        records = build_corpus(corpus, docs)
+        print(f"corpus: {records} records ({docs} real documents + exact and near copies of every tenth)")
+        for engine, workers in (("local", 1), ("ray", 1), ("ray", 2)):
+            out = f"{tmp}/{engine}{workers}-{docs}"
+            cmd = [sys.executable, __file__, "--one", engine, str(workers), str(corpus), out]
+            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            r = json.loads(line)
+            results.append(r)
+            print(f"  {engine:5s} workers={workers}: {r['docs_per_s']:7.1f} docs/s wall, {r['docs_per_cpu_s']:7.1f} "
+                  f"docs per CPU-s (wall {r['wall_s']} s, CPU {r['cpu_s']} s, Ray start-up {r['startup_s']} s)")
+        same = [r["by_stage"] for r in results[-3:]]
+        assert all(b == same[0] for b in same), "the engines disagree"
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=2000)
-    parser.add_argument("--out", type=Path, default=None, help="Write results.json here.")
+    parser.add_argument("--docs", type=int, nargs="+", default=[1000, 3000],
+                        help="Corpus sizes (real documents); two or more give the marginal cost per document.")
+    parser.add_argument("--out", type=Path, default=None, help="Write ray_scaling.json here.")
     parser.add_argument("--one", nargs=4, metavar=("ENGINE", "WORKERS", "CORPUS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -124,28 +146,26 @@ def main() -> None:
         print(json.dumps(measure(engine, int(workers), Path(corpus), Path(out))))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "corpus.jsonl"
-        records = build_corpus(corpus, args.docs)
-        print(f"corpus: {records} records ({args.docs} real documents + exact and near copies of every tenth)")
-        results = []
-        for engine, workers in (("local", 1), ("ray", 1), ("ray", 2)):
-            cmd = [sys.executable, __file__, "--one", engine, str(workers), str(corpus), f"{tmp}/{engine}{workers}"]
-            line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-            results.append(json.loads(line))
-            r = results[-1]
-            print(f"{engine:5s} workers={workers}: {r['docs_per_s']:7.1f} docs/s wall, {r['docs_per_cpu_s']:7.1f} "
-                  f"docs per CPU-s (wall {r['wall_s']} s, CPU {r['cpu_s']} s, Ray start-up {r['startup_s']} s)")
-    assert all(r["by_stage"] == results[0]["by_stage"] for r in results), "the engines disagree"
-    local = results[0]
-    for r in results[1:]:
-        print(f"ray workers={r['workers']} / local: {r['docs_per_s'] / local['docs_per_s']:.2f}x wall, "
+        results = run_all(sorted(args.docs), tmp)
+    largest = results[-3:]
+    local = largest[0]
+    print(f"at {local['records']} records:")
+    for r in largest[1:]:
+        print(f"  ray workers={r['workers']} / local: {r['docs_per_s'] / local['docs_per_s']:.2f}x wall, "
               f"{r['docs_per_cpu_s'] / local['docs_per_cpu_s']:.2f}x per CPU-second")
-    print(f"ray 2 workers / 1 worker: {results[2]['docs_per_s'] / results[1]['docs_per_s']:.2f}x wall")
+    print(f"  ray 2 workers / 1 worker: {largest[2]['docs_per_s'] / largest[1]['docs_per_s']:.2f}x wall")
+    if len(args.docs) > 1:  # fixed cost and cost per document from the smallest and largest corpus
+        for small, big in zip(results[:3], largest):
+            per_doc = (big["cpu_s"] - small["cpu_s"]) / (big["records"] - small["records"])
+            per_doc_wall = (big["wall_s"] - small["wall_s"]) / (big["records"] - small["records"])
+            fixed = big["cpu_s"] - per_doc * big["records"]
+            print(f"  {big['engine']:5s} workers={big['workers']}: marginal {1 / per_doc:7.1f} docs per CPU-s, "
+                  f"{1 / per_doc_wall:7.1f} docs/s wall; fixed {fixed:5.1f} CPU-s per run (start-up apart)")
     if args.out:
         from hygiene.atomic import write_json
 
         args.out.mkdir(parents=True, exist_ok=True)
-        write_json(args.out / "ray_scaling.json", {"records": local["records"], "runs": results})
+        write_json(args.out / "ray_scaling.json", {"runs": results})
 
 
 if __name__ == "__main__":

@@ -52,8 +52,9 @@ from hygiene.records import discover_shards, jsonl_to_parquet
 from hygiene.synthetic_filter import Detector, SyntheticFilter
 
 Step = Callable[[dict[str, list]], dict[str, list]]
-_TYPES = {"shard": pa.int32(), "line": pa.int64(), "k": pa.int64(), "n": pa.int64(), "id": pa.string(),
-          "text": pa.binary(), "record": pa.binary(), "stage": pa.string(), "reason": pa.string(),
+#: Arrow types of the columns the steps return (score columns not named here: quality_* float64, else inferred)
+_TYPES = {"n": pa.int64(), "id": pa.string(), "text": pa.binary(), "record": pa.binary(),
+          "stage": pa.string(), "reason": pa.string(),
           "exact_key": pa.int64(), "near_keys": pa.list_(pa.uint64()), "exact_duplicate_of": pa.int64(),
           "near_cluster": pa.int64(), "synthetic_p": pa.float64(), "output": pa.string(), "line": pa.binary(),
           "decision": pa.string()}
@@ -292,7 +293,7 @@ class SyntheticWorker:
         self.stage.detector  # noqa: B018  (load now, once)
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return to_table(self.stage(to_batch(table)))
+        return apply_steps(table, [self.stage])
 
 
 @dataclass

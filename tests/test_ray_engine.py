@@ -101,7 +101,7 @@ def _by_id(records: list[dict]) -> dict[str, dict]:
 
 
 def _config(**overrides) -> FilterConfig:
-    return load_config(overrides={"output.annotate": True, "batch_size": 7, **overrides})
+    return load_config(overrides={"output.annotate": True, "batch_size": 10, **overrides})
 
 
 def test_ray_and_local_make_the_same_decisions(ray_cluster, corpus: Path, tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_annotate_only_and_parquet_from_the_command_line(ray_cluster, corpus: Pa
     config = _config(**{"output.annotate_only": True, "synthetic.enabled": False, "output.format": "parquet"})
     local = run_filter([corpus], tmp_path / "local", config, progress=False)
     args = ["filter", str(corpus), "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2",
-            "--annotate-only", "--no-synthetic", "--format", "parquet", "--batch-size", "7", "--no-progress"]
+            "--annotate-only", "--no-synthetic", "--format", "parquet", "--batch-size", "10", "--no-progress"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     stats = json.loads((tmp_path / "ray" / "stats.json").read_text())
