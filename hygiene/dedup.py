@@ -1,4 +1,4 @@
-"""Exact and near-duplicate detection: MinHash signatures, an LSH index, and the two batch stages.
+"""Exact and near-duplicate detection: MinHash signatures, an LSH index, and the dedup batch stages.
 
 Signatures equal datasketch's ``MinHash(num_perm, seed)`` (scheme ``affine32``, the
 datasketch 2.x default) fed the same shingles: SHA-1 of each shingle's UTF-8 bytes
