@@ -342,6 +342,7 @@ class RayFilterRun:
         self.threshold = stage.threshold if stage is not None else None  # loads the detector now: fail early
         self.detector = detector
         self.progress = progress
+        self._documents: Any = None  # the readable records, between reading and the first stages
 
     def _map(self, ds: Any, steps: Sequence[Step]) -> Any:
         """``ds`` through ``steps`` as one ``map_batches`` (nothing if no steps)."""
@@ -361,8 +362,12 @@ class RayFilterRun:
             return max(1, int(resources.get("GPU", 0) // self.ray.gpus_per_worker))
         return max(1, int(resources.get("CPU", 1)))
 
-    def _read(self) -> tuple[Any, Any, np.ndarray, np.ndarray]:
-        """(documents, error lines, ordinal offset of each shard, errors per shard), read once and materialised."""
+    def _read(self) -> tuple[Any, np.ndarray, np.ndarray]:
+        """Read every shard once (materialised); (error lines, ordinal offset of each shard, errors per shard).
+
+        The readable records are left in ``self._documents`` for :meth:`_decide`, which takes
+        them over, so the read blocks are freed once the first stages have materialised.
+        """
         import ray.data
 
         from hygiene.ray_io import ShardDatasource
@@ -370,20 +375,21 @@ class RayFilterRun:
         rows = ray.data.read_datasource(ShardDatasource(self.shards, self.config)).materialize()
         docs = rows.map_batches(lambda t: _where(t, "error", False).drop_columns(["error"]),
                                 batch_format="pyarrow", batch_size=None)
-        errors = rows.map_batches(_error_lines, batch_format="pyarrow", batch_size=None)
+        errors = rows.map_batches(_error_lines, batch_format="pyarrow", batch_size=None).materialize()
         shard, last, bad = _collect(rows.map_batches(_shard_summary, batch_format="pyarrow", batch_size=None),
                                     ["shard", "k_max", "error_count"])
         usable = np.zeros(len(self.shards), np.int64)
         np.maximum.at(usable, shard.astype(np.int64), last.astype(np.int64) + 1)
         n_errors = np.zeros(len(self.shards), np.int64)
         np.add.at(n_errors, shard.astype(np.int64), bad.astype(np.int64))
-        return docs, errors, np.concatenate([[0], np.cumsum(usable)[:-1]]), n_errors
+        self._documents = docs
+        return errors, np.concatenate([[0], np.cumsum(usable)[:-1]]), n_errors
 
-    def _decide(self, docs: Any, offsets: np.ndarray) -> Any:
-        """Every stage of the pipeline over ``docs``; the output lines (``output``, ``line``, ``decision``)."""
+    def _decide(self, offsets: np.ndarray) -> Any:
+        """Every stage of the pipeline over the documents read; the output lines (``output``, ``line``, ``decision``)."""
         annotate = self.config.output.annotate_only
         steps: list[Step] = [AssignOrdinals(offsets)]
-        ds = docs
+        ds, self._documents = self._documents, None
         for stage in self.pipeline.stages:
             if isinstance(stage, ExactDedup):
                 ds = self._map(ds, [*steps, ExactKeys(annotate)]).materialize()
@@ -420,16 +426,21 @@ class RayFilterRun:
             self._prepare(overwrite)
         startup = connect(self.ray.address)
         context = ray.data.DataContext.get_current()
+        saved = context.enable_progress_bars, context.shuffle_strategy
         context.enable_progress_bars = self.progress
         context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED  # tasks, no actors
         start = time.perf_counter()
-        docs, errors, offsets, n_errors = self._read()
-        limit = self.config.max_errors
-        if limit is not None and n_errors.sum() > limit:
-            where = self.shards[int(np.flatnonzero(n_errors)[0])].name
-            raise UserInputError(f"more than {limit} unreadable records (the first in {where}); run stopped")
         sink = OutputDatasink(str(self.out / ".partial") if self.out is not None else None)
-        self._decide(docs, offsets).union(errors).write_datasink(sink, concurrency=self.ray.workers)
+        try:
+            errors, offsets, n_errors = self._read()
+            limit = self.config.max_errors
+            if limit is not None and n_errors.sum() > limit:
+                where = self.shards[int(np.flatnonzero(n_errors)[0])].name
+                raise UserInputError(f"more than {limit} unreadable records (the first in {where}); run stopped")
+            self._decide(offsets).union(errors).write_datasink(sink, concurrency=self.ray.workers)
+        finally:
+            self._documents = None
+            context.enable_progress_bars, context.shuffle_strategy = saved
         if self.out is not None:
             self._finish()
         elapsed = time.perf_counter() - start
