@@ -43,7 +43,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -67,7 +67,9 @@ MEASURES = (
     "train_docs", "train_blocks", "train_human_docs", "train_synthetic_docs",
 )
 #: the filtered chain's view of its crawl (NaN at generation 0, which has no crawl)
-FILTER_MEASURES = ("detector_recall", "detector_human_flagged", "human_kept", "synthetic_removed", "train_synthetic_share")
+FILTER_MEASURES = (
+    "detector_recall", "detector_human_flagged", "human_kept", "synthetic_removed", "train_synthetic_share",
+)
 
 
 def wikitext_filter_config() -> FilterConfig:
@@ -187,7 +189,8 @@ def load_crawl_data(cfg: PollutedConfig, tokenizer: PreTrainedTokenizerBase) -> 
         "file": str(train_path), "blocks": len(blocks), "block_tokens": c.block,
         "validation": f"last {n_val} blocks ({len(val)} used)",
         "generation_0": f"blocks 0-{cut - 1} ({len(gen0)} used, evenly spaced)",
-        "crawl_pool": f"blocks {cut}-{cut + n_docs * cfg.doc_blocks - 1} as {n_docs} documents of {cfg.doc_blocks} blocks",
+        "crawl_pool": f"blocks {cut}-{cut + n_docs * cfg.doc_blocks - 1} as {n_docs} documents of "
+                      f"{cfg.doc_blocks} blocks",
         "evaluation": f"{eval_path} ({len(idx)} blocks)",
     }
     return CrawlData(gen0, pool, val, ev[idx], eval_next, split)
@@ -273,7 +276,8 @@ def select_filtered(
         "detector_recall": _share(flagged & synth, scored & synth),
         "detector_human_flagged": _share(flagged & human, scored & human),
         "human_kept": float(len(np.unique(chosen[human[chosen]])) / max(human.sum(), 1)),
-        "synthetic_removed": 1.0 - float(len(np.unique(chosen[synth[chosen]])) / synth.sum()) if synth.any() else float("nan"),
+        "synthetic_removed": (1.0 - float(len(np.unique(chosen[synth[chosen]])) / synth.sum())
+                              if synth.any() else float("nan")),
         "train_synthetic_share": float(synth[chosen].mean()) if len(chosen) else float("nan"),
     }
     rows = [{"stage": d.stage, "reason": d.reason, "synthetic_p": None if np.isnan(q) else float(q)}
@@ -289,13 +293,18 @@ def _share(hit: np.ndarray, of: np.ndarray) -> float:
 
 
 def run_polluted(
-    cfg: PollutedConfig, out_dir: str | Path, detector: Detector | None = None, progress: bool = True
-) -> SimulationResult:
+    cfg: PollutedConfig, out_dir: str | Path, detector: Detector | None = None, progress: bool = True,
+    only_run: int | None = None,
+) -> SimulationResult | None:
     """Run every run's three chains for ``cfg.generations`` generations (resuming finished ones); write
-    ``metrics.json``, ``perplexity.png`` and ``report.md`` into ``out_dir``.
+    ``metrics.json``, ``perplexity.png`` and ``report.md`` into ``out_dir`` and return the result.
 
-    ``detector`` replaces the one the filter config names (default ``models/detector``).
+    ``detector`` replaces the one the filter config names (default ``models/detector``). With
+    ``only_run`` only that run is computed and nothing is summarised (returns None): runs can go to
+    parallel processes, and a last call without it collects them.
     """
+    if only_run is not None and not 0 <= only_run < cfg.runs:
+        raise ValueError(f"only_run must be in [0, {cfg.runs}), got {only_run}")
     from collapse_sim.polluted_report import plot_chains, write_report
 
     out = Path(out_dir)
@@ -305,7 +314,9 @@ def run_polluted(
         detector = load_default_detector(cfg.filter.synthetic.model)
     threshold = None
     if cfg.filter.synthetic.enabled:
-        threshold = cfg.filter.synthetic.threshold if cfg.filter.synthetic.threshold is not None else float(detector.threshold_)
+        threshold = cfg.filter.synthetic.threshold
+        if threshold is None:
+            threshold = float(detector.threshold_)
     threads = torch.get_num_threads()
     try:
         if cfg.lm.train.threads:
@@ -315,10 +326,13 @@ def run_polluted(
         data = load_crawl_data(cfg, tokenizer)
         write_json(out / "run.json", {"config": config_dict(cfg), "base_model": base, "split": data.split,
                                       "synthetic_threshold": threshold})
+        todo = range(cfg.runs) if only_run is None else [only_run]
         records = [_run_one(cfg, out / f"run-{r:02d}", cfg.seed + r, base, tokenizer, data, detector, threshold,
-                            progress) for r in range(cfg.runs)]
+                            progress) for r in todo]
     finally:
         torch.set_num_threads(threads)
+    if only_run is not None:
+        return None
     result = _result(cfg, records, base, threshold)
     result.save(out)
     plot_chains(result, out / "perplexity.png")
@@ -360,8 +374,9 @@ def _run_one(
         n0 = len(data.gen0)
         rec0.update(train_docs=n0 / cfg.doc_blocks, train_blocks=n0, train_human_docs=n0 / cfg.doc_blocks,
                     train_synthetic_docs=0, **{k: float("nan") for k in FILTER_MEASURES})
-        lm._save_tensors({"samples": samples0.to(torch.int32),
-                          "sample_perplexity": torch.from_numpy(rec0.pop("sample_perplexity"))}, g0 / "data.safetensors")
+        _save_tensors({"samples": samples0.to(torch.int32),
+                          "sample_perplexity": torch.from_numpy(rec0.pop("sample_perplexity"))},
+                         g0 / "data.safetensors")
         write_json(g0 / "gen.json", rec0)
     records = {chain: [rec0] for chain in CHAINS}
     previous = {chain: samples0 for chain in CHAINS}
@@ -399,7 +414,7 @@ def _run_one(
                        train_synthetic_docs=int((labels[chosen] == 1).sum()), **crawl_stats,
                        seconds=time.perf_counter() - t0)
             _write_crawl(gdir / "crawl.jsonl", texts, labels, rows, chosen)
-            lm._save_tensors({"train_docs": torch.from_numpy(chosen), "samples": samples.to(torch.int32),
+            _save_tensors({"train_docs": torch.from_numpy(chosen), "samples": samples.to(torch.int32),
                               "sample_perplexity": torch.from_numpy(rec.pop("sample_perplexity"))},
                              gdir / "data.safetensors")
             write_json(gdir / "gen.json", rec)
@@ -422,6 +437,12 @@ def _fine_tune(
     lm.save_model(model, tokenizer, model_dir)
     write_json(info_path, info)
     return model, info
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Write tensors as safetensors, atomically."""
+    with atomic_open(path, "wb") as fh:
+        fh.write(save({k: v.contiguous() for k, v in tensors.items()}))
 
 
 def _write_crawl(path: Path, texts: Sequence[str], labels: np.ndarray, rows: Sequence[dict[str, Any]],

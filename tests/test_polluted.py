@@ -132,7 +132,12 @@ def test_keep_all_detector_makes_filtered_equal_unfiltered(cfg, tmp_path):
 def test_resample_with_oracle_detector_trains_on_human_documents_only(cfg, oracle_detector, tmp_path):
     dedup_and_detector = FilterConfig(quality=QualityConfig(enabled=False))  # Gopher needs longer documents
     full = dataclasses.replace(cfg, generations=2, runs=2, policy="resample", beta=2.0, filter=dedup_and_detector)
+    for r in (1, 0):  # runs computed apart (as parallel processes would), then collected
+        assert polluted.run_polluted(full, tmp_path, detector=oracle_detector, progress=False, only_run=r) is None
+    assert not (tmp_path / "metrics.json").exists()
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("run-0*/*/gen-01/gen.json")}
     result = polluted.run_polluted(full, tmp_path, detector=oracle_detector, progress=False)
+    assert len(stamps) == 6 and all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert _series(result, "filtered", "train_synthetic_share")[1] == 0.0
     # resampling draws as many documents as survive dedup and quality: every human one at most
     assert _series(result, "filtered", "train_docs")[1] <= 16

@@ -32,13 +32,16 @@ from collapse_sim.cli import main
                    "without Gopher's alphabetic-words rule, which WikiText-2's tokenisation fails].")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
               help="Override one filter config key, e.g. --set quality.enabled=false (repeatable).")
+@click.option("--only-run", type=click.IntRange(min=0), default=None,
+              help="Compute only this run (for parallel processes); a last call without it collects the runs.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
 @click.option("--seed", type=int, default=None)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def polluted_cmd(out: Path, synthetic_fraction: float | None, generations: int | None, runs: int | None,
                  policy: str | None, beta: float | None, crawl_docs: int | None, preset_name: str,
                  base_model: str | None, detector: str | None, threshold: float | None, filter_config: str | None,
-                 assignments: tuple[str, ...], threads: int | None, seed: int | None, quiet: bool) -> None:
+                 assignments: tuple[str, ...], only_run: int | None, threads: int | None, seed: int | None,
+                 quiet: bool) -> None:
     """Train three chains from one generation-0 model on crawls polluted by their own output:
     unfiltered, filtered by `hygiene filter`, and human documents only (oracle).
 
@@ -62,11 +65,14 @@ def polluted_cmd(out: Path, synthetic_fraction: float | None, generations: int |
         if threads is not None:
             lm_cfg = dataclasses.replace(lm_cfg, train=dataclasses.replace(lm_cfg.train, threads=threads))
         cfg = dataclasses.replace(cfg, lm=lm_cfg, filter=load_config(filter_config, overrides, assignments))
-        result = run_polluted(cfg, out, progress=not quiet)
+        result = run_polluted(cfg, out, progress=not quiet, only_run=only_run)
     except UserInputError as exc:
         raise click.ClickException(str(exc)) from None
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    if result is None:
+        click.echo(f"run {only_run} done in {out}; collect all runs with the same command without --only-run")
+        return
     s = result.summary
     ppl = s["last_generation_perplexity"]
     click.echo("last generation, test perplexity: " + ", ".join(f"{c} {v:.1f}" for c, v in ppl.items())
