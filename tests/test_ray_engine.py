@@ -106,8 +106,11 @@ def _config(**overrides) -> FilterConfig:
 
 def test_ray_and_local_make_the_same_decisions(ray_cluster, corpus: Path, tmp_path: Path) -> None:
     config = _config()
-    local = run_filter([corpus], tmp_path / "local", config, detector=MarkerDetector(), progress=False)
-    stats = run_filter_ray([corpus], tmp_path / "ray", config, RayConfig(workers=2), detector=MarkerDetector(),
+    odd = tmp_path / "odd.jsonl"  # a lone surrogate, which JSON allows and Arrow strings do not
+    odd.write_text(json.dumps({"text": make_doc(102) + " \ud800"}) + "\n" + json.dumps({"text": make_doc(0)}) + "\n")
+    inputs = [corpus, odd]
+    local = run_filter(inputs, tmp_path / "local", config, detector=MarkerDetector(), progress=False)
+    stats = run_filter_ray(inputs, tmp_path / "ray", config, RayConfig(workers=2), detector=MarkerDetector(),
                            progress=False)
     for name in ("kept", "rejected"):
         assert _by_id(_read(tmp_path / "ray", name)) == _by_id(_read(tmp_path / "local", name)), name
@@ -118,7 +121,8 @@ def test_ray_and_local_make_the_same_decisions(ray_cluster, corpus: Path, tmp_pa
     assert stats["records_in"] == stats["kept"] + stats["rejected"] + stats["errors"]
     assert set(stats["by_stage"]) == {"input", "exact_dedup", "quality", "near_dedup", "synthetic"}
     assert stats["by_stage"]["near_dedup"]["near_duplicate"] == 5 and stats["errors"] == 3
-    assert stats["by_stage"]["exact_dedup"]["duplicate"] == 4  # one of them full-width until NFKC
+    assert stats["by_stage"]["exact_dedup"]["duplicate"] == 5  # one full-width until NFKC, one across files
+    assert any("\ud800" in r["text"] for r in _read(tmp_path / "ray", "kept"))
     rejected = _by_id(_read(tmp_path / "ray", "rejected"))
     chain = [r for r in rejected.values() if r["hygiene"]["id"].endswith("a.jsonl:16")]
     assert chain[0]["hygiene"]["scores"]["near_cluster"] == 3  # an edit of an edit joins the first one's cluster
