@@ -28,6 +28,7 @@ no resumption on this engine).
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -126,7 +127,7 @@ def apply_steps(table: pa.Table, steps: Sequence[Step]) -> pa.Table:
 
 
 def _where(table: pa.Table, column: str, valid: bool) -> pa.Table:
-    """Rows whose ``column`` is (``valid``) or is not null."""
+    """Rows whose ``column`` is set (``valid=True``) or null (``valid=False``)."""
     mask = pc.is_valid(table[column]) if valid else pc.is_null(table[column])
     return table.filter(mask)
 
@@ -175,7 +176,7 @@ def _lookup(sorted_keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> t
 def cluster_roots(child: np.ndarray, parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted children and the root of each in the parent forest (pointer jumping, log(depth) rounds)."""
     order = np.argsort(child)
-    child, root = child[order], parent[order]
+    child, root = child[order].astype(np.int64), parent[order].astype(np.int64)
     while True:
         has, up = _lookup(child, root, root)
         if not has.any():
@@ -305,8 +306,6 @@ class OutputLines:
     reads_record = True
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        import json
-
         from hygiene.ray_io import decode, json_line
 
         out = self.config.output
