@@ -62,12 +62,6 @@ PRESETS: dict[str, PretrainConfig] = {
         train=TrainConfig(epochs=8.0, lr=2e-3, batch_size=256, weight_decay=0.1, warmup_frac=0.02, bf16=True,
                           evals_per_epoch=1, time_budget_s=420)
     ),
-    # the shipped reference LM: the same data and tokenizer, sized for ~25 minutes on 2 CPU cores
-    "reference-cpu": PretrainConfig(
-        n_layer=4, n_embd=256, n_head=4, context=128,
-        train=TrainConfig(epochs=1.0, lr=2e-3, batch_size=32, weight_decay=0.1, warmup_frac=0.01,
-                          evals_per_epoch=8, time_budget_s=1500),
-    ),
     # a small base that pre-trains on 2 CPU cores in a few minutes
     "cpu": PretrainConfig(
         n_layer=4, n_embd=192, n_head=3, context=128, max_words=3_000_000, val_tokens=50_000,

@@ -44,3 +44,13 @@ def test_spread_and_schema(tmp_path):
     d = json.loads(r.save(tmp_path).read_text())
     assert set(d) == {"experiment", "config", "generations", "metrics", "summary"}
     assert set(d["metrics"]["m"]) == {"mean", "median", "p10", "p90"}
+
+
+def test_atomic_files_get_umask_permissions(tmp_path):
+    import os
+
+    p = tmp_path / "y.json"
+    write_json(p, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~mask)

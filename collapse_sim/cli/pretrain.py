@@ -12,8 +12,8 @@ from collapse_sim.cli import main
 
 
 @main.command("pretrain")
-@click.option("--preset", "preset_name", type=click.Choice(["reference", "reference-cpu", "cpu", "tiny"]), default="reference", show_default=True,
-              help="Model size and budget: reference (~10M params, one GPU), reference-cpu (shipped; ~25 min on 2 cores), cpu (a few minutes), tiny (tests).")
+@click.option("--preset", "preset_name", type=click.Choice(["reference", "cpu", "tiny"]), default="reference", show_default=True,
+              help="Model size and budget: reference (~10M params, one GPU), cpu (3.4M params; the shipped reference LM and the lm base), tiny (tests).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output model directory.")
 @click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Prepared token data (from --prepare-only); made and cached under OUT/.cache when omitted.")
