@@ -87,7 +87,8 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
     except UserInputError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
-        raise click.ClickException(f"interrupted; continue with --resume --out {out}") from None
+        again = "--resume" if engine == "local" else "--overwrite"  # a Ray run starts over
+        raise click.ClickException(f"interrupted; continue with {again} --out {out}") from None
     if dry_run:
         click.echo(json.dumps({k: v for k, v in stats.items() if k != "config"}, indent=2))
         return
