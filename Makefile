@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/collapse-sim gmm --out runs/gmm
+	$(PY) examples/demo.py --out runs/demo
 
 test: setup
 	$(PY) -m pytest -q tests
