@@ -15,6 +15,7 @@ import decimal
 import glob
 import gzip
 import json
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,6 +252,20 @@ def write_jsonl_line(fh: IO[bytes], record: dict[str, Any]) -> None:
     fh.write(dumps_record(record).encode("utf-8", "backslashreplace") + b"\n")
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _arrow_safe(value: Any) -> Any:
+    """Replace lone surrogates (valid in JSON, not in UTF-8 / Arrow strings) by U+FFFD, recursively."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {k: _arrow_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_arrow_safe(v) for v in value]
+    return value
+
+
 def jsonl_to_parquet(src: str | Path, dst: str | Path, chunk: int = 10_000) -> None:
     """Convert a JSONL file to Parquet (atomically), unifying the schema over all records.
 
@@ -264,7 +279,7 @@ def jsonl_to_parquet(src: str | Path, dst: str | Path, chunk: int = 10_000) -> N
 
     def chunks() -> Iterator[list[dict[str, Any]]]:
         with open(src, encoding="utf-8") as fh:
-            while rows := [json.loads(line) for _, line in zip(range(chunk), fh)]:
+            while rows := [_arrow_safe(json.loads(line)) for _, line in zip(range(chunk), fh)]:
                 yield rows
 
     try:

@@ -279,3 +279,16 @@ def test_outputs_inside_an_input_directory_are_not_read_back(tmp_path: Path) -> 
     first = run_filter([d], d / "clean", _config(), progress=False)
     again = run_filter([d], d / "clean", _config(), overwrite=True, progress=False)
     assert again["records_in"] == first["records_in"] == 24
+
+
+def test_parquet_output_survives_lone_surrogates(tmp_path):
+    import pyarrow.parquet as pq
+
+    from hygiene.records import jsonl_to_parquet
+
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"text": "bad \\ud800 x", "tags": ["\\udfff"]}\n{"text": "ok \\ud83d\\ude00"}\n')
+    jsonl_to_parquet(src, tmp_path / "a.parquet")
+    rows = pq.read_table(tmp_path / "a.parquet").to_pylist()
+    assert rows[0]["text"] == "bad \ufffd x" and rows[0]["tags"] == ["\ufffd"]
+    assert rows[1]["text"] == "ok \U0001F600"
