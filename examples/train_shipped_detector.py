@@ -56,6 +56,20 @@ def extra_human(n: int, words: tuple[int, int], seed: int) -> list[LabelledText]
     return out
 
 
+def wikitext_blocks(n: int, words: tuple[int, int], seed: int) -> list[LabelledText]:
+    """``n`` disjoint runs of consecutive words (lengths drawn from ``words``) of WikiText-2 **test**, headings dropped.
+
+    Human text of the corpus's own kind (tokenised Wikipedia, ``<unk>``, ``@-@``); the corpus's human side
+    is WikiText-2 *valid*, which this never touches.
+    """
+    lines = (data_dir() / "wikitext-2" / "test.txt").read_text(encoding="utf-8").splitlines()
+    stream = [w for line in lines if not line.strip().startswith("=") for w in line.split()]
+    rng = random.Random(seed)
+    starts = sorted(rng.sample(range(0, len(stream) - words[1], words[1]), n))
+    return [LabelledText(" ".join(stream[i: i + rng.randint(*words)]), 0, generator="human", domain="wikitext",
+                         group=f"wikitext-test:{i}") for i in starts]
+
+
 def capped(records: list[LabelledText], per_domain: int, seed: int) -> list[LabelledText]:
     """At most ``per_domain`` seeded-random records of each domain (bounds CPU time, keeps every source)."""
     rng = random.Random(seed)
@@ -118,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra-human", type=int, default=800, help="human-pool train passages added [800]")
     parser.add_argument("--passage-words", type=int, nargs=2, default=(15, 46),
                         help="their length range in words (the corpus's 5th-95th percentile) [15 46]")
+    parser.add_argument("--wikitext", type=int, default=1200,
+                        help="WikiText-2 test blocks: the first two thirds train, the rest join the threshold set [1200]")
     parser.add_argument("--calib-per-source", type=int, default=300,
                         help="human-pool calib texts per source that set the threshold [300]")
     parser.add_argument("--dev-groups", type=int, default=120, help="detect-dev groups evaluated (0 = skip) [120]")
@@ -129,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.work / "features.jsonl"
 
     dev_eval, dev_train = dev_split(args.dev_groups, args.dev_train_groups, args.seed)
+    wiki = wikitext_blocks(args.wikitext, args.passage_words, args.seed)
+    random.Random(args.seed).shuffle(wiki)
+    wiki_train, wiki_calib = wiki[: 2 * len(wiki) // 3], wiki[2 * len(wiki) // 3:]
     train = (read_labelled(args.corpus / "train.jsonl") + extra_human(args.extra_human, args.passage_words, args.seed)
-             + dev_train)
+             + wiki_train + dev_train)
     labels = np.array([r.label for r in train])
     det = Detector(DetectorConfig(seed=args.seed))
     det.fit([r.text for r in train], labels, [r.group or f"row:{i}" for i, r in enumerate(train)], progress=True,
@@ -138,13 +157,15 @@ def main(argv: list[str] | None = None) -> int:
                 "corpora": [str(args.corpus / "train.jsonl")],
                 "detect_dev_train_groups": args.dev_train_groups,
                 "extra_human": {"human_pool_split": "train", "sources": list(POOL_SOURCES),
-                                "n": args.extra_human, "words": args.passage_words},
+                                "n": args.extra_human, "words": args.passage_words,
+                                "wikitext_2_test_blocks": len(wiki_train)},
                 "n_texts": {"human": int((labels == 0).sum()), "machine": int((labels == 1).sum())},
                 "generations": sorted({r.generation for r in train if r.generation is not None}),
             })
-    calib = capped(human_pool("calib", sources=POOL_SOURCES), args.calib_per_source, args.seed)
+    calib = capped(human_pool("calib", sources=POOL_SOURCES), args.calib_per_source, args.seed) + wiki_calib
     det.calibrate_features(det.features([r.text for r in calib], progress=True, cache=cache))
     det.training_["threshold_set_on"] = {"human_pool_split": "calib", "sources": list(POOL_SOURCES),
+                                         "wikitext_2_test_blocks": len(wiki_calib),
                                          "n_texts": len(calib),
                                          "per_source_cap": args.calib_per_source}
     det.save(args.out)
