@@ -11,7 +11,6 @@ Two sources:
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Iterable, Sequence
 
 from hygiene.errors import UserInputError
 from hygiene.human_data import SOURCES, iter_documents, passages
+from hygiene.score_file import read_texts
 
 #: label strings accepted in files -> 0 (human) / 1 (machine)
 LABEL_VALUES = {"human": 0, "machine": 1, "synthetic": 1}
@@ -41,33 +41,22 @@ class LabelledText:
 def read_labelled(path: str | os.PathLike) -> list[LabelledText]:
     """All records of a labelled JSONL file; a bad line fails with its file and line number."""
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"labelled data not found: {path}")
     out: list[LabelledText] = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserInputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                raise UserInputError(f"{path}:{n}: expected an object with a string 'text'")
-            label = rec.get("label")
-            if label not in LABEL_VALUES:
-                raise UserInputError(f"{path}:{n}: label is {label!r}; expected one of {sorted(LABEL_VALUES)}")
-            group = rec.get("group", rec.get("source_id"))
-            out.append(
-                LabelledText(
-                    text=rec["text"],
-                    label=LABEL_VALUES[label],
-                    generator=_opt(rec.get("generator")),
-                    domain=_opt(rec.get("domain")),
-                    generation=_opt(rec.get("generation")),
-                    group=_opt(group),
-                )
+    for n, rec, _ in read_texts(path):
+        label = rec.get("label")
+        if label not in LABEL_VALUES:
+            raise UserInputError(f"{path}:{n}: label is {label!r}; expected one of {sorted(LABEL_VALUES)}")
+        group = rec.get("group", rec.get("source_id"))
+        out.append(
+            LabelledText(
+                text=rec["text"],
+                label=LABEL_VALUES[label],
+                generator=_opt(rec.get("generator")),
+                domain=_opt(rec.get("domain")),
+                generation=_opt(rec.get("generation")),
+                group=_opt(group),
             )
+        )
     if not out:
         raise UserInputError(f"{path}: no records")
     return out
