@@ -69,8 +69,9 @@ def kept_shares(truth: list[dict], stage_of: dict[str, str | None]) -> dict[str,
     for t in truth:
         groups.setdefault(t["kind"], []).append(t["id"])
         if t["kind"].startswith("synthetic"):
-            groups.setdefault(f"  {t['source'].rsplit(':', 1)[0] if t['kind'] == 'synthetic_other' else t['source']}",
-                              []).append(t["id"])
+            source = t["source"].rsplit(":", 1)[0] if t["kind"] == "synthetic_other" else t["source"]
+            groups.setdefault(f"{t['kind']} / {source}", []).append(t["id"])
+    groups = dict(sorted(groups.items()))
     out = {}
     for name, ids in groups.items():
         where = Counter(stage_of.get(i) or "kept" for i in ids)
@@ -114,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     for stage, s in scores.items():
         print(f"  {stage:<12} {s['rejected']:>7}  {s['precision']:>9.3f}  {s['recall']:>6.3f}  {s['removed_by_filter']:>6.3f}")
     shares = kept_shares(truth, stage_of)
-    print("\nkind (source)                          n    kept  rejected by")
+    print(f"\n  {'kind / source':<50} {'n':>5}  {'kept':>5}  rejected by")
     for name, s in shares.items():
         by = ", ".join(f"{k} {v}" for k, v in s.items() if k not in ("n", "kept"))
-        print(f"  {name:<34} {s['n']:>5}  {s['kept']:>5.1%}  {by}")
+        print(f"  {name:<50} {s['n']:>5}  {s['kept']:>5.1%}  {by}")
     from hygiene.atomic import write_json
 
     write_json(args.out / "demo_report.json", {"stats": {k: v for k, v in stats.items() if k != "config"},
