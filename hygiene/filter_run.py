@@ -273,12 +273,9 @@ class FilterRun:
         packet = _Packet(shard.name, last, len(items), {"id": [], "n": [], "text": []}, [], [])
         for item in items:
             if item.error is not None:
-                err = {"shard": item.shard, "line": item.line, "error": item.error}
-                if item.raw is not None:
-                    err["raw"] = item.raw
                 if item.shard_failed:
                     log.warning("%s: %s", item.shard, item.error)
-                packet.errors.append(err)
+                packet.errors.append(item.error_record())
                 continue
             text, error = record_text(item.record, cfg.text_field)
             rid, id_error = record_id(item.record, cfg.id_field, f"{item.shard}:{item.line}")

@@ -57,9 +57,7 @@ def shard_rows(shard: Shard, index: int, config: FilterConfig, rows_per_block: i
         err: dict[str, Any] | None = None
         text = rid = None
         if item.error is not None:
-            err = {"shard": item.shard, "line": item.line, "error": item.error}
-            if item.raw is not None:
-                err["raw"] = item.raw
+            err = item.error_record()
             if item.shard_failed:
                 log.warning("%s: %s", item.shard, item.error)
         else:

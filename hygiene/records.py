@@ -51,6 +51,13 @@ class Item:
     raw: str | None = None  # the start of an unparsable line, kept for inspection
     shard_failed: bool = False  # the rest of the shard could not be read
 
+    def error_record(self) -> dict[str, Any]:
+        """The ``errors`` output row for an unreadable item: shard, line, error and the raw start."""
+        err: dict[str, Any] = {"shard": self.shard, "line": self.line, "error": self.error}
+        if self.raw is not None:
+            err["raw"] = self.raw
+        return err
+
 
 def _kind(path: Path) -> str | None:
     """The reader for ``path`` by its suffix, or ``None`` if unsupported."""
