@@ -173,8 +173,8 @@ def build(out: Path, model_path: str, seed: int = 0, mix: CrawlMix = MIX) -> dic
 
 
 def default_model() -> str:
-    """The shipped reference LM (``--lm`` names another model)."""
-    shipped = models_dir() / "reference-lm"
+    """The shipped base LM that wrote the example's synthetic pages (``--lm`` names another model)."""
+    shipped = models_dir() / "base-lm"
     if not (shipped / "config.json").is_file():
         raise SystemExit(f"no model at {shipped}: pass --lm PATH (a causal LM directory)")
     return str(shipped)
@@ -183,7 +183,7 @@ def default_model() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "crawl", help="output directory [examples/crawl]")
-    parser.add_argument("--lm", default=None, help="model that writes the synthetic pages [models/reference-lm]")
+    parser.add_argument("--lm", default=None, help="model that writes the synthetic pages [models/base-lm]")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)

@@ -97,7 +97,10 @@ class Detector:
     """Machine-text detector with a scikit-learn-like interface over raw texts."""
 
     def __init__(self, config: DetectorConfig = DetectorConfig(), device: str | None = None,
-                 dtype: str | None = None, models: dict[str, LanguageModel] | None = None) -> None:
+                 dtype: str | None = "float32", models: dict[str, LanguageModel] | None = None) -> None:
+        # float32 on every device by default: the classifier and its threshold were fitted on features
+        # scored in float32, and bfloat16 scores on a GPU would shift them (pass dtype for a detector
+        # trained otherwise)
         self.config = config
         self.featurizer = Featurizer(config.features, device=device, dtype=dtype, models=models)
         self.classifier_: ArrayClassifier | None = None
@@ -250,7 +253,7 @@ def default_detector_path() -> Path:
     return models_dir() / "detector"
 
 
-def load_detector(path: str | os.PathLike | None = None, device: str | None = None, dtype: str | None = None,
+def load_detector(path: str | os.PathLike | None = None, device: str | None = None, dtype: str | None = "float32",
                   models: dict[str, LanguageModel] | None = None) -> Detector:
     """Load a detector directory (default: the shipped one), refusing pickles and tampered files."""
     root = Path(path) if path is not None else default_detector_path()
@@ -317,7 +320,7 @@ def train_detector(
     config: DetectorConfig = DetectorConfig(),
     human_calibration: Sequence[str] | None = None,
     device: str | None = None,
-    dtype: str | None = None,
+    dtype: str | None = "float32",
     cache: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> Detector:

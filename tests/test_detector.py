@@ -222,3 +222,10 @@ def test_layout_does_not_change_features(tiny_corpus):
     det = Detector(DetectorConfig(features=FeatureConfig(lm="tiny")), models={"tiny": lm})
     X = det.features(["Model collapse\n\nerases   the tails.", "Model collapse erases the tails."])
     np.testing.assert_array_equal(X[0], X[1])
+
+
+def test_detector_scores_in_float32_by_default():
+    """A detector's classifier was fitted on float32 scores; it must not switch to bfloat16 on a GPU."""
+    from hygiene.detector import Detector
+
+    assert Detector().featurizer.dtype == "float32"

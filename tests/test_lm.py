@@ -224,3 +224,10 @@ def test_corpus_command_and_bad_input(run, tmp_path):
     res = runner.invoke(cli, ["lm", "--preset", "tiny", "--base-model", str(run[0].base_model), "--train-file",
                               str(short), "--out", str(tmp_path / "r"), "--quiet"])
     assert res.exit_code == 1 and "short.txt holds fewer than two" in res.output
+
+
+def test_cpu_preset_finds_the_shipped_base():
+    """The cpu preset's base is the shipped models/base-lm (no pre-training on first use)."""
+    from hygiene.paths import models_dir
+
+    assert Path(lm.base_model_path(lm.preset("cpu"), progress=False)) == models_dir() / "base-lm"

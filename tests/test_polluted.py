@@ -184,3 +184,13 @@ def test_bad_input_is_one_line(tmp_path):
     assert res.exit_code == 1 and "no synthetic-text detector" in res.output and "Traceback" not in res.output
     with pytest.raises(ValueError, match="policy"):
         polluted.PollutedConfig(policy="keep")
+
+
+def test_decoding_options_reach_the_run(tmp_path, tiny_base):
+    """--decoding/--temperature set how the chains write their synthetic documents (recorded in run.json)."""
+    res = CliRunner().invoke(cli, ["polluted", "--out", str(tmp_path), "--preset", "tiny", "--base-model",
+                                   str(tiny_base), "--generations", "1", "--runs", "1", "--crawl-docs", "8",
+                                   "--decoding", "sample", "--temperature", "0.7", "--quiet"])
+    assert res.exit_code == 0, res.output
+    dec = json.loads((tmp_path / "run.json").read_text())["config"]["lm"]["decoding"]
+    assert (dec["method"], dec["temperature"]) == ("sample", 0.7)

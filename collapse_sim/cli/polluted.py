@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from collapse_sim.cli import main
+from collapse_sim.generation import DECODINGS
 
 
 @main.command("polluted")
@@ -24,6 +25,10 @@ from collapse_sim.cli import main
 @click.option("--preset", "preset_name", type=click.Choice(["cpu", "tiny"]), default="cpu", show_default=True,
               help="cpu: the lm cpu preset's model and budget; tiny: seconds, for tests.")
 @click.option("--base-model", default=None, help="HF id or path of the base to fine-tune [the lm preset's].")
+@click.option("--decoding", type=click.Choice(DECODINGS), default=None,
+              help="How each chain writes its synthetic documents [the lm preset's: beam, 5 beams].")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None, help="Sampling temperature [1.0].")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, help="Nucleus sampling [1.0].")
 @click.option("--detector", type=click.Path(), default=None, help="Detector directory [models/detector].")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Flag above this detector probability [the detector's calibrated threshold].")
@@ -39,7 +44,8 @@ from collapse_sim.cli import main
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def polluted_cmd(out: Path, synthetic_fraction: float | None, generations: int | None, runs: int | None,
                  policy: str | None, beta: float | None, crawl_docs: int | None, preset_name: str,
-                 base_model: str | None, detector: str | None, threshold: float | None, filter_config: str | None,
+                 base_model: str | None, decoding: str | None, temperature: float | None, top_p: float | None,
+                 detector: str | None, threshold: float | None, filter_config: str | None,
                  assignments: tuple[str, ...], only_run: int | None, threads: int | None, seed: int | None,
                  quiet: bool) -> None:
     """Train three chains from one generation-0 model on crawls polluted by their own output:
@@ -62,6 +68,9 @@ def polluted_cmd(out: Path, synthetic_fraction: float | None, generations: int |
         lm_cfg = cfg.lm
         if base_model is not None:
             lm_cfg = dataclasses.replace(lm_cfg, base_model=base_model)
+        dec = {k: v for k, v in dict(method=decoding, temperature=temperature, top_p=top_p).items() if v is not None}
+        if dec:
+            lm_cfg = dataclasses.replace(lm_cfg, decoding=dataclasses.replace(lm_cfg.decoding, **dec))
         if threads is not None:
             lm_cfg = dataclasses.replace(lm_cfg, train=dataclasses.replace(lm_cfg.train, threads=threads))
         cfg = dataclasses.replace(cfg, lm=lm_cfg, filter=load_config(filter_config, overrides, assignments))

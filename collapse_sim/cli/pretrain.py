@@ -13,7 +13,7 @@ from collapse_sim.cli import main
 
 @main.command("pretrain")
 @click.option("--preset", "preset_name", type=click.Choice(["reference", "cpu", "tiny"]), default="reference", show_default=True,
-              help="Model size and budget: reference (~10M params, one GPU), cpu (3.4M params; the shipped reference LM and the lm base), tiny (tests).")
+              help="Model size and budget: reference (~10M params, one GPU; the shipped models/reference-lm), cpu (3.4M params; the shipped models/base-lm, base of the lm simulation), tiny (tests).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output model directory.")
 @click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Prepared token data (from --prepare-only); made and cached under OUT/.cache when omitted.")

@@ -16,8 +16,9 @@ _DTYPES = click.Choice(["auto", "float32", "bfloat16", "float16"])
 
 def _device_options(f):
     f = click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)")(f)
-    return click.option("--dtype", type=_DTYPES, default="auto", show_default=True,
-                        help="model dtype; auto = bfloat16 on CUDA, float32 on CPU")(f)
+    return click.option("--dtype", type=_DTYPES, default="float32", show_default=True,
+                        help="scoring-model dtype; a detector must score as it was fitted (the shipped one: "
+                             "float32); auto = bfloat16 on CUDA, float32 on CPU")(f)
 
 
 def _scoring_options(f):
