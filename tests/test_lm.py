@@ -226,8 +226,9 @@ def test_corpus_command_and_bad_input(run, tmp_path):
     assert res.exit_code == 1 and "short.txt holds fewer than two" in res.output
 
 
-def test_cpu_preset_finds_the_shipped_base():
-    """The cpu preset's base is the shipped models/base-lm (no pre-training on first use)."""
+def test_presets_find_the_shipped_bases():
+    """The cpu and paper presets' bases ship (models/base-lm, models/reference-lm): no pre-training on first use."""
     from hygiene.paths import models_dir
 
     assert Path(lm.base_model_path(lm.preset("cpu"), progress=False)) == models_dir() / "base-lm"
+    assert Path(lm.base_model_path(lm.preset("paper"), progress=False)) == models_dir() / "reference-lm"
