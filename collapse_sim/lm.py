@@ -208,15 +208,15 @@ def load_data(cfg: LMConfig, tokenizer: PreTrainedTokenizerBase) -> LMData:
 
 
 def base_model_path(cfg: LMConfig, progress: bool = True) -> str:
-    """``cfg.base_model``; else a shipped model (``models/base-lm``, ``models/reference-lm``) pre-trained with ``cfg.base``;
-    else the base pre-trained from ``cfg.base`` (trained once, then cached)."""
+    """``cfg.base_model``; else a shipped model (``models/base-lm``, ``models/reference-lm``) pre-trained
+    with ``cfg.base``; else the base pre-trained from ``cfg.base`` (trained once, then cached)."""
     if cfg.base_model:
         return cfg.base_model
     wanted = json.loads(json.dumps(config_dict(cfg.base)))
     for name in ("base-lm", "reference-lm"):  # the cpu and the reference preset's base, both shipped
-        shipped = models_dir() / name
-        if (shipped / "pretrain.json").is_file() and json.loads((shipped / "pretrain.json").read_text())["config"] == wanted:
-            return str(shipped)
+        card = models_dir() / name / "pretrain.json"
+        if card.is_file() and json.loads(card.read_text())["config"] == wanted:
+            return str(card.parent)
     key = hashlib.sha1(json.dumps(config_dict(cfg.base), sort_keys=True).encode()).hexdigest()[:12]
     out = default_cache_dir() / f"base-{key}"
     if not (out / "pretrain.json").is_file():

@@ -12,7 +12,8 @@ split, then evaluates on text neither step used:
 Every feature row goes to ``--work/features.jsonl`` so a rerun resumes where an interrupted one stopped.
 
 Usage: ``python examples/train_shipped_detector.py [--corpus runs/lm-cpu/corpus] [--out models/detector]
-[--work runs/detector-shipped] [--dev-groups 120] [--dev-train-groups N] [--extra FILE ...]``.
+[--work runs/detector-shipped] [--dev-groups 120] [--dev-train-groups N] [--classifier hgb|logistic]
+[--target-fpr 0.01]``. The shipped detector: ``--dev-train-groups 815 --target-fpr 0.005``.
 """
 from __future__ import annotations
 
@@ -140,8 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev-groups", type=int, default=120, help="detect-dev groups evaluated (0 = skip) [120]")
     parser.add_argument("--dev-train-groups", type=int, default=0,
                         help="detect-dev groups (disjoint from the evaluated ones) added to training [0]")
-    parser.add_argument("--extra", type=Path, action="append", default=[],
-                        help="labelled JSONL (text, label, ...) added to training (repeatable)")
     parser.add_argument("--classifier", choices=("hgb", "logistic"), default="hgb", help="classifier kind [hgb]")
     parser.add_argument("--target-fpr", type=float, default=0.01,
                         help="share of the threshold set's human texts allowed above the threshold [0.01]")
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     random.Random(args.seed).shuffle(wiki)
     wiki_train, wiki_calib = wiki[: 2 * len(wiki) // 3], wiki[2 * len(wiki) // 3:]
     train = (read_labelled(args.corpus / "train.jsonl") + extra_human(args.extra_human, args.passage_words, args.seed)
-             + wiki_train + dev_train + [r for path in args.extra for r in read_labelled(path)])
+             + wiki_train + dev_train)
     labels = np.array([r.label for r in train])
     det = Detector(DetectorConfig(classifier=ClassifierConfig(kind=args.classifier), target_fpr=args.target_fpr,
                                   seed=args.seed))
@@ -163,7 +162,6 @@ def main(argv: list[str] | None = None) -> int:
             cache=cache, summary={
                 "corpora": [str(args.corpus / "train.jsonl")],
                 "detect_dev_train_groups": args.dev_train_groups,
-                "extra": [str(p) for p in args.extra],
                 "extra_human": {"human_pool_split": "train", "sources": list(POOL_SOURCES),
                                 "n": args.extra_human, "words": args.passage_words,
                                 "wikitext_2_test_blocks": len(wiki_train)},

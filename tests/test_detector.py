@@ -226,6 +226,7 @@ def test_layout_does_not_change_features(tiny_corpus):
 
 def test_detector_scores_in_float32_by_default():
     """A detector's classifier was fitted on float32 scores; it must not switch to bfloat16 on a GPU."""
-    from hygiene.detector import Detector
+    from hygiene.lm import select_dtype
 
-    assert Detector().featurizer.dtype == "float32"
+    for det in (Detector(), load_detector()):
+        assert select_dtype(det.featurizer.dtype, torch.device("cuda")) is torch.float32

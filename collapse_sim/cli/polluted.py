@@ -27,7 +27,8 @@ from collapse_sim.generation import DECODINGS
 @click.option("--base-model", default=None, help="HF id or path of the base to fine-tune [the lm preset's].")
 @click.option("--decoding", type=click.Choice(DECODINGS), default=None,
               help="How each chain writes its synthetic documents [the lm preset's: beam, 5 beams].")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None, help="Sampling temperature [1.0].")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Sampling temperature [1.0].")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, help="Nucleus sampling [1.0].")
 @click.option("--detector", type=click.Path(), default=None, help="Detector directory [models/detector].")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
