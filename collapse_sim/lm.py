@@ -109,10 +109,11 @@ class LMConfig:
 
 
 PRESETS: dict[str, LMConfig] = {
-    # 2 CPU cores: 5 generations of replace and of mix, beam and sampling arms, in about 15 minutes
-    # (estimated from benchmarks/lm_throughput.py). Its own 3.4M-parameter base: the 10M reference LM is ~3x slower.
+    # 2 CPU cores: 5 generations of replace and of mix, beam and sampling arms, in under 20 minutes
+    # (on 2 idle cores 256 blocks took 24.5 minutes and 192 took 20.1: nearly all of it is training and
+    # generation, which scale with the blocks). Its own 3.4M-parameter base: the 10M reference LM is ~3x slower.
     "cpu": LMConfig(
-        max_train_blocks=256,  # 16k tokens per generation: sized to the time budget
+        max_train_blocks=160,  # 10k tokens per generation: sized to the time budget
         max_val_blocks=64,
         max_eval_blocks=384,
         # 2 threads: x1.58 over 1 on two idle cores; fp32: bf16 autocast ran x0.57 on this AMD host

@@ -88,11 +88,13 @@ class PollutedConfig:
     runs: int = 3  # independent repetitions (own seed each) for the spread over runs
     policy: str = "drop"  # "drop" what the filter rejects, or "resample" by detector weights
     beta: float = 1.0  # resample weight exponent: (1 - p)^beta (Drayson et al. 2025); 0 = uniform
-    crawl_docs: int = 128  # documents per crawl: 128 x 128 tokens, the lm cpu preset's 16k tokens per generation
+    crawl_docs: int = 128  # documents per crawl: 128 x 128 tokens, 16k tokens per generation
     doc_blocks: int = 2  # blocks per document: 128 tokens, ~100 words, above Gopher's 50-word minimum
     gen0_fraction: float = 0.5  # share of the non-validation human blocks kept for generation 0
     epochs: float = 5.0  # over a full crawl; the paper fine-tunes 5 epochs when no original data is kept
-    lm: lm.LMConfig = field(default_factory=lambda: lm.preset("cpu"))  # base, block, decoding, training, eval
+    # base, block, decoding, training, eval: the lm cpu preset, with a generation 0 of 256 blocks (16k tokens,
+    # a crawl's size)
+    lm: lm.LMConfig = field(default_factory=lambda: lm.preset("cpu", max_train_blocks=256))
     filter: FilterConfig = field(default_factory=wikitext_filter_config)  # detector: filter.synthetic
     seed: int = 0
 

@@ -1,6 +1,7 @@
 """Remake the shipped default detector (``models/detector``) and measure it.
 
-Trains on the ``collapse-sim lm --preset cpu`` generational corpus (train split, by ``source_id``)
+Trains on the generational corpus of ``collapse-sim lm --max-train-blocks 256 --out runs/lm-cpu`` (the cpu
+preset at its earlier size; train split, by ``source_id``)
 plus short passages of the human pool's **train** split as extra human negatives (the corpus has only
 208 human rows in training), sets the threshold for 1% false positives on the human pool's **calib**
 split, then evaluates on text neither step used:
