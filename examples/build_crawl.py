@@ -10,7 +10,7 @@ Writes ``examples/crawl/crawl.jsonl.gz`` (what a crawler hands the filter: ``id`
   opening of *other* eval-split documents (openings not included), in the ``lm`` simulation's decodings:
   beam search (5 beams), pure sampling and nucleus sampling (top-p 0.95);
 - ``synthetic_other``: machine texts of other, larger LLMs (GPT-2 XL, OPT-2.7B, GPT-Neo, GPT-J, GPT-NeoX;
-  ``detect-dev/pairs.jsonl``), which the detector never trained on;
+  ``detect-dev/pairs.jsonl``; the shipped detector trained on most of its groups);
 - ``exact_duplicate`` / ``near_duplicate``: copies of human documents in the crawl, verbatim or with light
   edits (about one word in a hundred dropped or misspelt, a share-this footer), placed after their original;
 - ``boilerplate``: cookie walls, navigation menus, keyword spam, product listings, error pages.
