@@ -116,7 +116,8 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
 @_scoring_options
 @_device_options
 def train_detector_cmd(corpora, out_dir, lm, sampler, observer, performer, classifier, token_stats, hidden_states,
-                       text_stats, embeddings, calib_fraction, target_fpr, human_calib, cache, seed, max_tokens, batch_size, device, dtype):
+                       text_stats, embeddings, calib_fraction, target_fpr, human_calib, cache, seed, max_tokens,
+                       batch_size, device, dtype):
     """Train a detector on labelled corpora and write it to --out."""
     from hygiene.classifier import ClassifierConfig
     from hygiene.detector import DetectorConfig, train_detector
@@ -126,7 +127,8 @@ def train_detector_cmd(corpora, out_dir, lm, sampler, observer, performer, class
     try:
         features = FeatureConfig(lm=lm, sampler=sampler, observer=observer, performer=performer,
                                  scoring=_scoring_config(ScoringConfig(), max_tokens, batch_size),
-                                 token_stats=token_stats, hidden_states=FeatureConfig.hidden_states if hidden_states else (),
+                                 token_stats=token_stats,
+                                 hidden_states=FeatureConfig.hidden_states if hidden_states else (),
                                  text_stats=text_stats, embeddings=embeddings)
         config = DetectorConfig(features=features, classifier=ClassifierConfig(kind=classifier, seed=seed),
                                 calib_fraction=calib_fraction, target_fpr=target_fpr, seed=seed)
