@@ -56,7 +56,15 @@ from hygiene.filtering import (
     run_stages,
     synthetic_stage,
 )
-from hygiene.records import Item, Shard, discover_shards, jsonl_to_parquet, read_shard, write_jsonl_line
+from hygiene.records import (
+    Item,
+    Shard,
+    discover_shards,
+    jsonl_to_parquet,
+    read_shard,
+    shards_outside,
+    write_jsonl_line,
+)
 from hygiene.synthetic_filter import Detector
 
 OUTPUTS = ("kept", "rejected", "errors")
@@ -174,12 +182,7 @@ class FilterRun:
                  detector: Detector | None = None, progress: bool = True) -> None:
         self.config = config
         self.out = Path(out_dir) if out_dir is not None else None
-        self.shards = discover_shards(inputs)
-        if self.out is not None:  # never read this run's own outputs (e.g. --out inside an input directory)
-            out = self.out.resolve()
-            self.shards = [s for s in self.shards if out not in s.path.resolve().parents]
-            if not self.shards:
-                raise UserInputError(f"every input lies inside the output directory {self.out}")
+        self.shards = shards_outside(discover_shards(inputs), self.out)
         self.inputs = [str(i) for i in inputs]
         self.pipeline: Pipeline = build_pipeline(config, detector)
         stage = synthetic_stage(self.pipeline)

@@ -49,7 +49,7 @@ from hygiene.dedup import ExactDedup, MinHashKeys, NearDedup, text_key
 from hygiene.errors import UserInputError
 from hygiene.filter_run import OUTPUTS, versions
 from hygiene.filtering import build_pipeline, row_scores, synthetic_stage
-from hygiene.records import discover_shards, jsonl_to_parquet
+from hygiene.records import discover_shards, jsonl_to_parquet, shards_outside
 from hygiene.synthetic_filter import Detector, SyntheticFilter
 
 Step = Callable[[dict[str, list]], dict[str, list]]
@@ -333,9 +333,9 @@ class RayFilterRun:
                  ray_config: RayConfig | None = None, detector: Detector | None = None,
                  progress: bool = True) -> None:
         self.config, self.ray = config, ray_config or RayConfig()
-        self.shards = discover_shards(inputs)
-        self.inputs = [str(i) for i in inputs]
         self.out = Path(out_dir) if out_dir is not None else None
+        self.shards = shards_outside(discover_shards(inputs), self.out)
+        self.inputs = [str(i) for i in inputs]
         self.pipeline = build_pipeline(config, detector)
         stage = synthetic_stage(self.pipeline)
         self.threshold = stage.threshold if stage is not None else None  # loads the detector now: fail early
@@ -459,13 +459,9 @@ class RayFilterRun:
         if partial.exists() and not overwrite:
             raise UserInputError(f"{self.out} holds an interrupted run: pass --overwrite (the Ray engine restarts)")
         shutil.rmtree(partial, ignore_errors=True)
-        for name in (*OUTPUTS, "stats.json", "config.yaml"):
+        for name in (*OUTPUTS, "stats.json", "config.yaml"):  # this engine's own outputs, nothing else
             p = self.out / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        for p in self.out.glob("*.jsonl"):  # a local engine's outputs
-            p.unlink()
-        for p in self.out.glob("*.parquet"):
-            p.unlink()
         partial.mkdir(parents=True)
 
     def _finish(self) -> None:

@@ -132,6 +132,18 @@ def discover_shards(inputs: Sequence[str | Path]) -> list[Shard]:
     return unique
 
 
+def shards_outside(shards: Sequence[Shard], out_dir: Path | None) -> list[Shard]:
+    """The shards that do not lie in ``out_dir``, so a run never reads its own outputs back
+    (e.g. ``--out`` inside or equal to an input directory); an error if none is left."""
+    if out_dir is None:
+        return list(shards)
+    out = out_dir.resolve()
+    kept = [s for s in shards if out not in s.path.resolve().parents]
+    if not kept:
+        raise UserInputError(f"every input lies inside the output directory {out_dir}")
+    return kept
+
+
 def _open_binary(path: Path) -> IO[bytes]:
     """Open a shard for reading bytes, decompressing ``.gz``."""
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")

@@ -262,11 +262,19 @@ def test_worker_processes_give_identical_outputs(tmp_path: Path) -> None:
     assert one["by_stage"] == two["by_stage"] and two["config"]["workers"] == 2
 
 
+def _contents(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
 def test_outputs_inside_an_input_directory_are_not_read_back(tmp_path: Path) -> None:
     d = _shards(tmp_path)
+    inputs = _contents(d)
     first = run_filter([d], d / "clean", _config(), progress=False)
     again = run_filter([d], d / "clean", _config(), overwrite=True, progress=False)
     assert again["records_in"] == first["records_in"] == 24
+    with pytest.raises(UserInputError, match="every input lies inside the output directory"):
+        run_filter([d], d, _config(), overwrite=True, progress=False)
+    assert {k: v for k, v in _contents(d).items() if not k.startswith("clean/")} == inputs
 
 
 def test_parquet_output_survives_lone_surrogates(tmp_path):

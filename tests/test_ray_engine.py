@@ -142,6 +142,26 @@ def test_annotate_only_and_parquet_from_the_command_line(ray_cluster, corpus: Pa
                        progress=False)
 
 
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_out_in_an_input_directory_never_reads_or_deletes_an_input(ray_cluster, corpus: Path, tmp_path: Path,
+                                                                     engine: str) -> None:
+    import shutil
+
+    d = tmp_path / "crawl"
+    shutil.copytree(corpus, d)
+    (d / "clean").mkdir()
+    (d / "clean" / "notes.jsonl").write_text(json.dumps({"text": make_doc(7)}) + "\n")  # not read, not deleted
+    before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    run = run_filter if engine == "local" else run_filter_ray
+    config = _config(**{"synthetic.enabled": False})
+    with pytest.raises(UserInputError, match="every input lies inside the output directory"):
+        run([d], d, config, progress=False)
+    stats = run([d], d / "clean", config, progress=False)
+    again = run([d], d / "clean", config, overwrite=True, progress=False)
+    assert stats["records_in"] == again["records_in"] == run_filter([corpus], None, config, progress=False)["records_in"]
+    assert all(p.read_bytes() == data for p, data in before.items())
+
+
 def test_cluster_roots_follow_chains() -> None:
     child, root = cluster_roots(np.array([5, 2, 9, 7, 3]), np.array([2, 1, 7, 5, 0]))
     assert child.tolist() == [2, 3, 5, 7, 9] and root.tolist() == [1, 0, 1, 1, 1]
