@@ -103,7 +103,7 @@ def measure_memory(corpus: Path, out: Path) -> None:
     run = FilterRun([corpus], out, config, progress=False)
     stats = run.run()
     peak = peak_rss_mb()
-    entries = len(run.pipeline.exact_index) + len(run.pipeline.near_index)
+    entries = sum(len(stage.index) for stage in run.pipeline.dedup)
     print(json.dumps({"docs": stats["records_in"], "peak_rss_mb": peak, "start_rss_mb": base,
                       "index_entries": entries, "index_mb": entries * 16 / 2**20,
                       "docs_per_s": stats["docs_per_s"]}))

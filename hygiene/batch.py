@@ -1,4 +1,5 @@
-"""The batch every filter stage reads and returns: a ``dict`` of equal-length columns.
+"""The batch every filter stage reads and returns: a ``dict`` of equal-length columns, and the
+one place a record becomes a row of it (:class:`BatchBuilder`).
 
 Columns the pipeline relies on:
 
@@ -7,12 +8,16 @@ Columns the pipeline relies on:
 - ``stage`` / ``reason``: ``None`` while a document is kept, else the first stage that
   rejected it and why; each stage adds its own score columns.
 
-Stages are pure functions of the batch (or callables holding an index), so the same
-stage runs in a loop, in ``datasets.map(batched=True)`` or in Ray ``map_batches``.
+A record's id is its ``id_field`` value when one is named, else where it came from:
+``<shard>:<line>`` for a file, its position for records held in memory.
+
+Stages are functions of the batch (or hold an index or a model), so the same stage
+runs in a loop, in ``datasets.map(batched=True)`` or in Ray ``map_batches``.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -36,3 +41,56 @@ def decisions(batch: Batch) -> tuple[list, list]:
     """Copies of the batch's ``stage`` and ``reason`` columns (all ``None`` if absent)."""
     n = len(batch["text"])
     return list(batch.get("stage", [None] * n)), list(batch.get("reason", [None] * n))
+
+
+def check_record(record: Any, text_field: str, id_field: str | None,
+                 where: str) -> tuple[str | None, str | None, str | None]:
+    """``(text, id, None)`` for a record the filter can use, else ``(None, None, error)``.
+
+    ``where`` is the id when no ``id_field`` is named. A plain string is a record of its own text.
+    """
+    if isinstance(record, str):
+        text = record
+    elif not isinstance(record, Mapping):
+        return None, None, f"record is {type(record).__name__}, not a mapping"
+    elif text_field not in record:
+        return None, None, f"missing text field {text_field!r}"
+    elif not isinstance(record[text_field], str):
+        return None, None, f"text field {text_field!r} is {type(record[text_field]).__name__}, not a string"
+    else:
+        text = record[text_field]
+    if id_field is None:
+        return text, where, None
+    if not isinstance(record, Mapping) or record.get(id_field) is None:
+        return None, None, f"missing id field {id_field!r}"
+    return text, str(record[id_field]), None
+
+
+def _empty() -> dict[str, list]:
+    return {"id": [], "n": [], "text": []}
+
+
+@dataclass
+class BatchBuilder:
+    """Collects usable records as batch rows (``id``, ``n``, ``text``), numbering them from ``next_n``."""
+
+    text_field: str = "text"
+    id_field: str | None = None
+    next_n: int = 0
+    batch: dict[str, list] = field(default_factory=_empty)
+
+    def add(self, record: Any, where: str) -> str | None:
+        """Append ``record`` as a row; or say why it cannot be filtered (no row added)."""
+        text, rid, error = check_record(record, self.text_field, self.id_field, where)
+        if error is not None:
+            return error
+        self.batch["id"].append(rid)
+        self.batch["n"].append(self.next_n)
+        self.batch["text"].append(text)
+        self.next_n += 1
+        return None
+
+    def take(self) -> dict[str, list]:
+        """The rows collected so far; the builder starts a new batch."""
+        batch, self.batch = self.batch, _empty()
+        return batch

@@ -95,6 +95,14 @@ class SyntheticConfig:
 
 
 @dataclass
+class StageSpec:
+    """A stage of your own (a :class:`hygiene.stages.Stage` subclass) and the keyword arguments of its ``__init__``."""
+
+    path: str  # "package.module:Class" or "path/to/file.py:Class"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class OutputConfig:
     """What the run writes."""
 
@@ -118,6 +126,7 @@ class FilterConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    stages: list[StageSpec] = field(default_factory=list)  # your own stages: after near dedup, before the detector
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def validate(self) -> FilterConfig:
@@ -147,6 +156,10 @@ class FilterConfig:
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
     """Check and coerce ``value`` to the annotated type ``tp``; raise naming ``key``."""
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -166,7 +179,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise UserInputError(f"bad config: {key} must be a list, got {value!r}")
-        return [_convert(args[0], v, key) for v in value]
+        return [_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -194,13 +207,14 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
         raise UserInputError(f"bad config: unknown key {where!r}")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise UserInputError(f"bad config: {prefix or 'the config'} needs {missing[0]!r}")
     kwargs = {}
     for name, value in data.items():
-        tp, key = hints[name], f"{prefix}.{name}" if prefix else name
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, key)
-        else:
-            kwargs[name] = _convert(tp, value, key)
+        kwargs[name] = _convert(hints[name], value, f"{prefix}.{name}" if prefix else name)
     return cls(**kwargs)
 
 

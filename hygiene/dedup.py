@@ -1,4 +1,4 @@
-"""Exact and near-duplicate detection: MinHash signatures, an LSH index, and the dedup batch stages.
+"""Exact and near-duplicate detection: text hashes, MinHash signatures, LSH band keys and the key index.
 
 Signatures equal datasketch's ``MinHash(num_perm, seed)`` (scheme ``affine32``, the
 datasketch 2.x default) fed the same shingles: SHA-1 of each shingle's UTF-8 bytes
@@ -8,9 +8,9 @@ loop differs: one SHA-1 call per shingle, then every permutation of every shingl
 of a whole batch in a few numpy operations, where ``MinHash.update`` runs numpy once
 per shingle.
 
-The index state (:class:`HashIndex`) lives apart from the stages, so a run can save it
-at a checkpoint and load it on resume; the stages are callables over batches
-(``dict[str, list] -> dict[str, list]``).
+The index state (:class:`HashIndex`) lives apart from the dedup stages
+(:mod:`hygiene.stages.exact_dedup`, :mod:`hygiene.stages.near_dedup`), so a run can save
+it at a checkpoint and load it on resume.
 """
 from __future__ import annotations
 
@@ -18,13 +18,10 @@ import hashlib
 import re
 import struct
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from hygiene.batch import active_rows, decisions
-from hygiene.batch import texts as batch_texts
-from hygiene.config import ExactDedupConfig, NearDedupConfig
 
 _WORD = re.compile(r"\w+")
 _SHA1_32 = struct.Struct("<I")
@@ -201,115 +198,6 @@ class HashIndex:
                 for i in range(len(z.files) // 2):
                     self.runs.append((z[f"keys_{i}"].astype(np.uint64), z[f"values_{i}"].astype(np.int64)))
         self.saved_runs = len(self.runs)
-
-
-class ExactDedup:
-    """Batch stage: reject a text identical (after normalisation) to an earlier one.
-
-    Adds ``exact_duplicate_of``: the ordinal ``n`` of the first document with that text.
-    """
-
-    columns = ("exact_duplicate_of",)
-
-    def __init__(self, config: ExactDedupConfig | None = None, index: HashIndex | None = None,
-                 annotate_only: bool = False) -> None:
-        self.config = config or ExactDedupConfig()
-        self.index = index if index is not None else HashIndex()
-        self.annotate_only = annotate_only
-
-    def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, list]:
-        stage, reason = decisions(batch)
-        dup_of: list[int | None] = [None] * len(stage)
-        rows = active_rows(batch, self.annotate_only)
-        texts = batch_texts(batch)
-        keys = text_key([texts[i] for i in rows])
-        found = self.index.lookup_sorted(keys)
-        pending, ordinals = self.index.pending, batch["n"]
-        for i, key, hit in zip(rows.tolist(), keys.tolist(), found.tolist()):
-            if hit < 0:
-                hit = pending.setdefault(key, int(ordinals[i]))
-            if hit != ordinals[i]:
-                dup_of[i] = hit
-                if stage[i] is None:
-                    stage[i], reason[i] = "exact_dedup", "duplicate"
-        self.index.maybe_compact()
-        return {**batch, "stage": stage, "reason": reason, "exact_duplicate_of": dup_of}
-
-
-class MinHashKeys:
-    """Pure batch stage: the LSH band keys of each undecided document, column ``near_keys``.
-
-    ``None`` for rows not scored and for texts without words. Split from :class:`NearDedup`
-    so the costly hashing can run in parallel (e.g. Ray ``map_batches``) while the
-    index lookups stay in one place.
-    """
-
-    def __init__(self, config: NearDedupConfig | None = None, annotate_only: bool = False) -> None:
-        self.config = config or NearDedupConfig()
-        self.hasher = MinHasher(self.config.num_perm, self.config.seed, self.config.ngram)
-        self.annotate_only = annotate_only
-
-    def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, list]:
-        rows = active_rows(batch, self.annotate_only)
-        texts = batch_texts(batch)
-        sh = [shingles(texts[i], self.config.ngram) for i in rows]
-        keys = band_keys(self.hasher.signatures_of_shingles(sh), self.config.bands, self.config.rows).tolist()
-        out: list[list[int] | None] = [None] * len(batch["text"])
-        for j, i in enumerate(rows.tolist()):
-            if sh[j]:
-                out[i] = keys[j]
-        return {**batch, "near_keys": out}
-
-
-class NearDedup:
-    """Batch stage: MinHash LSH near-duplicate removal, one document kept per cluster.
-
-    A document that shares any band with an earlier document joins that document's
-    cluster and is rejected; otherwise it starts a cluster. Its bands are indexed
-    either way, so chains of near-duplicates end in one cluster. Uses the
-    ``near_keys`` column when a :class:`MinHashKeys` stage ran before, else computes
-    it. Adds ``near_cluster``: the ordinal ``n`` of the cluster's kept document.
-    """
-
-    columns = ("near_cluster",)
-
-    def __init__(self, config: NearDedupConfig | None = None, index: HashIndex | None = None,
-                 annotate_only: bool = False) -> None:
-        self.config = config or NearDedupConfig()
-        self.index = index if index is not None else HashIndex()
-        self.keys = MinHashKeys(self.config, annotate_only)
-        self.annotate_only = annotate_only
-
-    def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, list]:
-        if "near_keys" not in batch:
-            batch = self.keys(batch)
-        stage, reason = decisions(batch)
-        cluster: list[int | None] = [None] * len(stage)
-        rows = active_rows(batch, self.annotate_only).tolist()
-        ordinals = batch["n"]
-        keyed = [i for i in rows if batch["near_keys"][i] is not None]
-        for i in rows:
-            cluster[i] = int(ordinals[i])  # its own cluster unless a match says otherwise
-        if keyed:
-            keys = np.array([batch["near_keys"][i] for i in keyed], dtype=np.uint64)
-            found = self.index.lookup_sorted(keys)
-            pending = self.index.pending
-            for i, row_keys, row_found in zip(keyed, keys.tolist(), found.tolist()):
-                n = cluster[i]
-                hit = next((v for v in row_found if v >= 0), -1)
-                if hit < 0:
-                    hit = next((pending[k] for k in row_keys if k in pending), -1)
-                if hit >= 0:
-                    cluster[i] = hit
-                for k, v in zip(row_keys, row_found):
-                    if v < 0:
-                        pending.setdefault(k, cluster[i])
-                if hit >= 0 and hit != n and stage[i] is None:
-                    stage[i], reason[i] = "near_dedup", "near_duplicate"
-            self.index.maybe_compact()
-        out = {**batch, "stage": stage, "reason": reason, "near_cluster": cluster}
-        out.pop("near_keys")
-        return out
 
 
 def detection_probability(similarity: np.ndarray | float, bands: int, rows: int) -> np.ndarray:

@@ -24,6 +24,7 @@ of the saved outputs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -47,15 +48,8 @@ from hygiene import __version__
 from hygiene.atomic import write_json
 from hygiene.config import FilterConfig, write_config
 from hygiene.errors import UserInputError
-from hygiene.filtering import (
-    Pipeline,
-    build_pipeline,
-    record_id,
-    record_text,
-    row_scores,
-    run_stages,
-    synthetic_stage,
-)
+from hygiene.batch import BatchBuilder
+from hygiene.filtering import Pipeline, build_pipeline, row_scores, run_stages, synthetic_threshold
 from hygiene.records import (
     Item,
     Shard,
@@ -65,7 +59,7 @@ from hygiene.records import (
     shards_outside,
     write_jsonl_line,
 )
-from hygiene.synthetic_filter import Detector
+from hygiene.stages import Detector
 
 OUTPUTS = ("kept", "rejected", "errors")
 log = logging.getLogger(__name__)
@@ -185,8 +179,8 @@ class FilterRun:
         self.shards = shards_outside(discover_shards(inputs), self.out)
         self.inputs = [str(i) for i in inputs]
         self.pipeline: Pipeline = build_pipeline(config, detector)
-        stage = synthetic_stage(self.pipeline)
-        self.threshold = stage.threshold if stage is not None else None  # loads the detector now: fail early
+        self.pipeline.setup()  # loads the detector now: fail early
+        self.threshold = synthetic_threshold(self.pipeline)
         self.progress = progress
         self.counts = Counts()
         self.done: list[str] = []
@@ -228,10 +222,8 @@ class FilterRun:
         for p in self.partial.glob("index-*.npz"):
             if p.name not in self.deltas:
                 p.unlink()  # written after the last checkpoint
-        exact = [self.partial / d for d in self.deltas if d.startswith("index-exact")]
-        near = [self.partial / d for d in self.deltas if d.startswith("index-near")]
-        self.pipeline.exact_index.load_deltas(exact)
-        self.pipeline.near_index.load_deltas(near)
+        for stage in self.pipeline.dedup:
+            stage.index.load_deltas([self.partial / d for d in self.deltas if d.startswith(f"index-{stage.name}-")])
         return state["offsets"]
 
     def _checkpoint_state(self, offsets: dict[str, int]) -> dict[str, Any]:
@@ -241,10 +233,10 @@ class FilterRun:
     def _checkpoint(self, sink: _Sink, elapsed: float) -> None:
         """Sync outputs, save the new index entries, then record the state (in that order)."""
         offsets = sink.sync()
-        k = len(self.deltas) // 2
-        for name, index in (("exact", self.pipeline.exact_index), ("near", self.pipeline.near_index)):
-            fname = f"index-{name}-{k:06d}.npz"
-            index.save_delta(self.partial / fname)
+        k = len(self.deltas) // max(len(self.pipeline.dedup), 1)
+        for stage in self.pipeline.dedup:
+            fname = f"index-{stage.name}-{k:06d}.npz"
+            stage.index.save_delta(self.partial / fname)
             self.deltas.append(fname)
         counts = self.counts.to_dict()
         counts["elapsed_s"] += elapsed
@@ -272,25 +264,19 @@ class FilterRun:
 
     def _pack(self, shard: Shard, items: list[Item], last: bool) -> _Packet:
         """Turn read items into a batch for the stages, setting aside the ones that cannot be filtered."""
-        cfg = self.config
-        packet = _Packet(shard.name, last, len(items), {"id": [], "n": [], "text": []}, [], [])
+        packet = _Packet(shard.name, last, len(items), {}, [], [])
+        builder = BatchBuilder(self.config.text_field, self.config.id_field, self.counts.next_n)
         for item in items:
-            if item.error is not None:
-                if item.shard_failed:
-                    log.warning("%s: %s", item.shard, item.error)
-                packet.errors.append(item.error_record())
-                continue
-            text, error = record_text(item.record, cfg.text_field)
-            rid, id_error = record_id(item.record, cfg.id_field, f"{item.shard}:{item.line}")
-            if error or id_error:
-                packet.errors.append({"shard": item.shard, "line": item.line, "error": error or id_error,
-                                      "record": item.record})
-                continue
-            packet.batch["id"].append(rid)
-            packet.batch["n"].append(self.counts.next_n)
-            packet.batch["text"].append(text)
-            packet.records.append(item.record)
-            self.counts.next_n += 1
+            if item.error is None:
+                error = builder.add(item.record, f"{item.shard}:{item.line}")
+                if error is None:
+                    packet.records.append(item.record)
+                    continue
+                item = dataclasses.replace(item, error=error)
+            elif item.shard_failed:
+                log.warning("%s: %s", item.shard, item.error)
+            packet.errors.append(item.error_record())
+        packet.batch, self.counts.next_n = builder.take(), builder.next_n
         return packet
 
     def _stream(self, shards: Sequence[Shard], deadline: float, pool: Any) -> Iterator[_Packet]:
@@ -319,7 +305,7 @@ class FilterRun:
         counts.records_in += packet.items
         for err in packet.errors:
             self._error(sink, err)
-        out, columns = packet.batch, self.pipeline.score_columns
+        out, columns = packet.batch, self.pipeline.columns
         annotate = cfg.output.annotate or cfg.output.annotate_only
         for k, record in enumerate(packet.records):
             stage, reason = out["stage"][k], out["reason"][k]

@@ -1,8 +1,9 @@
 """The corpus filter as a pipeline of batch stages, and its two library entry points.
 
-Stages run in this order, each switchable in :class:`~hygiene.config.FilterConfig`:
-normalise -> empty-text check -> exact dedup -> Gopher quality -> MinHash near dedup
--> synthetic-text detector. Cheap stages come first and a stage only scores the
+Stages (:mod:`hygiene.stages`) run in this order, each switchable in
+:class:`~hygiene.config.FilterConfig`: normalise -> empty-text check -> exact dedup ->
+Gopher quality -> MinHash near dedup -> your own stages (``stages``) -> synthetic-text
+detector. Cheap stages come first and a stage only scores the
 documents still undecided, so the detector sees only unique, decent text; with
 ``annotate_only`` every stage scores every document and nothing is dropped.
 
@@ -18,64 +19,73 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from hygiene.batch import decisions
-from hygiene.batch import texts as batch_texts
+from hygiene.batch import BatchBuilder
 from hygiene.config import FilterConfig
-from hygiene.dedup import ExactDedup, HashIndex, MinHashKeys, NearDedup
 from hygiene.errors import UserInputError
-from hygiene.normalize import normalize_batch
-from hygiene.quality import QualityFilter
-from hygiene.synthetic_filter import Detector, SyntheticFilter
+from hygiene.stages import (
+    Detector,
+    ExactDedup,
+    KeyedDedup,
+    NearDedup,
+    Normalize,
+    QualityFilter,
+    RejectEmpty,
+    Stage,
+    SyntheticFilter,
+    load_stage,
+)
 
-Stage = Callable[[Mapping[str, Sequence]], dict[str, list]]
+Step = Callable[[Mapping[str, Sequence]], dict[str, list]]
 
 
-def reject_empty(batch: Mapping[str, Sequence]) -> dict[str, list]:
-    """Batch stage: reject documents whose (normalised) text is empty or only whitespace."""
-    stage, reason = decisions(batch)
-    for i, text in enumerate(batch_texts(batch)):
-        if not text.strip() and stage[i] is None:
-            stage[i], reason[i] = "input", "empty_text"
-    return {**batch, "stage": stage, "reason": reason}
-
-
-def run_stages(stages: Sequence[Stage], batch: Mapping[str, Sequence]) -> dict[str, list]:
-    """Apply ``stages`` to ``batch`` in order."""
+def run_stages(steps: Sequence[Step], batch: Mapping[str, Sequence]) -> dict[str, list]:
+    """Apply ``steps`` to ``batch`` in order."""
     out = dict(batch)
-    for stage in stages:
-        out = stage(out)
+    for step in steps:
+        out = step(out)
     return out
 
 
 @dataclass
 class Pipeline:
-    """The configured stages and the dedup indexes they fill (saved and restored by a run).
+    """The stages of a filter, in order."""
 
-    ``pure[i]`` says whether stage i is a pure function of its batch, so that it may run
-    in a worker process; dedup stages (shared index) and the detector (one model per
-    process) run in the caller's process.
-    """
-
-    config: FilterConfig
     stages: list[Stage]
-    pure: list[bool]
-    exact_index: HashIndex
-    near_index: HashIndex
-    score_columns: tuple[str, ...]
+    annotate_only: bool = False  # every stage scores every document; nothing is dropped
 
     def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, list]:
         """Run every stage over one batch (columns ``id``, ``n``, ``text``)."""
         return run_stages(self.stages, batch)
 
-    def segments(self) -> list[tuple[bool, list[Stage]]]:
-        """Runs of consecutive stages that are all pure or all not: ``(pure, stages)``."""
-        out: list[tuple[bool, list[Stage]]] = []
-        for stage, pure in zip(self.stages, self.pure):
-            if out and out[-1][0] == pure:
-                out[-1][1].append(stage)
-            else:
-                out.append((pure, [stage]))
+    @property
+    def columns(self) -> dict[str, type]:
+        """Every score column the stages write, with its type."""
+        return {name: kind for stage in self.stages for name, kind in stage.columns.items()}
+
+    @property
+    def dedup(self) -> list[KeyedDedup]:
+        """The stages that keep an index across batches (saved and restored by a resumable run)."""
+        return [s for s in self.stages if isinstance(s, KeyedDedup)]
+
+    def segments(self) -> list[tuple[bool, list[Step]]]:
+        """Runs of consecutive steps that are all pure or all not: ``(pure, steps)``.
+
+        A dedup stage splits in two: its keys are pure (computed in parallel), its index is not.
+        """
+        out: list[tuple[bool, list[Step]]] = []
+        for stage in self.stages:
+            steps = [(True, stage.add_keys), (False, stage)] if isinstance(stage, KeyedDedup) else [(stage.pure, stage)]
+            for pure, step in steps:
+                if out and out[-1][0] == pure:
+                    out[-1][1].append(step)
+                else:
+                    out.append((pure, [step]))
         return out
+
+    def setup(self) -> None:
+        """Load what every stage needs now (a model), so a run fails before it starts."""
+        for stage in self.stages:
+            stage.setup()
 
 
 def build_pipeline(config: FilterConfig | None = None, detector: Detector | None = None) -> Pipeline:
@@ -84,35 +94,25 @@ def build_pipeline(config: FilterConfig | None = None, detector: Detector | None
     ``detector`` replaces the default detector (loaded from ``models/detector`` on first use).
     """
     config = config or FilterConfig()
-    annotate = config.output.annotate_only
-    exact_index, near_index = HashIndex(), HashIndex()
-    stages: list[Stage] = []
-    pure: list[bool] = []
-    columns: list[str] = []
-
-    def add(stage: Stage, is_pure: bool) -> None:
-        stages.append(stage)
-        pure.append(is_pure)
-        columns.extend(getattr(stage, "columns", ()))
-
-    if config.normalize.enabled:
-        add(normalize_batch, True)
-    add(reject_empty, True)
+    stages: list[Stage] = [Normalize()] if config.normalize.enabled else []
+    stages.append(RejectEmpty())
     if config.exact_dedup.enabled:
-        add(ExactDedup(config.exact_dedup, exact_index, annotate), False)
+        stages.append(ExactDedup(config.exact_dedup))
     if config.quality.enabled:
-        add(QualityFilter(config.quality, annotate), True)
+        stages.append(QualityFilter(config.quality))
     if config.near_dedup.enabled:
-        add(MinHashKeys(config.near_dedup, annotate), True)
-        add(NearDedup(config.near_dedup, near_index, annotate), False)
+        stages.append(NearDedup(config.near_dedup))
+    stages += [load_stage(spec) for spec in config.stages]
     if config.synthetic.enabled:
-        add(SyntheticFilter(config.synthetic, detector, annotate), False)
-    return Pipeline(config, stages, pure, exact_index, near_index, tuple(columns))
+        stages.append(SyntheticFilter(config.synthetic, detector))
+    for stage in stages:
+        stage.annotate_only = config.output.annotate_only
+    return Pipeline(stages, config.output.annotate_only)
 
 
-def synthetic_stage(pipeline: Pipeline) -> SyntheticFilter | None:
-    """The pipeline's synthetic-text stage, if switched on."""
-    return next((s for s in pipeline.stages if isinstance(s, SyntheticFilter)), None)
+def synthetic_threshold(pipeline: Pipeline) -> float | None:
+    """The probability above which the detector stage rejects a text (``None`` without that stage)."""
+    return next((s.threshold for s in pipeline.stages if isinstance(s, SyntheticFilter)), None)
 
 
 @dataclass
@@ -127,32 +127,9 @@ class Decision:
     record: Any = None
 
 
-def row_scores(batch: Mapping[str, Sequence], i: int, columns: Sequence[str]) -> dict[str, Any]:
+def row_scores(batch: Mapping[str, Sequence], i: int, columns: Iterable[str]) -> dict[str, Any]:
     """The scores of row ``i`` (columns the stages added; absent or unscored ones left out)."""
     return {c: batch[c][i] for c in columns if c in batch and batch[c][i] is not None}
-
-
-def record_text(record: Any, text_field: str) -> tuple[str | None, str | None]:
-    """(text, None) for a usable record, or (None, error) when its text field is missing or not a string."""
-    if isinstance(record, str):
-        return record, None
-    if not isinstance(record, Mapping):
-        return None, f"record is {type(record).__name__}, not a mapping"
-    if text_field not in record:
-        return None, f"missing text field {text_field!r}"
-    text = record[text_field]
-    if not isinstance(text, str):
-        return None, f"text field {text_field!r} is {type(text).__name__}, not a string"
-    return text, None
-
-
-def record_id(record: Any, id_field: str | None, default: str) -> tuple[str | None, str | None]:
-    """(id, None) from ``id_field`` (or ``default`` when no id field is named), or (None, error)."""
-    if id_field is None:
-        return default, None
-    if not isinstance(record, Mapping) or record.get(id_field) is None:
-        return None, f"missing id field {id_field!r}"
-    return str(record[id_field]), None
 
 
 def filter_records(records: Iterable[Any], config: FilterConfig | None = None,
@@ -165,30 +142,29 @@ def filter_records(records: Iterable[Any], config: FilterConfig | None = None,
     """
     config = config or FilterConfig()
     pipeline = build_pipeline(config, detector)
-    counter = itertools.count()
+    builder = BatchBuilder(config.text_field, config.id_field)
     it = iter(records)
+    start = 0
     while chunk := list(itertools.islice(it, config.batch_size)):
-        batch: dict[str, list] = {"id": [], "n": [], "text": []}
-        decided: dict[int, Decision] = {}
-        rows: list[int] = []
-        for j, record in enumerate(chunk):
-            n = next(counter)
-            text, error = record_text(record, config.text_field)
-            rid, id_error = record_id(record, config.id_field, str(n))
-            if error or id_error:
-                decided[j] = Decision(rid or str(n), False, "error", error or id_error, {}, record)
-                continue
-            rows.append(j)
-            batch["id"].append(rid)
-            batch["n"].append(n)
-            batch["text"].append(text)
-        out = pipeline(batch) if rows else batch
-        for k, j in enumerate(rows):
-            stage = out["stage"][k]
-            decided[j] = Decision(out["id"][k], stage is None or config.output.annotate_only, stage,
-                                  out["reason"][k], row_scores(out, k, pipeline.score_columns), chunk[j])
-        for j in range(len(chunk)):
-            yield decided[j]
+        yield from _decide(pipeline, builder, chunk, start)
+        start += len(chunk)
+
+
+def _decide(pipeline: Pipeline, builder: BatchBuilder, records: Sequence[Any], start: int) -> list[Decision]:
+    """One :class:`Decision` per record; a record's position (from ``start``) is its id unless it names one."""
+    errors = [builder.add(record, str(start + j)) for j, record in enumerate(records)]
+    batch = builder.take()
+    out = pipeline(batch) if batch["n"] else batch
+    decided, k = [], 0
+    for j, (record, error) in enumerate(zip(records, errors)):
+        if error is not None:
+            decided.append(Decision(str(start + j), False, "error", error, {}, record))
+            continue
+        stage = out["stage"][k]
+        decided.append(Decision(out["id"][k], stage is None or pipeline.annotate_only, stage, out["reason"][k],
+                                row_scores(out, k, pipeline.columns), record))
+        k += 1
+    return decided
 
 
 def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detector | None = None,
@@ -209,22 +185,13 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
     if config.text_field not in ds.column_names:
         raise UserInputError(f"dataset has no text column {config.text_field!r} (columns: {ds.column_names})")
     pipeline = build_pipeline(config, detector)
-    counter = itertools.count()
+    builder = BatchBuilder(config.text_field, config.id_field)
 
     def annotate(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        size = len(indices)
-        ok = [j for j, t in enumerate(batch[config.text_field]) if isinstance(t, str)]
-        ids = batch[config.id_field] if config.id_field else [str(i) for i in indices]
-        inner = {"id": [str(ids[j]) for j in ok], "n": [next(counter) for _ in ok],
-                 "text": [batch[config.text_field][j] for j in ok]}
-        out = pipeline(inner) if ok else {**inner, "stage": [], "reason": []}
-        stage: list[str | None] = ["error"] * size
-        reason: list[str | None] = [f"text field {config.text_field!r} is not a string"] * size
-        scores: list[str | None] = ["{}"] * size
-        for k, j in enumerate(ok):
-            stage[j], reason[j] = out["stage"][k], out["reason"][k]
-            scores[j] = json.dumps(row_scores(out, k, pipeline.score_columns))
-        return {"hygiene_stage": stage, "hygiene_reason": reason, "hygiene_scores": scores}
+        records = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        decided = _decide(pipeline, builder, records, indices[0] if indices else 0)
+        return {"hygiene_stage": [d.stage for d in decided], "hygiene_reason": [d.reason for d in decided],
+                "hygiene_scores": [json.dumps(d.scores) for d in decided]}
 
     features = ds.features.copy()
     for col in ("hygiene_stage", "hygiene_reason", "hygiene_scores"):

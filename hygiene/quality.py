@@ -17,12 +17,10 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from hygiene.batch import active_rows, decisions
-from hygiene.batch import texts as batch_texts
 from hygiene.config import QualityConfig
 
 #: a word (letters/digits, with inner apostrophes, periods or commas: "don't", "1,250.5", "U.S")
@@ -180,10 +178,10 @@ def _ngram_scores(ids: np.ndarray, lens: np.ndarray, n_tokens: np.ndarray, chars
     return out
 
 
-def _checks(config: QualityConfig) -> list[tuple[str, str, str, float]]:
+def checks(config: QualityConfig) -> list[tuple[str, str, str, float]]:
     """(reason, metric, direction, threshold) in Gopher's order; checks set to None are left out."""
     c = config
-    checks = [
+    rules = [
         ("too_few_words", "words", "min", c.min_words),
         ("too_many_words", "words", "max", c.max_words),
         ("short_words", "mean_word_length", "min", c.min_mean_word_length),
@@ -199,9 +197,9 @@ def _checks(config: QualityConfig) -> list[tuple[str, str, str, float]]:
         ("dup_line_frac", "dup_line_frac", "max", c.max_dup_line_frac),
         ("dup_line_char_frac", "dup_line_char_frac", "max", c.max_dup_line_char_frac),
     ]
-    checks += [(f"top_{n}gram", f"top_{n}gram_char_frac", "max", t) for n, t in sorted(c.max_top_ngram_char_frac.items())]
-    checks += [(f"dup_{n}gram", f"dup_{n}gram_char_frac", "max", t) for n, t in sorted(c.max_dup_ngram_char_frac.items())]
-    return [chk for chk in checks if chk[3] is not None]
+    rules += [(f"top_{n}gram", f"top_{n}gram_char_frac", "max", t) for n, t in sorted(c.max_top_ngram_char_frac.items())]
+    rules += [(f"dup_{n}gram", f"dup_{n}gram_char_frac", "max", t) for n, t in sorted(c.max_dup_ngram_char_frac.items())]
+    return [rule for rule in rules if rule[3] is not None]
 
 
 def quality_reasons(scores: QualityScores, config: QualityConfig | None = None) -> list[str | None]:
@@ -209,43 +207,10 @@ def quality_reasons(scores: QualityScores, config: QualityConfig | None = None) 
     config = config or QualityConfig()
     n = len(scores["words"])
     reason = np.full(n, None, dtype=object)
-    for name, metric, direction, threshold in reversed(_checks(config)):  # earliest check written last
+    for name, metric, direction, threshold in reversed(checks(config)):  # earliest check written last
         if metric not in scores.values:
             continue
         v = scores[metric]
         fail = v < threshold if direction == "min" else v > threshold
         reason[fail] = name
     return reason.tolist()
-
-
-class QualityFilter:
-    """Batch stage: reject documents failing a Gopher heuristic; adds a ``quality_<metric>`` column each."""
-
-    def __init__(self, config: QualityConfig | None = None, annotate_only: bool = False) -> None:
-        self.config = config or QualityConfig()
-        self.annotate_only = annotate_only
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """The score columns this stage adds."""
-        names = dict.fromkeys(metric for _, metric, _, _ in _checks(self.config))
-        return tuple(f"quality_{m}" for m in names)
-
-    def __call__(self, batch: Mapping[str, Sequence]) -> dict[str, list]:
-        stage, reason = decisions(batch)
-        rows = active_rows(batch, self.annotate_only)
-        texts = batch_texts(batch)
-        scores = quality_scores([texts[i] for i in rows], self.config, complete=self.annotate_only)
-        verdicts = quality_reasons(scores, self.config)
-        out = dict(batch)
-        for col in self.columns:
-            values: list[float | None] = [None] * len(stage)
-            metric = scores[col.removeprefix("quality_")].tolist()
-            for j, i in enumerate(rows.tolist()):
-                values[i] = None if metric[j] != metric[j] else metric[j]  # NaN: not computed
-            out[col] = values
-        for j, i in enumerate(rows.tolist()):
-            if verdicts[j] is not None and stage[i] is None:
-                stage[i], reason[i] = "quality", verdicts[j]
-        out["stage"], out["reason"] = stage, reason
-        return out

@@ -2,23 +2,24 @@
 
 The local engine streams records in order and keeps dedup state in one process. Here
 the same stage objects (:func:`hygiene.filtering.build_pipeline`) run as Ray Data
-``map_batches`` over the whole corpus, and the two stateful stages become global
-steps with the same rule, "the earliest document wins", where "earliest" is the
-ordinal ``n`` the local engine would give (shards in order, records in order):
+``map_batches`` over the whole corpus. The engine knows three kinds of stage, by
+what each declares, never by its class:
 
-- **exact dedup**: group the candidates' text hashes (``groupby(key)`` with min ``n``
-  and count); a document whose key's first ``n`` is not its own is a duplicate of it;
-- **near dedup**: explode each candidate's 14 band keys, group by band key (min ``n``,
-  count); a document whose earliest band (in band order) was seen first in an
-  earlier document is a near-duplicate, and that document is its parent. Parent links
-  form a forest; its trees are the clusters (the connected components of the
-  "first shared band" graph), found by pointer jumping, and the root, the one kept
-  document, is the ``near_cluster`` of every member, as in the local engine.
+- a **pure** stage runs inside the fused ``map_batches`` of its neighbours;
+- a stage that is **not pure** (it loads a model: the detector) runs on an actor
+  pool, each actor calling ``setup`` once (on a GPU with ``gpus_per_worker``);
+- a :class:`~hygiene.stages.KeyedDedup` (exact and near dedup) becomes a global step
+  with its own rule, "the earliest document sharing a key wins", where "earliest" is
+  the ordinal ``n`` the local engine would give (shards in order, records in order):
+  its keys are added in parallel (``add_keys``), exploded to one row per key and
+  grouped (min ``n`` and count); a document whose first key (in key order) was
+  seen in an earlier document is linked to that document. Links form a forest;
+  its trees are the clusters, found by pointer jumping, and the root, the one
+  kept document, is every member's earliest (``resolve``), as in the local engine.
 
 Only the keys seen more than once, and the duplicates' (``n``, parent) pairs, come
 back to the driver (16 bytes each) and are broadcast to the workers; documents
-never leave their blocks for dedup. The detector runs as a class-based stage on an
-actor pool, so each worker loads the model once (on a GPU with ``gpus_per_worker``).
+never leave their blocks for dedup.
 
 Output directory: ``kept/``, ``rejected/`` and ``errors/`` holding JSONL shards
 (kept and rejected as Parquet with ``output.format: parquet``), ``stats.json`` and
@@ -31,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -42,23 +44,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hygiene.atomic import write_json
-from hygiene.batch import active_rows, decisions
-from hygiene.batch import texts as batch_texts
-from hygiene.config import FilterConfig, SyntheticConfig, write_config
-from hygiene.dedup import ExactDedup, MinHashKeys, NearDedup, text_key
+from hygiene.config import FilterConfig, write_config
 from hygiene.errors import UserInputError
 from hygiene.filter_run import OUTPUTS, versions
-from hygiene.filtering import build_pipeline, row_scores, synthetic_stage
+from hygiene.filtering import Pipeline, build_pipeline, row_scores, synthetic_threshold
 from hygiene.records import discover_shards, jsonl_to_parquet, shards_outside
-from hygiene.synthetic_filter import Detector, SyntheticFilter
+from hygiene.stages import Detector, KeyedDedup, Stage
 
 Step = Callable[[dict[str, list]], dict[str, list]]
-#: Arrow types of the columns the steps return (score columns not named here: quality_* float64, else inferred)
+#: Arrow types of the engine's own columns; score columns get theirs from the stages' declared types
 _TYPES = {"n": pa.int64(), "id": pa.string(), "text": pa.binary(), "record": pa.binary(),
-          "stage": pa.string(), "reason": pa.string(),
-          "exact_key": pa.int64(), "near_keys": pa.list_(pa.uint64()), "exact_duplicate_of": pa.int64(),
-          "near_cluster": pa.int64(), "synthetic_p": pa.float64(), "output": pa.string(), "line": pa.binary(),
-          "decision": pa.string()}
+          "stage": pa.string(), "reason": pa.string(), "parent": pa.int64(), "output": pa.string(),
+          "line": pa.binary(), "decision": pa.string()}
+_ARROW = {float: pa.float64(), int: pa.int64(), str: pa.string(), bool: pa.bool_()}
 
 
 @dataclass
@@ -98,20 +96,26 @@ def to_batch(table: pa.Table) -> dict[str, list]:
     return batch
 
 
-def to_table(batch: Mapping[str, Sequence]) -> pa.Table:
-    """An Arrow block from a batch, with fixed types for the columns the engine knows."""
+def to_table(batch: Mapping[str, Sequence], types: Mapping[str, pa.DataType]) -> pa.Table:
+    """An Arrow block from a batch, with fixed ``types`` for the columns named there (text as UTF-8 bytes)."""
     from hygiene.ray_io import encode
 
     arrays = {}
     for name, values in batch.items():
         if name == "text":
             values = [encode(t) for t in values]
-        kind = _TYPES.get(name, pa.float64() if name.startswith("quality_") else None)
-        arrays[name] = pa.array(values, type=kind)
+        arrays[name] = pa.array(values, type=types.get(name, _TYPES.get(name)))
     return pa.table(arrays)
 
 
-def apply_steps(table: pa.Table, steps: Sequence[Step]) -> pa.Table:
+def column_types(pipeline: Pipeline) -> dict[str, pa.DataType]:
+    """Arrow types of every column the stages write: their score columns and the dedup keys."""
+    types = {name: _ARROW.get(kind) for name, kind in pipeline.columns.items()}
+    types.update({stage.key_column: pa.list_(pa.uint64()) for stage in pipeline.dedup})
+    return {name: kind for name, kind in types.items() if kind is not None}
+
+
+def apply_steps(table: pa.Table, steps: Sequence[Step], types: Mapping[str, pa.DataType]) -> pa.Table:
     """Run ``steps`` over one block (the batch function every ``map_batches`` here calls).
 
     The ``record`` column stays in Arrow unless a step reads it (stages never drop rows).
@@ -122,7 +126,7 @@ def apply_steps(table: pa.Table, steps: Sequence[Step]) -> pa.Table:
         batch = step(batch)
         if "norm" in batch:  # later stages read the normalised text: keep one copy
             batch["text"] = batch.pop("norm")
-    out = to_table(batch)
+    out = to_table(batch, types)
     return out.append_column("record", table["record"]) if carry else out
 
 
@@ -197,104 +201,59 @@ class AssignOrdinals:
         return {"id": rest.pop("id"), "n": n.tolist(), **rest}
 
 
-@dataclass
-class ExactKeys:
-    """The text hash of each exact-dedup candidate (the rows :class:`ExactDedup` would look up), as int64."""
-
-    annotate_only: bool
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        rows = active_rows(batch, self.annotate_only).tolist()
-        texts = batch_texts(batch)
-        keys: list[int | None] = [None] * len(batch["text"])
-        for i, key in zip(rows, text_key([texts[i] for i in rows]).view(np.int64).tolist()):
-            keys[i] = key
-        return {**batch, "exact_key": keys}
-
-
-@dataclass
-class ApplyExact:
-    """Reject a candidate whose text hash was first seen at an earlier ``n`` (as :class:`ExactDedup`)."""
-
-    keys: np.ndarray
-    first: np.ndarray
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        stage, reason = decisions(batch)
-        batch = dict(batch)
-        keys = batch.pop("exact_key")
-        dup_of: list[int | None] = [None] * len(stage)
-        rows = [i for i, k in enumerate(keys) if k is not None]
-        found, first = _lookup(self.keys, self.first, np.array([keys[i] for i in rows], np.int64))
-        for i, hit, f in zip(rows, found.tolist(), first.tolist()):
-            if hit and f != batch["n"][i]:
-                dup_of[i] = f
-                if stage[i] is None:
-                    stage[i], reason[i] = "exact_dedup", "duplicate"
-        return {**batch, "stage": stage, "reason": reason, "exact_duplicate_of": dup_of}
-
-
-def explode_bands(table: pa.Table) -> pa.Table:
-    """One row (``band_key``, ``n``) per band of each document that has band keys."""
-    table = _where(table, "near_keys", True)
-    keys = table["near_keys"].combine_chunks()
+def explode_keys(table: pa.Table, column: str) -> pa.Table:
+    """One row (``key``, ``n``) per key of each document that has keys."""
+    table = _where(table, column, True)
+    keys = table[column].combine_chunks()
     parents = pc.list_parent_indices(keys)
-    band_key = pc.cast(pc.list_flatten(keys), pa.int64(), safe=False)  # same bits, signed: Ray sorts int64
-    return pa.table({"band_key": band_key, "n": pc.take(table["n"], parents)})
+    key = pc.cast(pc.list_flatten(keys), pa.int64(), safe=False)  # same bits, signed: Ray sorts int64
+    return pa.table({"key": key, "n": pc.take(table["n"], parents)})
 
 
 @dataclass
-class NearParents:
-    """The parent of each near-duplicate: the first ``n`` of its earliest band (in band order) seen before it."""
+class Parents:
+    """The parent of each duplicate: the first ``n`` of its first key (in key order) seen before it."""
 
+    column: str
     keys: np.ndarray
     first: np.ndarray
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        table = _where(table, "near_keys", True)
+        table = _where(table, self.column, True)
         n = table["n"].to_numpy()
         if len(n) == 0:
             return pa.table({"n": pa.array([], pa.int64()), "parent": pa.array([], pa.int64())})
-        flat = pc.list_flatten(table["near_keys"].combine_chunks()).to_numpy()
-        bands = flat.view(np.int64).reshape(len(n), -1)
-        found, first = _lookup(self.keys, self.first, bands)
+        flat = pc.list_flatten(table[self.column].combine_chunks()).to_numpy()
+        keys = flat.view(np.int64).reshape(len(n), -1)
+        found, first = _lookup(self.keys, self.first, keys)
         earlier = found & (first < n[:, None])
         has = earlier.any(axis=1)
-        band = earlier.argmax(axis=1)
-        return pa.table({"n": n[has], "parent": first[np.flatnonzero(has), band[has]]})
+        key = earlier.argmax(axis=1)
+        return pa.table({"n": n[has], "parent": first[np.flatnonzero(has), key[has]]})
 
 
 @dataclass
-class ApplyNear:
-    """Reject the near-duplicates; ``near_cluster`` is the cluster's root (as :class:`NearDedup`)."""
+class Resolve:
+    """A dedup stage's decisions, given the root of every linked document (``child`` sorted)."""
 
+    stage: KeyedDedup
     child: np.ndarray
     root: np.ndarray
-    annotate_only: bool
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        stage, reason = decisions(batch)
-        rows = active_rows(batch, self.annotate_only).tolist()
-        cluster: list[int | None] = [None] * len(stage)
-        found, root = _lookup(self.child, self.root, np.array([batch["n"][i] for i in rows], np.int64))
-        for i, hit, r in zip(rows, found.tolist(), root.tolist()):
-            cluster[i] = r if hit else batch["n"][i]
-            if hit and stage[i] is None:
-                stage[i], reason[i] = "near_dedup", "near_duplicate"
-        out = {**batch, "stage": stage, "reason": reason, "near_cluster": cluster}
-        out.pop("near_keys", None)
-        return out
+        found, root = _lookup(self.child, self.root, np.asarray(batch["n"], np.int64))
+        return self.stage.resolve(batch, np.where(found, root, np.asarray(batch["n"], np.int64)).tolist())
 
 
-class SyntheticWorker:
-    """Actor holding one detector: the synthetic stage over blocks, the model loaded once per worker."""
+class StageActor:
+    """An actor running one stage that is not pure (a model), set up once per actor."""
 
-    def __init__(self, config: SyntheticConfig, detector: Detector | None, annotate_only: bool) -> None:
-        self.stage = SyntheticFilter(config, detector, annotate_only)
-        self.stage.detector  # noqa: B018  (load now, once)
+    def __init__(self, stage: Stage, types: Mapping[str, pa.DataType]) -> None:
+        self.stage, self.types = stage, types
+        stage.setup()
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return apply_steps(table, [self.stage])
+        return apply_steps(table, [self.stage], self.types)
 
 
 @dataclass
@@ -337,9 +296,9 @@ class RayFilterRun:
         self.shards = shards_outside(discover_shards(inputs), self.out)
         self.inputs = [str(i) for i in inputs]
         self.pipeline = build_pipeline(config, detector)
-        stage = synthetic_stage(self.pipeline)
-        self.threshold = stage.threshold if stage is not None else None  # loads the detector now: fail early
-        self.detector = detector
+        self.pipeline.setup()  # loads the detector now: fail early
+        self.threshold = synthetic_threshold(self.pipeline)
+        self.types = column_types(self.pipeline)
         self.progress = progress
         self._documents: Any = None  # the readable records, between reading and the first stages
 
@@ -347,11 +306,11 @@ class RayFilterRun:
         """``ds`` through ``steps`` as one ``map_batches`` (nothing if no steps)."""
         if not steps:
             return ds
-        return ds.map_batches(apply_steps, fn_args=(list(steps),), batch_size=self.config.batch_size,
+        return ds.map_batches(apply_steps, fn_args=(list(steps), self.types), batch_size=self.config.batch_size,
                               batch_format="pyarrow", concurrency=self.ray.workers)
 
     def _pool_size(self) -> int:
-        """Detector actors: ``workers``, else as many as the cluster's CPUs (or GPUs) allow."""
+        """Actors for a stage that is not pure: ``workers``, else as many as the cluster's CPUs (or GPUs) allow."""
         import ray
 
         if self.ray.workers:
@@ -386,34 +345,30 @@ class RayFilterRun:
 
     def _decide(self, offsets: np.ndarray) -> Any:
         """Every stage of the pipeline over the documents read; the output lines (``output``, ``line``, ``decision``)."""
-        annotate = self.config.output.annotate_only
         steps: list[Step] = [AssignOrdinals(offsets)]
         ds, self._documents = self._documents, None
         for stage in self.pipeline.stages:
-            if isinstance(stage, ExactDedup):
-                ds = self._map(ds, [*steps, ExactKeys(annotate)]).materialize()
-                keyed = ds.select_columns(["exact_key", "n"]).map_batches(
-                    lambda t: _where(t, "exact_key", True), batch_format="pyarrow", batch_size=None)
-                steps = [ApplyExact(*repeated_keys(keyed, "exact_key"))]
-            elif isinstance(stage, NearDedup):
-                if not any(isinstance(s, MinHashKeys) for s in steps):
-                    steps.append(stage.keys)
-                ds = self._map(ds, steps).materialize()
-                keys, first = repeated_keys(ds.select_columns(["near_keys", "n"]).map_batches(
-                    explode_bands, batch_format="pyarrow", batch_size=None), "band_key")
-                parents = ds.select_columns(["near_keys", "n"]).map_batches(
-                    NearParents(keys, first), batch_format="pyarrow", batch_size=None)
-                steps = [ApplyNear(*cluster_roots(*_collect(parents, ["n", "parent"])), annotate)]
-            elif isinstance(stage, SyntheticFilter):
-                ds = self._map(ds, steps).map_batches(
-                    SyntheticWorker, fn_constructor_args=(self.config.synthetic, self.detector, annotate),
-                    batch_size=self.config.batch_size, batch_format="pyarrow", concurrency=self._pool_size(),
-                    num_gpus=self.ray.gpus_per_worker or None)
-                steps = []
-            else:
+            if isinstance(stage, KeyedDedup):
+                ds = self._map(ds, [*steps, stage.add_keys]).materialize()
+                steps = [self._dedup(ds, stage)]
+            elif stage.pure:
                 steps.append(stage)
-        steps.append(OutputLines(self.config, self.pipeline.score_columns))
+            else:
+                ds = self._map(ds, steps).map_batches(
+                    StageActor, fn_constructor_args=(stage, self.types), batch_size=self.config.batch_size,
+                    batch_format="pyarrow", concurrency=self._pool_size(), num_gpus=self.ray.gpus_per_worker or None)
+                steps = []
+        steps.append(OutputLines(self.config, tuple(self.pipeline.columns)))
         return self._map(ds, steps)
+
+    @staticmethod
+    def _dedup(ds: Any, stage: KeyedDedup) -> Resolve:
+        """The global step of a dedup stage over a dataset holding its keys: each document's root."""
+        keyed = ds.select_columns([stage.key_column, "n"])
+        keys, first = repeated_keys(keyed.map_batches(explode_keys, fn_args=(stage.key_column,),
+                                                      batch_format="pyarrow", batch_size=None), "key")
+        parents = keyed.map_batches(Parents(stage.key_column, keys, first), batch_format="pyarrow", batch_size=None)
+        return Resolve(stage, *cluster_roots(*_collect(parents, ["n", "parent"])))
 
     def run(self, overwrite: bool = False) -> dict[str, Any]:
         """Filter every shard; write the outputs and return the stats."""
@@ -424,6 +379,7 @@ class RayFilterRun:
         if self.out is not None:
             self._prepare(overwrite)
         startup = connect(self.ray.address)
+        _ship_user_stages(self.pipeline)
         context = ray.data.DataContext.get_current()
         saved = context.enable_progress_bars, context.shuffle_strategy
         context.enable_progress_bars = self.progress
@@ -499,6 +455,16 @@ class RayFilterRun:
                     "cluster_cpus": ray.cluster_resources().get("CPU"), "version": ray.__version__},
             "versions": versions(),
         }
+
+
+def _ship_user_stages(pipeline: Pipeline) -> None:
+    """Send the code of stages defined outside this package with the job, so workers need not import it."""
+    from ray import cloudpickle
+
+    for stage in pipeline.stages:
+        module = type(stage).__module__
+        if module.split(".")[0] != "hygiene":
+            cloudpickle.register_pickle_by_value(sys.modules[module])
 
 
 def _to_parquet(path: str) -> None:

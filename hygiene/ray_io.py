@@ -12,6 +12,7 @@ allows (``"\\ud800"``) survives Arrow, which only stores valid UTF-8 strings.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections import Counter
@@ -23,7 +24,7 @@ from ray.data.block import BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasink, Datasource, ReadTask
 
 from hygiene.config import FilterConfig
-from hygiene.filtering import record_id, record_text
+from hygiene.batch import check_record
 from hygiene.records import Shard, dumps_record, read_shard
 
 log = logging.getLogger(__name__)
@@ -54,18 +55,15 @@ def shard_rows(shard: Shard, index: int, config: FilterConfig, rows_per_block: i
     cols: dict[str, list] = {name: [] for name in READ_SCHEMA.names}
     k = 0
     for item in read_shard(shard, config.text_field):
-        err: dict[str, Any] | None = None
         text = rid = None
-        if item.error is not None:
-            err = item.error_record()
-            if item.shard_failed:
-                log.warning("%s: %s", item.shard, item.error)
-        else:
-            text, error = record_text(item.record, config.text_field)
-            rid, id_error = record_id(item.record, config.id_field, f"{item.shard}:{item.line}")
-            if error or id_error:
-                err = {"shard": item.shard, "line": item.line, "error": error or id_error, "record": item.record}
-        ok = err is None
+        if item.error is None:
+            text, rid, error = check_record(item.record, config.text_field, config.id_field,
+                                            f"{item.shard}:{item.line}")
+            item = dataclasses.replace(item, error=error)
+        elif item.shard_failed:
+            log.warning("%s: %s", item.shard, item.error)
+        ok = item.error is None
+        err = None if ok else item.error_record()
         cols["shard"].append(index)
         cols["line"].append(item.line)
         cols["k"].append(k if ok else -1)

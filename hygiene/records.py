@@ -52,8 +52,10 @@ class Item:
     shard_failed: bool = False  # the rest of the shard could not be read
 
     def error_record(self) -> dict[str, Any]:
-        """The ``errors`` output row for an unreadable item: shard, line, error and the raw start."""
+        """The ``errors`` output row: shard, line, error, and the record (or the raw start of the line)."""
         err: dict[str, Any] = {"shard": self.shard, "line": self.line, "error": self.error}
+        if self.record is not None:
+            err["record"] = self.record
         if self.raw is not None:
             err["raw"] = self.raw
         return err

@@ -6,16 +6,8 @@ import pytest
 from datasketch import MinHash
 
 from hygiene.config import NearDedupConfig
-from hygiene.dedup import (
-    ExactDedup,
-    HashIndex,
-    MinHasher,
-    MinHashKeys,
-    NearDedup,
-    band_keys,
-    detection_probability,
-    shingles,
-)
+from hygiene.dedup import HashIndex, MinHasher, band_keys, detection_probability, shingles
+from hygiene.stages import ExactDedup, NearDedup
 
 
 def _words(rng: np.random.Generator, n: int) -> list[str]:
@@ -78,17 +70,18 @@ def test_near_dedup_keeps_one_per_cluster_and_records_it() -> None:
 
 
 def test_hashing_split_from_the_index_gives_the_same_decisions() -> None:
-    """MinHashKeys (pure, parallelisable) then NearDedup equals NearDedup alone."""
+    """The keys (pure, parallelisable), then the index lookups, equal the stage alone."""
     rng = np.random.default_rng(5)
     base = [_words(rng, 60) for _ in range(6)]
     texts = [" ".join(w) for w in base] + [" ".join(base[2][:-1] + ["zz"]), "", " ".join(base[0])]
     batch = {"text": texts, "n": list(range(len(texts))), "stage": [None] * 8 + ["quality"], "reason": [None] * 9}
     whole = NearDedup()(batch)
-    split = NearDedup()(MinHashKeys()(batch))
+    stage = NearDedup()
+    split = stage(stage.add_keys(batch))
     assert whole == split
     assert whole["stage"][6] == "near_dedup" and whole["near_cluster"][6] == 2
     assert whole["near_cluster"][7] == 7 and whole["near_cluster"][8] is None  # no words; not scored
-    assert "near_keys" not in whole
+    assert "near_dedup_keys" not in whole
 
 
 def test_exact_dedup_across_batches_and_restored_index(tmp_path) -> None:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from hygiene.config import QualityConfig
-from hygiene.quality import TOKEN_PATTERN, QualityFilter, quality_reasons, quality_scores
+from hygiene.quality import TOKEN_PATTERN, quality_reasons, quality_scores
+from hygiene.stages import QualityFilter
 
 CLEAN = (
     "The river runs past the old mill and under the stone bridge. Children play on its banks in summer, "

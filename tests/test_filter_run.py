@@ -277,6 +277,31 @@ def test_outputs_inside_an_input_directory_are_not_read_back(tmp_path: Path) -> 
     assert {k: v for k, v in _contents(d).items() if not k.startswith("clean/")} == inputs
 
 
+def test_a_stage_of_your_own_runs_from_the_command_line_and_the_config(tmp_path: Path) -> None:
+    d = _shards(tmp_path)
+    _write_jsonl(d / "loud.jsonl", [{"text": make_doc(50).upper()}, {"text": make_doc(51)}])
+    stage_file = Path(__file__).parent / "shout_stage.py"
+    result = CliRunner().invoke(main, ["filter", str(d), "--out", str(tmp_path / "o"), "--no-synthetic",
+                                       "--no-progress", "--stage", f"{stage_file}:Shout"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert stats["by_stage"]["shout"] == {"too_loud": 1}
+    loud = [r for r in _lines(tmp_path / "o" / "rejected.jsonl") if r["hygiene"]["stage"] == "shout"]
+    assert loud[0]["hygiene"]["id"].endswith("loud.jsonl:1") and loud[0]["hygiene"]["scores"]["upper_share"] == 1.0
+    config = tmp_path / "c.yaml"
+    config.write_text("stages:\n  - path: shout_stage:Shout\n    params: {max_share: 1.0}\n")
+    result = CliRunner().invoke(main, ["filter", str(d), "--out", str(tmp_path / "o2"), "--config", str(config),
+                                       "--no-synthetic", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "shout" not in json.loads((tmp_path / "o2" / "stats.json").read_text())["by_stage"]
+    assert load_config(tmp_path / "o2" / "config.yaml").stages[0].params == {"max_share": 1.0}
+    for spec, message in ((f"{stage_file}:Nope", "cannot load stage"), ("gopher_docs:make_doc", "not a hygiene"),
+                          ("shout_stage", "expected module:Class")):
+        result = CliRunner().invoke(main, ["filter", str(d), "--out", str(tmp_path / "o3"), "--no-synthetic",
+                                           "--stage", spec])
+        assert result.exit_code == 1 and message in result.output and result.output.count("\n") == 1
+
+
 def test_parquet_output_survives_lone_surrogates(tmp_path):
     import pyarrow.parquet as pq
 

@@ -93,9 +93,10 @@ def _config(**overrides) -> FilterConfig:
 
 
 def test_ray_and_local_make_the_same_decisions(ray_cluster, corpus: Path, tmp_path: Path) -> None:
-    config = _config()
+    config = _config(stages=[{"path": "shout_stage:Shout"}])  # a stage from outside the package, too
     odd = tmp_path / "odd.jsonl"  # a lone surrogate, which JSON allows and Arrow strings do not
-    odd.write_text(json.dumps({"text": make_doc(102) + " \ud800"}) + "\n" + json.dumps({"text": make_doc(0)}) + "\n")
+    odd.write_text("".join(json.dumps({"text": t}) + "\n" for t in (make_doc(102) + " \ud800", make_doc(0),
+                                                                     make_doc(103).upper())))
     inputs = [corpus, odd]
     local = run_filter(inputs, tmp_path / "local", config, detector=MarkerDetector(), progress=False)
     stats = run_filter_ray(inputs, tmp_path / "ray", config, RayConfig(workers=2), detector=MarkerDetector(),
@@ -107,7 +108,8 @@ def test_ray_and_local_make_the_same_decisions(ray_cluster, corpus: Path, tmp_pa
     for k in ("records_in", "kept", "rejected", "errors", "by_stage", "synthetic_threshold"):
         assert stats[k] == local[k], k
     assert stats["records_in"] == stats["kept"] + stats["rejected"] + stats["errors"]
-    assert set(stats["by_stage"]) == {"input", "exact_dedup", "quality", "near_dedup", "synthetic"}
+    assert set(stats["by_stage"]) == {"input", "exact_dedup", "quality", "near_dedup", "shout", "synthetic"}
+    assert stats["by_stage"]["shout"] == {"too_loud": 1}
     assert stats["by_stage"]["near_dedup"]["near_duplicate"] == 5 and stats["errors"] == 3
     assert stats["by_stage"]["exact_dedup"]["duplicate"] == 5  # one full-width until NFKC, one across files
     assert any("\ud800" in r["text"] for r in _read(tmp_path / "ray", "kept"))

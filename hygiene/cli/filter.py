@@ -35,6 +35,9 @@ def _common_options(func: Callable) -> Callable:
         click.option("--bands", type=int, default=None, help="LSH bands [14]."),
         click.option("--rows", type=int, default=None, help="Hashes per band [8]."),
         click.option("--normalize/--no-normalize", default=None, help="Unicode normalisation [on]."),
+        click.option("--stage", "stages", multiple=True, metavar="MODULE:CLASS",
+                     help="A stage of your own (a hygiene.stages.Stage subclass; MODULE may be a .py file), "
+                          "run before the detector (repeatable)."),
         click.option("--resume", is_flag=True, help="Continue an interrupted run in --out."),
         click.option("--overwrite", is_flag=True, help="Replace a finished or interrupted run in --out."),
         click.option("--dry-run", is_flag=True, help="Print the stats only; write nothing."),
@@ -63,9 +66,9 @@ def _overrides(**values: Any) -> dict[str, Any]:
 
 def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
          resume: bool, overwrite: bool, dry_run: bool, progress: bool, forced: dict[str, Any],
-         **options: Any) -> None:
+         stages: tuple[str, ...], **options: Any) -> None:
     """Load the config, run, report; user errors become one-line messages."""
-    from hygiene.config import load_config
+    from hygiene.config import StageSpec, load_config
     from hygiene.filter_run import run_filter
 
     if out is None and not dry_run:
@@ -75,6 +78,7 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
         raise click.UsageError("--ray-address and --gpus-per-worker need --engine ray")
     try:
         config = load_config(config_path, {**_overrides(**options), **forced}, assignments)
+        config.stages += [StageSpec(path) for path in stages]
         if engine == "ray":
             from hygiene.ray_engine import RayConfig, run_filter_ray
 

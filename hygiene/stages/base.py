@@ -1,0 +1,154 @@
+"""The block a filter pipeline is made of: a :class:`Stage` over a batch of columns.
+
+A stage keeps its parameters in ``__init__``, names the score columns it writes
+(``columns``: name -> Python type), and ``process(batch)`` returns the batch with
+its decisions and columns added. A stage never drops a row: it sets ``stage`` and
+``reason`` on the documents it rejects, and later stages leave those alone (with
+``annotate_only`` every stage scores every document). Three shapes:
+
+- :class:`Stage`: any batch-to-batch step (normalisation adds the ``norm`` column);
+- :class:`Filter`: one question per document: ``score(texts)`` gives, per text, the
+  reason to reject it (``None``: keep) and its scores; the base picks the rows and
+  writes the decisions;
+- :class:`KeyedDedup`: "the earliest document sharing a key wins" (exact and near
+  dedup). It needs the whole corpus, so it says how it runs globally: ``add_keys``
+  (per batch, in parallel), then ``resolve`` given each document's earliest
+  document. The local engine finds those with a growing :class:`~hygiene.dedup.HashIndex`,
+  the Ray engine with a group-by over all keys.
+
+``pure`` says whether a stage is a cheap function of its batch alone (it may run in
+any worker process); a stage that is not (it loads a model, or holds an index)
+runs in the caller's process locally and, on Ray, on actors that call ``setup`` once.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from hygiene.batch import Batch, active_rows, decisions, texts
+from hygiene.dedup import HashIndex
+
+
+class Stage:
+    """One step of the filter: parameters in ``__init__``, ``process(batch) -> batch``."""
+
+    #: the value of ``stage`` in the documents it rejects, and its name in the stats
+    name: ClassVar[str] = ""
+    #: the score columns it writes (name -> Python type: float, int or str)
+    columns: Mapping[str, type] = {}
+    #: a cheap function of its batch alone: may run in worker processes
+    pure: ClassVar[bool] = True
+    #: score every document and drop nothing (set by the pipeline for the whole run)
+    annotate_only: bool = False
+
+    def setup(self) -> None:
+        """Load what the stage needs (a model) now, so a run fails before it starts, not midway."""
+
+    def process(self, batch: Batch) -> dict[str, list]:
+        """The batch with this stage's decisions and columns added."""
+        raise NotImplementedError
+
+    def __call__(self, batch: Batch) -> dict[str, list]:
+        """A stage is a batch function (``datasets.map(batched=True)``, Ray ``map_batches``)."""
+        return self.process(batch)
+
+
+class Filter(Stage):
+    """A stage that answers one question per document: score the undecided ones, reject some with a reason."""
+
+    def score(self, texts: list[str]) -> tuple[Sequence[str | None], Mapping[str, Sequence[Any]]]:
+        """Per text, the reason to reject it (``None``: keep it), and each of ``columns`` per text."""
+        raise NotImplementedError
+
+    def process(self, batch: Batch) -> dict[str, list]:
+        rows = active_rows(batch, self.annotate_only).tolist()
+        text = texts(batch)
+        reasons, scores = self.score([text[i] for i in rows])
+        stage, reason = decisions(batch)
+        out = dict(batch)
+        for column in self.columns:
+            values: list[Any] = [None] * len(stage)
+            for i, value in zip(rows, scores[column]):
+                values[i] = value
+            out[column] = values
+        for i, why in zip(rows, reasons):
+            if why is not None and stage[i] is None:
+                stage[i], reason[i] = self.name, why
+        out["stage"], out["reason"] = stage, reason
+        return out
+
+
+class KeyedDedup(Stage):
+    """A dedup stage: documents sharing a key are duplicates, and the earliest one (smallest ``n``) is kept.
+
+    A subclass gives ``keys(texts)`` (the same number of uint64 keys for each text, or
+    ``None`` for a text with none), ``reason``, and ``mark(n, earliest)``, the value of
+    its one score column for a document given the earliest document it is linked to.
+    Links chain: a document's earliest is the earliest document of its first key
+    already seen, so near-duplicates of near-duplicates share one kept document.
+    """
+
+    pure = False
+    #: the ``reason`` of a rejected duplicate
+    reason: ClassVar[str] = "duplicate"
+
+    def __init__(self, index: HashIndex | None = None) -> None:
+        self.index = index if index is not None else HashIndex()
+
+    @property
+    def key_column(self) -> str:
+        """The column ``add_keys`` writes and ``resolve`` removes."""
+        return f"{self.name}_keys"
+
+    def keys(self, texts: list[str]) -> list[list[int] | None]:
+        """The keys of each text (``None``: no key; the document is its own earliest)."""
+        raise NotImplementedError
+
+    def mark(self, n: int, earliest: int) -> Any:
+        """This stage's score for document ``n`` whose earliest linked document is ``earliest``."""
+        raise NotImplementedError
+
+    def add_keys(self, batch: Batch) -> dict[str, list]:
+        """The batch with the keys of the rows this stage decides (pure: runs anywhere)."""
+        rows = active_rows(batch, self.annotate_only).tolist()
+        text = texts(batch)
+        keys: list[list[int] | None] = [None] * len(text)
+        for i, row_keys in zip(rows, self.keys([text[i] for i in rows])):
+            keys[i] = row_keys
+        return {**batch, self.key_column: keys}
+
+    def resolve(self, batch: Batch, earliest: Sequence[int]) -> dict[str, list]:
+        """Decisions and the score column, given each row's earliest linked document (its own ``n`` if none)."""
+        stage, reason = decisions(batch)
+        column: list[Any] = [None] * len(stage)
+        for i in active_rows(batch, self.annotate_only).tolist():
+            n = int(batch["n"][i])
+            column[i] = self.mark(n, int(earliest[i]))
+            if earliest[i] != n and stage[i] is None:
+                stage[i], reason[i] = self.name, self.reason
+        out = {k: v for k, v in batch.items() if k != self.key_column}
+        (name,) = self.columns
+        return {**out, "stage": stage, "reason": reason, name: column}
+
+    def process(self, batch: Batch) -> dict[str, list]:
+        """Resolve one batch against the index of every earlier batch, then add its keys to the index."""
+        if self.key_column not in batch:
+            batch = self.add_keys(batch)
+        ordinals = [int(n) for n in batch["n"]]
+        earliest = list(ordinals)
+        keyed = [i for i, k in enumerate(batch[self.key_column]) if k is not None]
+        if keyed:
+            keys = np.array([batch[self.key_column][i] for i in keyed], dtype=np.uint64)
+            found = self.index.lookup_sorted(keys)
+            pending = self.index.pending
+            for i, row_keys, row_found in zip(keyed, keys.tolist(), found.tolist()):
+                hit = next((v for v in row_found if v >= 0), -1)
+                if hit < 0:
+                    hit = next((pending[k] for k in row_keys if k in pending), -1)
+                earliest[i] = hit if hit >= 0 else ordinals[i]
+                for k, v in zip(row_keys, row_found):
+                    if v < 0:
+                        pending.setdefault(k, earliest[i])
+            self.index.maybe_compact()
+        return self.resolve(batch, earliest)

@@ -1,0 +1,96 @@
+"""Stage: reject likely machine-generated text using the synthetic-text detector.
+
+The detector is any object with ``predict_proba(texts) -> (n, 2)`` (column 1: the
+probability a text is machine-generated) and a calibrated ``threshold_``; by
+default it is loaded once per process from ``hygiene.detector.load_detector``.
+A document is rejected when its probability exceeds the threshold: the
+detector's own (set for a target false-positive rate on human text) unless the
+config gives one. "Exceeds", as the detector itself flags, so the calibrated
+false-positive rate carries over unchanged.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from hygiene.config import SyntheticConfig
+from hygiene.errors import UserInputError
+from hygiene.paths import models_dir
+from hygiene.stages.base import Filter
+
+
+class Detector(Protocol):
+    """What the stage needs from a detector."""
+
+    threshold_: float
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """(n, 2) class probabilities; column 1 is 'machine-generated'."""
+
+
+def load_default_detector(path: str | Path | None = None) -> Detector:
+    """Load the detector at ``path`` (default ``models/detector``), or fail with a one-line error."""
+    path = Path(path) if path is not None else models_dir() / "detector"
+    if not path.exists():
+        raise UserInputError(
+            f"no synthetic-text detector at {path}: train or install one, pass --detector PATH, "
+            "or switch the stage off with --no-synthetic"
+        )
+    try:
+        from hygiene.detector import load_detector
+    except ImportError as exc:
+        raise UserInputError(f"the synthetic-text detector is unavailable ({exc}); use --no-synthetic") from None
+    try:
+        return load_detector(str(path))
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserInputError(f"cannot load the detector at {path}: {exc}") from None
+
+
+class SyntheticFilter(Filter):
+    """Score undecided documents with the detector; reject those above the threshold. Adds ``synthetic_p``."""
+
+    name = "synthetic"
+    columns = {"synthetic_p": float}
+    pure = False  # one model per process
+
+    def __init__(self, config: SyntheticConfig | None = None, detector: Detector | None = None) -> None:
+        self.config = config or SyntheticConfig()
+        self._given = detector
+        self._loaded: Detector | None = None
+
+    def __getstate__(self) -> dict:
+        """Pickled without a detector it loaded itself: each process loads its own, once."""
+        return {**self.__dict__, "_loaded": None}
+
+    @property
+    def detector(self) -> Detector:
+        """The given detector, else the configured one, loaded on first use (once per process)."""
+        if self._given is not None:
+            return self._given
+        if self._loaded is None:
+            self._loaded = load_default_detector(self.config.model)
+        return self._loaded
+
+    @property
+    def threshold(self) -> float:
+        """Probability above which a text is rejected."""
+        if self.config.threshold is not None:
+            return self.config.threshold
+        return float(self.detector.threshold_)
+
+    def setup(self) -> None:
+        self.detector  # noqa: B018  (load it now)
+
+    def score(self, texts: list[str]) -> tuple[list[str | None], dict[str, list]]:
+        probs: list[float] = []
+        step = self.config.batch_size
+        for start in range(0, len(texts), step):
+            chunk = texts[start : start + step]
+            p = np.asarray(self.detector.predict_proba(chunk), dtype=float)
+            if p.shape != (len(chunk), 2):
+                raise ValueError(f"detector returned shape {p.shape} for {len(chunk)} texts, expected ({len(chunk)}, 2)")
+            probs += p[:, 1].tolist()
+        threshold = self.threshold if probs else None
+        return ["machine_generated" if p > threshold else None for p in probs], {"synthetic_p": probs}
