@@ -21,20 +21,16 @@ Only the keys seen more than once, and the duplicates' (``n``, parent) pairs, co
 back to the driver (16 bytes each) and are broadcast to the workers; documents
 never leave their blocks for dedup.
 
-Output directory: ``kept/``, ``rejected/`` and ``errors/`` holding JSONL shards
-(kept and rejected as Parquet with ``output.format: parquet``), ``stats.json`` and
-``config.yaml``. Everything is written under ``DIR/.partial/`` and moved into place
-at the end, so an interrupted run leaves no half-written output (it starts over:
-no resumption on this engine).
+The output lines are made on the workers and written by the driver into the layout
+the local engine writes (:mod:`hygiene.run_output`): ``kept``, ``rejected`` and
+``errors`` files, ``stats.json`` and ``config.yaml``. An interrupted run leaves no
+half-written output, and starts over (no resumption on this engine).
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -43,12 +39,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hygiene.atomic import write_json
-from hygiene.config import FilterConfig, write_config
+from hygiene.config import FilterConfig
 from hygiene.errors import UserInputError
-from hygiene.filter_run import OUTPUTS, versions
-from hygiene.filtering import Pipeline, build_pipeline, row_scores, synthetic_threshold
-from hygiene.records import discover_shards, jsonl_to_parquet, shards_outside
+from hygiene.filtering import Pipeline, build_pipeline, synthetic_threshold
+from hygiene.records import discover_shards, json_line, shards_outside
+from hygiene.run_output import RunOutput, output_row, run_stats
 from hygiene.stages import Detector, KeyedDedup, Stage
 
 Step = Callable[[dict[str, list]], dict[str, list]]
@@ -154,7 +149,7 @@ def _error_lines(table: pa.Table) -> pa.Table:
     """The error rows of a block as output rows for ``errors``."""
     lines = _where(table, "error", True)["error"]
     return pa.table({"output": pa.array(["errors"] * len(lines), pa.string()), "line": lines,
-                     "decision": pa.array([""] * len(lines), pa.string())})
+                     "decision": pa.array([None] * len(lines), pa.string())})
 
 
 def repeated_keys(ds: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -265,22 +260,15 @@ class OutputLines:
     reads_record = True
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        from hygiene.ray_io import decode, json_line
+        from hygiene.ray_io import decode
 
-        out = self.config.output
-        annotate = out.annotate or out.annotate_only
         lines, outputs, decided = [], [], []
         for k in range(len(batch["n"])):
-            stage, reason = batch["stage"][k], batch["reason"][k]
-            note: dict[str, Any] = {"id": batch["id"][k], "n": batch["n"][k]}
-            if stage is not None:
-                note.update(stage=stage, reason=reason)
-            note["scores"] = row_scores(batch, k, self.columns)
-            keep = stage is None or out.annotate_only
             record = json.loads(decode(batch["record"][k]))
-            lines.append(json_line({**record, "hygiene": note} if annotate or not keep else record))
-            outputs.append("kept" if keep else "rejected")
-            decided.append("" if stage is None else f"{stage}/{reason}")
+            name, row, decision = output_row(record, batch, k, self.columns, self.config.output)
+            outputs.append(name)
+            lines.append(json_line(row))
+            decided.append(decision)
         return {"output": outputs, "line": lines, "decision": decided}
 
 
@@ -292,8 +280,8 @@ class RayFilterRun:
                  ray_config: RayConfig | None = None, detector: Detector | None = None,
                  progress: bool = True) -> None:
         self.config, self.ray = config, ray_config or RayConfig()
-        self.out = Path(out_dir) if out_dir is not None else None
-        self.shards = shards_outside(discover_shards(inputs), self.out)
+        self.output = RunOutput(out_dir)
+        self.shards = shards_outside(discover_shards(inputs), self.output.dir)
         self.inputs = [str(i) for i in inputs]
         self.pipeline = build_pipeline(config, detector)
         self.pipeline.setup()  # loads the detector now: fail early
@@ -372,12 +360,12 @@ class RayFilterRun:
 
     def run(self, overwrite: bool = False) -> dict[str, Any]:
         """Filter every shard; write the outputs and return the stats."""
+        import ray
         import ray.data
 
-        from hygiene.ray_io import OutputDatasink
-
-        if self.out is not None:
-            self._prepare(overwrite)
+        output = self.output
+        if output.dir is not None:
+            output.prepare(False, overwrite, again="--overwrite (the Ray engine restarts)")
         startup = connect(self.ray.address)
         _ship_user_stages(self.pipeline)
         context = ray.data.DataContext.get_current()
@@ -385,76 +373,29 @@ class RayFilterRun:
         context.enable_progress_bars = self.progress
         context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED  # tasks, no actors
         start = time.perf_counter()
-        sink = OutputDatasink(str(self.out / ".partial") if self.out is not None else None)
+        output.open()
         try:
             errors, offsets, n_errors = self._read()
             limit = self.config.max_errors
             if limit is not None and n_errors.sum() > limit:
                 where = self.shards[int(np.flatnonzero(n_errors)[0])].name
                 raise UserInputError(f"more than {limit} unreadable records (the first in {where}); run stopped")
-            self._decide(offsets).union(errors).write_datasink(sink, concurrency=self.ray.workers)
+            lines = self._decide(offsets).union(errors)
+            for block in lines.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for name, line, decision in zip(*(block[c].to_pylist() for c in ("output", "line", "decision"))):
+                    output.write(name, line, decision)
         finally:
             self._documents = None
             context.enable_progress_bars, context.shuffle_strategy = saved
-        if self.out is not None:
-            self._finish()
+            output.close()
         elapsed = time.perf_counter() - start
-        stats = self._stats(sink.tally, elapsed, startup)
-        if self.out is not None:
-            write_config(self.out / "config.yaml", self.config)
-            write_json(self.out / "stats.json", stats)
-            shutil.rmtree(self.out / ".partial")
+        cluster = {"address": self.ray.address, "workers": self.ray.workers, "gpus_per_worker": self.ray.gpus_per_worker,
+                   "startup_s": round(startup, 3), "cluster_cpus": ray.cluster_resources().get("CPU"),
+                   "version": ray.__version__}
+        stats = run_stats(output.counts, self.config, inputs=self.inputs, shards=len(self.shards), elapsed=elapsed,
+                          processed=output.counts.records_in, threshold=self.threshold, engine="ray", ray=cluster)
+        output.finish(self.config, stats)
         return stats
-
-    def _prepare(self, overwrite: bool) -> None:
-        """Refuse to replace a run unless ``overwrite``; clear the output directory for this run."""
-        assert self.out is not None
-        partial = self.out / ".partial"
-        if (self.out / "stats.json").exists() and not overwrite:
-            raise UserInputError(f"{self.out} already holds a finished run: pass --overwrite or choose another --out")
-        if partial.exists() and not overwrite:
-            raise UserInputError(f"{self.out} holds an interrupted run: pass --overwrite (the Ray engine restarts)")
-        shutil.rmtree(partial, ignore_errors=True)
-        for name in (*OUTPUTS, "stats.json", "config.yaml"):  # this engine's own outputs, nothing else
-            p = self.out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        partial.mkdir(parents=True)
-
-    def _finish(self) -> None:
-        """Convert kept and rejected to Parquet if asked, then move each output directory into place."""
-        import ray
-
-        assert self.out is not None
-        partial = self.out / ".partial"
-        if self.config.output.format == "parquet":
-            convert = ray.remote(_to_parquet)
-            files = [p for name in ("kept", "rejected") for p in (partial / name).glob("*.jsonl")]
-            ray.get([convert.remote(str(p)) for p in files])
-        for name in OUTPUTS:
-            (partial / name).mkdir(exist_ok=True)
-            os.replace(partial / name, self.out / name)
-
-    def _stats(self, tally: Counter, elapsed: float, startup: float) -> dict[str, Any]:
-        import ray
-
-        count = {name: sum(c for (output, _), c in tally.items() if output == name) for name in OUTPUTS}
-        by_stage: dict[str, dict[str, int]] = {}
-        for (output, decision), c in sorted(tally.items()):
-            if decision:
-                stage, _, reason = decision.partition("/")
-                by_stage.setdefault(stage, {})[reason] = by_stage.get(stage, {}).get(reason, 0) + c
-        records = sum(count.values())
-        return {
-            "records_in": records, "kept": count["kept"], "rejected": count["rejected"], "errors": count["errors"],
-            "by_stage": by_stage, "annotate_only": self.config.output.annotate_only, "shards": len(self.shards),
-            "elapsed_s": round(elapsed, 3), "docs_per_s": round(records / elapsed, 1) if elapsed > 0 else None,
-            "synthetic_threshold": self.threshold, "inputs": self.inputs, "config": self.config.to_dict(),
-            "engine": "ray",
-            "ray": {"address": self.ray.address, "workers": self.ray.workers,
-                    "gpus_per_worker": self.ray.gpus_per_worker, "startup_s": round(startup, 3),
-                    "cluster_cpus": ray.cluster_resources().get("CPU"), "version": ray.__version__},
-            "versions": versions(),
-        }
 
 
 def _ship_user_stages(pipeline: Pipeline) -> None:
@@ -465,13 +406,6 @@ def _ship_user_stages(pipeline: Pipeline) -> None:
         module = type(stage).__module__
         if module.split(".")[0] != "hygiene":
             cloudpickle.register_pickle_by_value(sys.modules[module])
-
-
-def _to_parquet(path: str) -> None:
-    """Replace one JSONL output shard by a Parquet file (run as a Ray task)."""
-    src = Path(path)
-    jsonl_to_parquet(src, src.with_suffix(".parquet"))
-    src.unlink()
 
 
 def run_filter_ray(inputs: Sequence[str | Path], out_dir: str | Path | None, config: FilterConfig | None = None,

@@ -1,11 +1,10 @@
-"""Ray Data reading and writing for ``hygiene filter --engine ray``.
+"""Ray Data reading for ``hygiene filter --engine ray``.
 
 :class:`ShardDatasource` is a Ray Data datasource with one read task per shard. Each
 task reads its shard with the local engine's own reader (:func:`hygiene.records.read_shard`),
 so both engines see the same records and the same errors, line for line: Ray's
 ``read_json``/``read_text`` fail a whole file on one bad line or one invalid UTF-8 byte
 and do not report line numbers, which would break the accounting and the record ids.
-:class:`OutputDatasink` writes ready-made JSON lines as sharded JSONL files and counts them.
 
 Rows carry text as UTF-8 bytes with ``surrogatepass``, so a lone surrogate that JSON
 allows (``"\\ud800"``) survives Arrow, which only stores valid UTF-8 strings.
@@ -14,18 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import uuid
-from collections import Counter
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
-from ray.data.block import BlockAccessor, BlockMetadata
-from ray.data.datasource import Datasink, Datasource, ReadTask
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
 
 from hygiene.config import FilterConfig
 from hygiene.batch import check_record
-from hygiene.records import Shard, dumps_record, read_shard
+from hygiene.records import Shard, dumps_record, json_line, read_shard
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +39,6 @@ def encode(text: str) -> bytes:
 def decode(data: bytes) -> str:
     """Inverse of :func:`encode`."""
     return data.decode("utf-8", "surrogatepass")
-
-
-def json_line(obj: dict[str, Any]) -> bytes:
-    """One output line without the newline, byte for byte what the local engine writes."""
-    return dumps_record(obj).encode("utf-8", "backslashreplace")
 
 
 def shard_rows(shard: Shard, index: int, config: FilterConfig, rows_per_block: int) -> Iterator[pa.Table]:
@@ -103,42 +94,3 @@ class ShardDatasource(Datasource):
 
             tasks.append(ReadTask(read, meta, schema=READ_SCHEMA))
         return tasks
-
-
-class OutputDatasink(Datasink):
-    """Write rows (``output``, ``line``, ``decision``) as JSONL shards ``DIR/<output>/<task>-<uuid>.jsonl``.
-
-    One pass writes kept, rejected and errors together; each task returns its counts per
-    (output, decision), summed in :attr:`tally` once the write completes. With no
-    directory it only counts (a dry run). ``DIR`` must be reachable from every worker
-    (a shared filesystem on a cluster).
-    """
-
-    def __init__(self, directory: str | None) -> None:
-        self.directory = directory
-        self.tally: Counter = Counter()
-
-    def write(self, blocks: Iterable[Any], ctx: Any) -> Counter:
-        counts: Counter = Counter()
-        files: dict[str, Any] = {}
-        suffix = f"{ctx.task_idx:05d}-{uuid.uuid4().hex[:12]}.jsonl"
-        try:
-            for block in blocks:
-                table = BlockAccessor.for_block(block).to_arrow()
-                for output, line, decision in zip(*(table[c].to_pylist() for c in ("output", "line", "decision"))):
-                    counts[(output, decision)] += 1
-                    if self.directory is None:
-                        continue
-                    if output not in files:
-                        folder = Path(self.directory) / output
-                        folder.mkdir(parents=True, exist_ok=True)
-                        files[output] = (folder / suffix).open("wb")
-                    files[output].write(line + b"\n")
-        finally:
-            for fh in files.values():
-                fh.close()
-        return counts
-
-    def on_write_complete(self, write_result: Any) -> None:
-        for counts in write_result.write_returns:
-            self.tally.update(counts)

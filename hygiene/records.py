@@ -5,7 +5,9 @@ Inputs: JSONL (plain or ``.gz``), Parquet, a Hugging Face dataset saved with
 (searched recursively) or a glob of any of these. Each shard yields
 :class:`Item` objects: a readable record with a stable id (``<shard>:<line>``
 unless an id field is named) or an error saying what went wrong at which line,
-so a bad line never stops the run and never vanishes.
+so a bad line never stops the run and never vanishes. The reader of a file is
+chosen by its suffix (:data:`SUFFIXES`) from :data:`READERS`; a new format is one
+reader function and one entry in each.
 """
 from __future__ import annotations
 
@@ -19,12 +21,10 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 from hygiene.errors import UserInputError
 
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")
-SUFFIXES = JSONL_SUFFIXES + (".parquet", ".txt")
 _BOM = b"\xef\xbb\xbf"
 _TABLE_BATCH = 1024
 _RAW_CHARS = 2000
@@ -35,7 +35,7 @@ class Shard:
     """One input unit of resumption: a file, or a saved Hugging Face dataset (split)."""
 
     path: Path
-    kind: str  # "jsonl", "parquet", "txt" or "hf"
+    kind: str  # the reader: a key of READERS ("jsonl", "parquet", "txt", or "hf" for a saved dataset)
     name: str  # stable name used in record ids and the checkpoint
     split: str | None = None  # DatasetDict split of an "hf" shard
 
@@ -62,15 +62,9 @@ class Item:
 
 
 def _kind(path: Path) -> str | None:
-    """The reader for ``path`` by its suffix, or ``None`` if unsupported."""
+    """The reader for ``path`` by its suffix (:data:`SUFFIXES`), or ``None`` if unsupported."""
     name = path.name.lower()
-    if name.endswith(JSONL_SUFFIXES):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
-    if name.endswith(".txt"):
-        return "txt"
-    return None
+    return next((kind for suffix, kind in SUFFIXES.items() if name.endswith(suffix)), None)
 
 
 def _is_saved_dataset(path: Path) -> bool:
@@ -157,7 +151,7 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _read_jsonl(shard: Shard) -> Iterator[Item]:
+def _read_jsonl(shard: Shard, text_field: str) -> Iterator[Item]:
     """Records of a JSONL shard, one per non-blank line; bad lines and truncation become errors."""
     line_no = 0
     try:
@@ -188,7 +182,7 @@ def _read_jsonl(shard: Shard) -> Iterator[Item]:
                    shard_failed=True)
 
 
-def _read_parquet(shard: Shard) -> Iterator[Item]:
+def _read_parquet(shard: Shard, text_field: str) -> Iterator[Item]:
     """Rows of a Parquet shard; an unreadable file or row group becomes one error."""
     import pyarrow.parquet as pq
 
@@ -203,7 +197,7 @@ def _read_parquet(shard: Shard) -> Iterator[Item]:
                    shard_failed=True)
 
 
-def _read_saved_dataset(shard: Shard) -> Iterator[Item]:
+def _read_saved_dataset(shard: Shard, text_field: str) -> Iterator[Item]:
     """Rows of a dataset written by ``save_to_disk``."""
     import datasets
 
@@ -237,15 +231,20 @@ def _read_txt(shard: Shard, text_field: str) -> Iterator[Item]:
     yield Item(shard.name, 1, {text_field: text, "path": shard.name})
 
 
+Reader = Callable[[Shard, str], Iterator[Item]]
+#: reader name -> function of (shard, text field) yielding every record or error of the shard, in order
+READERS: dict[str, Reader] = {"jsonl": _read_jsonl, "parquet": _read_parquet, "txt": _read_txt,
+                              "hf": _read_saved_dataset}
+#: file suffix -> reader name (a saved Hugging Face dataset is a directory: reader "hf")
+SUFFIXES: dict[str, str] = {
+    **dict.fromkeys((".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz"), "jsonl"),
+    ".parquet": "parquet", ".txt": "txt",
+}
+
+
 def read_shard(shard: Shard, text_field: str = "text") -> Iterator[Item]:
     """Every record of ``shard`` in order, with errors in place of the records that could not be read."""
-    if shard.kind == "jsonl":
-        return _read_jsonl(shard)
-    if shard.kind == "parquet":
-        return _read_parquet(shard)
-    if shard.kind == "hf":
-        return _read_saved_dataset(shard)
-    return _read_txt(shard, text_field)
+    return READERS[shard.kind](shard, text_field)
 
 
 def _json_default(value: Any) -> Any:
@@ -268,9 +267,9 @@ def dumps_record(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, default=_json_default)
 
 
-def write_jsonl_line(fh: IO[bytes], record: dict[str, Any]) -> None:
-    """Append ``record`` as one UTF-8 JSON line to a binary file (a lone surrogate written as its \\u escape)."""
-    fh.write(dumps_record(record).encode("utf-8", "backslashreplace") + b"\n")
+def json_line(record: dict[str, Any]) -> bytes:
+    """``record`` as one UTF-8 JSON line without its newline (a lone surrogate written as its \\u escape)."""
+    return dumps_record(record).encode("utf-8", "backslashreplace")
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")

@@ -77,9 +77,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _read(out: Path, name: str) -> list[dict]:
-    """Every record of one output, from a single file (local) or a directory of shards (Ray)."""
-    files = sorted((out / name).glob("*.jsonl")) if (out / name).is_dir() else [out / f"{name}.jsonl"]
-    return [json.loads(line) for f in files for line in f.read_text(encoding="utf-8").splitlines()]
+    """Every record of one output file (the same layout from both engines)."""
+    return [json.loads(line) for line in (out / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 def _by_id(records: list[dict]) -> dict[str, dict]:
@@ -133,7 +132,8 @@ def test_annotate_only_and_parquet_from_the_command_line(ray_cluster, corpus: Pa
     stats = json.loads((tmp_path / "ray" / "stats.json").read_text())
     import pyarrow.parquet as pq
 
-    kept = [r for f in sorted((tmp_path / "ray" / "kept").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(p.name for p in (tmp_path / "local").iterdir())
+    kept = pq.read_table(tmp_path / "ray" / "kept.parquet").to_pylist()
     assert len(kept) == stats["kept"] == local["kept"] == stats["records_in"] - stats["errors"]
     assert stats["by_stage"] == local["by_stage"] and stats["rejected"] == 0
     assert stats["engine"] == "ray" and stats["ray"]["workers"] == 2
