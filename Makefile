@@ -1,4 +1,5 @@
 # Two commands: `make demo` (set up + run the main job) and `make test` (set up + run the tests).
+# `make test-fast` runs the unit tests only (no end-to-end runs marked slow), in under two minutes on 2 cores.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -6,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +24,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
 
 bench: setup
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done

@@ -1,6 +1,7 @@
 """Detector: pickle-free classifiers, calibration to a target FPR, persistence and its refusals."""
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -16,14 +17,19 @@ from tiny_lm import tiny_lms
 
 #: the synthetic-feature tests need no hidden-state columns (hundreds of them would only slow them down)
 SCORES_ONLY = FeatureConfig(token_stats=False, hidden_states=())
-N_FEATURES = len(Detector(DetectorConfig(features=SCORES_ONLY)).feature_names)
+
+
+@functools.cache
+def n_features() -> int:
+    """Columns of a scores-only detector; this loads the shipped reference LM, so on first use, not at collection."""
+    return len(Detector(DetectorConfig(features=SCORES_ONLY)).feature_names)
 
 
 def _synthetic(n: int, seed: int, shift: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
     """Human rows ~ N(0, I); machine rows shifted on the first three features; 2% NaN."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
-    X = rng.normal(size=(n, N_FEATURES))
+    X = rng.normal(size=(n, n_features()))
     X[:, :3] += shift * y[:, None]
     X[rng.random(X.shape) < 0.02] = np.nan
     return X, y
@@ -166,11 +172,11 @@ def test_tampered_weights_are_refused(saved):
 def test_bad_labels_and_shapes_are_clear_errors():
     det = Detector(DetectorConfig(features=SCORES_ONLY))
     with pytest.raises(DetectorError, match="label #1 is 'robot'"):
-        det.fit_features(np.zeros((2, N_FEATURES)), ["human", "robot"])
+        det.fit_features(np.zeros((2, n_features())), ["human", "robot"])
     with pytest.raises(DetectorError, match="columns"):
         det.fit_features(np.zeros((2, 3)), [0, 1])
     with pytest.raises(DetectorError, match="not fitted"):
-        det.predict_proba_features(np.zeros((1, N_FEATURES)))
+        det.predict_proba_features(np.zeros((1, n_features())))
 
 
 @pytest.fixture(scope="module")

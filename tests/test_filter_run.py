@@ -99,6 +99,7 @@ def test_every_record_is_accounted_for(corpus: tuple[Path, int], tmp_path: Path)
     assert stats["config"]["near_dedup"]["bands"] == 14 and load_config(out / "config.yaml") == _config()
 
 
+@pytest.mark.slow
 def test_a_20mb_document_does_not_stop_the_run(tmp_path: Path) -> None:
     words = "lorem ipsum dolor sit amet "
     text = words * (20 * 2**20 // len(words))  # 20 MB, 3.6M words
@@ -197,7 +198,7 @@ def test_annotate_only_drops_nothing_and_dry_run_writes_nothing(tmp_path: Path) 
     assert len(kept) == stats["kept"] == stats["records_in"] - stats["errors"] and stats["rejected"] == 0
     assert sum(1 for r in kept if r["hygiene"].get("stage") == "exact_dedup") == 3
     assert all("quality_words" in r["hygiene"]["scores"] for r in kept)
-    result = CliRunner().invoke(main, ["dedup", str(d), "--dry-run", "--no-progress"])
+    result = CliRunner().invoke(main, ["dedup", str(d), "--out", str(tmp_path / "o"), "--dry-run", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["by_stage"] == {"exact_dedup": {"duplicate": 3}}
     assert not (tmp_path / "o").exists()

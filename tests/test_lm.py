@@ -143,6 +143,7 @@ def run(tmp_path_factory, tiny_base):
     return cfg, out, result, stamps
 
 
+@pytest.mark.slow
 def test_run_writes_results_and_resumes(run):
     cfg, out, result, stamps = run
     assert len(stamps) == 4  # two generations of two arms, finished before the resume
@@ -165,6 +166,7 @@ def test_run_writes_results_and_resumes(run):
     assert sum(tuple(r) in human for r in mixed.tolist()) == round(0.1 * len(mixed))
 
 
+@pytest.mark.slow
 def test_replace_degrades_more_than_mix(run):
     _, _, result, _ = run
     rep = np.array(result.metrics["replace/greedy/eval_perplexity"]["mean"])
@@ -173,6 +175,7 @@ def test_replace_degrades_more_than_mix(run):
     assert mix[2] / mix[0] < rep[2] / rep[0]  # and rises less when 10% is kept
 
 
+@pytest.mark.slow
 def test_corpus_labels_generations_and_splits(run):
     cfg, out, _, _ = run
     ds = load_corpus(out / "corpus")
@@ -195,6 +198,7 @@ def test_corpus_labels_generations_and_splits(run):
     assert all(len(s) == 1 for s in splits.values())  # no source straddles two splits
 
 
+@pytest.mark.slow
 def test_resume_reuses_a_saved_model_of_an_unfinished_generation(run):
     cfg, out, _, _ = run
     gdir = out / "replace" / "greedy" / "gen-02"
@@ -209,6 +213,7 @@ def test_resume_reuses_a_saved_model_of_an_unfinished_generation(run):
     assert result.metrics["replace/greedy/eval_perplexity"]["mean"][2] == pytest.approx(before["eval_perplexity"])
 
 
+@pytest.mark.slow
 def test_corpus_command_and_bad_input(run, tmp_path):
     _, out, _, _ = run
     runner = CliRunner()

@@ -87,6 +87,7 @@ def _series(result, chain: str, name: str) -> list[float]:
     return result.metrics[f"{chain}/{name}"]["mean"]
 
 
+@pytest.mark.slow
 def test_oracle_detector_makes_filtered_equal_oracle(cfg, oracle_detector, tmp_path):
     result = polluted.run_polluted(cfg, tmp_path, detector=oracle_detector, progress=False)
     for name in ("eval_perplexity", "ppl_q50", "train_docs", "train_blocks"):
@@ -97,7 +98,8 @@ def test_oracle_detector_makes_filtered_equal_oracle(cfg, oracle_detector, tmp_p
     assert _series(result, "unfiltered", "eval_perplexity")[1:] != _series(result, "oracle", "eval_perplexity")[1:]
     assert _series(result, "filtered", "detector_recall")[1:] == [1.0, 1.0]
     assert _series(result, "filtered", "human_kept")[1:] == [1.0, 1.0]
-    assert result.summary["gap_closed"] == pytest.approx(1.0) or result.summary["collapse_gap_ppl"] <= 0
+    assert result.summary["collapse_gap_ppl"] != 0  # the unfiltered chain drifted from the oracle one
+    assert result.summary["gap_closed"] == 1.0  # and the filtered chain, being the oracle one, closed all of it
     # every chain starts from the one generation-0 model
     assert len({_series(result, c, "eval_perplexity")[0] for c in polluted.CHAINS}) == 1
     saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -120,6 +122,7 @@ def test_oracle_detector_makes_filtered_equal_oracle(cfg, oracle_detector, tmp_p
                               progress=False)
 
 
+@pytest.mark.slow
 def test_keep_all_detector_makes_filtered_equal_unfiltered(cfg, tmp_path):
     result = polluted.run_polluted(dataclasses.replace(cfg, generations=2), tmp_path, detector=KeepAll(),
                                    progress=False)
@@ -129,6 +132,7 @@ def test_keep_all_detector_makes_filtered_equal_unfiltered(cfg, tmp_path):
     assert _series(result, "filtered", "train_synthetic_share")[1] == 0.5
 
 
+@pytest.mark.slow
 def test_resample_with_oracle_detector_trains_on_human_documents_only(cfg, oracle_detector, tmp_path):
     dedup_and_detector = FilterConfig(quality=QualityConfig(enabled=False))  # Gopher needs longer documents
     full = dataclasses.replace(cfg, generations=2, runs=2, policy="resample", beta=2.0, filter=dedup_and_detector)
@@ -186,6 +190,7 @@ def test_bad_input_is_one_line(tmp_path):
         polluted.PollutedConfig(policy="keep")
 
 
+@pytest.mark.slow
 def test_decoding_options_reach_the_run(tmp_path, tiny_base):
     """--decoding/--temperature set how the chains write their synthetic documents (recorded in run.json)."""
     res = CliRunner().invoke(cli, ["polluted", "--out", str(tmp_path), "--preset", "tiny", "--base-model",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from collapse_sim.pretrain import encode_documents, pack_blocks, preset, pretrain, train_tokenizer
@@ -20,6 +21,7 @@ def test_tokenizer_round_trips_and_packs():
     assert blocks.shape == (2, 4) and blocks[1, 0] == 4
 
 
+@pytest.mark.slow
 def test_tiny_pretrain_learns_and_saves(tmp_path, shared_data):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -91,6 +91,8 @@ def _config(**overrides) -> FilterConfig:
     return load_config(overrides={"output.annotate": True, "batch_size": 10, **overrides})
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_ray_and_local_make_the_same_decisions(ray_cluster, corpus: Path, tmp_path: Path) -> None:
     config = _config(stages=[{"path": "shout_stage:Shout"}])  # a stage from outside the package, too
     odd = tmp_path / "odd.jsonl"  # a lone surrogate, which JSON allows and Arrow strings do not
@@ -118,6 +120,8 @@ def test_ray_and_local_make_the_same_decisions(ray_cluster, corpus: Path, tmp_pa
     assert not (tmp_path / "ray" / ".partial").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_annotate_only_and_parquet_from_the_command_line(ray_cluster, corpus: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
@@ -144,6 +148,8 @@ def test_annotate_only_and_parquet_from_the_command_line(ray_cluster, corpus: Pa
                        progress=False)
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.parametrize("engine", ["local", "ray"])
 def test_out_in_an_input_directory_never_reads_or_deletes_an_input(ray_cluster, corpus: Path, tmp_path: Path,
                                                                      engine: str) -> None:

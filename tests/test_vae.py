@@ -127,6 +127,7 @@ def runs(tmp_path_factory) -> dict[str, tuple[dict, Path]]:
     return out
 
 
+@pytest.mark.slow
 def test_replace_loses_recall_and_classes_and_mix_loses_less(runs):
     rep, mix = runs["replace"][0]["metrics"], runs["mix"][0]["metrics"]
     recall, entropy = rep["recall"]["mean"], rep["class_entropy"]["mean"]
@@ -139,6 +140,7 @@ def test_replace_loses_recall_and_classes_and_mix_loses_less(runs):
     assert mix["recall"]["mean"][0] == recall[0]
 
 
+@pytest.mark.slow
 def test_outputs_follow_the_shared_schema(runs):
     result, d = runs["replace"]
     on_disk = json.loads((d / "metrics.json").read_text())
@@ -150,6 +152,7 @@ def test_outputs_follow_the_shared_schema(runs):
     assert (d / "metrics.png").stat().st_size > 0 and (d / "samples.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_numbers(runs, tmp_path):
     result, d = runs["replace"]
     shutil.copytree(d / "state", tmp_path / "state")
@@ -159,12 +162,14 @@ def test_interrupted_run_resumes_to_the_same_numbers(runs, tmp_path):
     assert resumed.metrics == result["metrics"]
 
 
+@pytest.mark.slow
 def test_resuming_with_another_config_is_refused(runs):
     _, d = runs["replace"]
     with pytest.raises(ValueError, match=r"config\.json.*seed"):
         simulate(config_for("digits", seed=1, **TINY), d, progress=False)
 
 
+@pytest.mark.slow
 def test_cli_runs_and_reports_bad_idx_in_one_line(tmp_path):
     runner = CliRunner()
     ok = runner.invoke(main, ["vae", "--generations", "0", "--epochs", "1", "--out", str(tmp_path / "ok"), "--quiet"])
