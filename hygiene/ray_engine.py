@@ -49,7 +49,7 @@ from hygiene.stages import Detector, KeyedDedup, Stage
 Step = Callable[[dict[str, list]], dict[str, list]]
 #: Arrow types of the engine's own columns; score columns get theirs from the stages' declared types
 _TYPES = {"n": pa.int64(), "id": pa.string(), "text": pa.binary(), "record": pa.binary(),
-          "stage": pa.string(), "reason": pa.string(), "parent": pa.int64(), "output": pa.string(),
+          "stage": pa.string(), "reason": pa.string(), "output": pa.string(),
           "line": pa.binary(), "decision": pa.string()}
 _ARROW = {float: pa.float64(), int: pa.int64(), str: pa.string(), bool: pa.bool_()}
 
@@ -92,22 +92,22 @@ def to_batch(table: pa.Table) -> dict[str, list]:
 
 
 def to_table(batch: Mapping[str, Sequence], types: Mapping[str, pa.DataType]) -> pa.Table:
-    """An Arrow block from a batch, with fixed ``types`` for the columns named there (text as UTF-8 bytes)."""
+    """An Arrow block from a batch, with the ``types`` of the columns named there (text as UTF-8 bytes)."""
     from hygiene.ray_io import encode
 
     arrays = {}
     for name, values in batch.items():
         if name == "text":
             values = [encode(t) for t in values]
-        arrays[name] = pa.array(values, type=types.get(name, _TYPES.get(name)))
+        arrays[name] = pa.array(values, type=types.get(name))
     return pa.table(arrays)
 
 
 def column_types(pipeline: Pipeline) -> dict[str, pa.DataType]:
-    """Arrow types of every column the stages write: their score columns and the dedup keys."""
-    types = {name: _ARROW.get(kind) for name, kind in pipeline.columns.items()}
+    """Arrow types of the engine's columns and of those the stages write: scores and dedup keys."""
+    types = {name: _ARROW[kind] for name, kind in pipeline.columns.items() if kind in _ARROW}
     types.update({stage.key_column: pa.list_(pa.uint64()) for stage in pipeline.dedup})
-    return {name: kind for name, kind in types.items() if kind is not None}
+    return {**_TYPES, **types}
 
 
 def apply_steps(table: pa.Table, steps: Sequence[Step], types: Mapping[str, pa.DataType]) -> pa.Table:
