@@ -5,6 +5,7 @@ file holds any subset of the keys, nested by stage::
 
     near_dedup: {bands: 20, rows: 5}
     quality: {min_words: 100, max_dup_ngram_char_frac: {5: 0.2}}
+    stages: [{path: "my_stages:NoShouting", params: {max_share: 0.3}}]  # stages of your own
 
 and ``--set quality.min_words=100`` overrides one key from the command line. The
 effective config is written into every output directory (``config.yaml``), so a

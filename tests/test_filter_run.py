@@ -225,6 +225,7 @@ def test_parquet_output_and_dedup_command(tmp_path: Path) -> None:
         (["filter", "IN", "--out", "X", "--set", "quality.min_wrds=3"], "Error: bad config: unknown key 'quality.min_wrds'"),
         (["filter", "IN", "--out", "X", "--config", "CFG"], "Error: bad config CFG: "),
         (["filter", "IN", "--out", "X", "--set", "near_dedup.rows=0"], "Error: bad config: near_dedup.bands and rows"),
+        (["filter", "IN", "--out", "X", "--set", "stages=[{params: {}}]"], "Error: bad config: stages[0] needs 'path'"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
