@@ -7,10 +7,15 @@ sets the threshold so that at most ``target_fpr`` of its human texts are flagged
 ``calibrate`` redoes the last two steps on other data, e.g. human text the
 evaluation never sees. A text is flagged when ``P(machine) > threshold_``.
 
+With a lexical model configured (:mod:`hygiene.lexical`) its score is one more feature:
+out of fold for the training rows, from the model fitted on all training rows elsewhere.
+
 Saved as a directory: ``detector.json`` (config, feature names, calibration,
-threshold, training summary, metrics), ``classifier.safetensors`` (arrays) and
-``manifest.json`` (SHA-256 of both). Nothing is unpickled; a directory holding
-pickle-like files, or whose files do not match the manifest, is refused.
+threshold, training summary, metrics, and the SHA-256 of every language model it
+scores with), ``classifier.safetensors`` (arrays) and ``manifest.json`` (SHA-256 of
+both). Nothing is unpickled; a directory holding pickle-like files, or whose files do
+not match the manifest, is refused; a language model that is missing, or that changed
+since the detector was fitted, is refused by name rather than looked up on a hub.
 """
 from __future__ import annotations
 
@@ -33,12 +38,15 @@ from hygiene.classifier import ArrayClassifier, ClassifierConfig, fit_classifier
 from hygiene.errors import UserInputError
 from hygiene.evaluation import roc_summary
 from hygiene.features import FeatureConfig, Featurizer
-from hygiene.lm import LanguageModel
+from hygiene.lexical import LexicalConfig, LexicalModel, out_of_fold_scores
+from hygiene.lm import LanguageModel, model_fingerprint, resolve_model
 from hygiene.paths import models_dir
 from hygiene.scoring import ScoringConfig
 
 FORMAT = "hygiene-detector"
-FORMAT_VERSION = 1
+#: 2 added the lexical model and the language models' fingerprints; version 1 directories still load
+FORMAT_VERSION = 2
+_LEXICAL_PREFIX = "lexical/"
 _FILES = ("detector.json", "classifier.safetensors")
 #: suffixes of files that could only be loaded by unpickling; their presence refuses the directory
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".pt", ".pth", ".npy", ".dill", ".cloudpickle"}
@@ -56,6 +64,8 @@ class DetectorConfig:
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    #: hashed n-gram model whose (out-of-fold) score is a feature; None = off
+    lexical: LexicalConfig | None = None
     #: share of the labelled data held out for calibration (by group)
     calib_fraction: float = 0.2
     #: the issue's bar: at most 1% of human documents flagged
@@ -104,6 +114,7 @@ class Detector:
         self.config = config
         self.featurizer = Featurizer(config.features, device=device, dtype=dtype, models=models)
         self.classifier_: ArrayClassifier | None = None
+        self.lexical_: LexicalModel | None = None
         self.calibration_: tuple[float, float] = (1.0, 0.0)  # P = sigmoid(a * logodds + b)
         self.threshold_: float = 0.5
         self.target_fpr_: float = config.target_fpr
@@ -112,27 +123,46 @@ class Detector:
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        """Names of the classifier's input columns."""
-        return self.featurizer.names
+        """Names of the classifier's input columns: the featurizer's, then ``lexical`` when configured."""
+        return self.featurizer.names + (("lexical",) if self.config.lexical is not None else ())
+
+    def base_features(self, texts: Sequence[str], progress: bool = False,
+                      cache: str | os.PathLike | None = None) -> np.ndarray:
+        """The featurizer's columns for ``texts`` (see :mod:`hygiene.features`; ``cache`` makes it resumable)."""
+        return self.featurizer.transform(list(texts), progress=progress, cache=cache)
 
     def features(self, texts: Sequence[str], progress: bool = False,
                  cache: str | os.PathLike | None = None) -> np.ndarray:
-        """The feature matrix of ``texts`` (see :mod:`hygiene.features`; ``cache`` makes it resumable)."""
-        return self.featurizer.transform(list(texts), progress=progress, cache=cache)
+        """The classifier's input for ``texts``: :meth:`base_features` and the fitted lexical model's score."""
+        X = self.base_features(texts, progress=progress, cache=cache)
+        if self.config.lexical is None:
+            return X
+        if self.lexical_ is None:
+            raise DetectorError("the detector is not fitted")
+        return np.column_stack([X, self.lexical_.decision_function(list(texts))])
 
     # -- training ---------------------------------------------------------------------------------
     def fit(self, texts: Sequence[str], labels: Sequence[int | str], groups: Sequence[Any] | None = None,
             progress: bool = False, summary: dict[str, Any] | None = None,
             cache: str | os.PathLike | None = None) -> "Detector":
         """Featurize labelled texts, then :meth:`fit_features`."""
-        X = self.features(texts, progress=progress, cache=cache)
-        return self.fit_features(X, labels, groups, summary=summary)
+        X = self.base_features(texts, progress=progress, cache=cache)
+        return self.fit_features(X, labels, groups, summary=summary, texts=texts)
 
     def fit_features(self, X: np.ndarray, labels: Sequence[int | str], groups: Sequence[Any] | None = None,
-                     summary: dict[str, Any] | None = None) -> "Detector":
-        """Train on one part of (X, labels), calibrate probabilities and threshold on the held-out part."""
+                     summary: dict[str, Any] | None = None, texts: Sequence[str] | None = None) -> "Detector":
+        """Train on one part of (X, labels), calibrate probabilities and threshold on the held-out part.
+
+        ``X`` holds the featurizer's columns (:meth:`base_features`); with a lexical model configured,
+        ``texts`` are needed too, and its column is added: out of fold on the training part, from the
+        model fitted on the whole training part on the held-out part.
+        """
         y = encode_labels(labels)
-        X = self._check_X(X)
+        if self.config.lexical is not None and texts is None:
+            raise DetectorError("a detector with a lexical model is fitted on texts as well as features")
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 2 or X.shape[1] != len(self.featurizer.names):
+            raise DetectorError(f"expected a feature matrix with {len(self.featurizer.names)} columns, got shape {X.shape}")
         if len(np.unique(y)) < 2:
             raise DetectorError("training needs both human and machine texts")
         idx = np.arange(len(y))
@@ -142,6 +172,15 @@ class Detector:
             train, calib = next(split.split(X, y, groups=np.asarray(groups)))
         else:
             train, calib = train_test_split(idx, test_size=cfg.calib_fraction, stratify=y, random_state=cfg.seed)
+        if cfg.lexical is not None:
+            texts = list(texts)
+            train_texts = [texts[i] for i in train]
+            fold_groups = np.asarray(groups, dtype=object)[train] if groups is not None else train
+            lexical = np.empty(len(y))
+            lexical[train] = out_of_fold_scores(train_texts, y[train], fold_groups, cfg.lexical)
+            self.lexical_ = LexicalModel(cfg.lexical).fit(train_texts, y[train])
+            lexical[calib] = self.lexical_.decision_function([texts[i] for i in calib])
+            X = np.column_stack([X, lexical])
         self.classifier_ = fit_classifier(X[train], y[train], cfg.classifier)
         self.calibrate_features(X[calib], y[calib])
         self.training_ = {
@@ -228,16 +267,27 @@ class Detector:
             raise DetectorError(f"expected a feature matrix with {len(self.feature_names)} columns, got shape {X.shape}")
         return X
 
+    def model_fingerprints(self) -> dict[str, str]:
+        """SHA-256 of each language model the features use, by the name the configuration gives it."""
+        f = self.config.features
+        names = {n for n in (f.lm, f.sampler, f.observer, f.performer, f.contrast_lm) if n is not None}
+        names -= self.featurizer.injected
+        return {n: model_fingerprint(resolve_model(n)) for n in sorted(names) if Path(resolve_model(n)).is_dir()}
+
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the detector directory (JSON + safetensors + manifest of SHA-256 checksums)."""
         clf = self._classifier()
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
+        arrays = dict(clf.arrays)
+        if self.lexical_ is not None:
+            arrays.update({_LEXICAL_PREFIX + k: v for k, v in self.lexical_.to_arrays().items()})
         header = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "config": dataclasses.asdict(self.config),
+            "models": self.model_fingerprints(),
             "feature_names": list(self.feature_names),
             "classifier": {"kind": clf.kind, "meta": clf.meta},
             "calibration": {"a": self.calibration_[0], "b": self.calibration_[1]},
@@ -248,7 +298,7 @@ class Detector:
         }
         write_json(out / "detector.json", header)
         with atomic_open(out / "classifier.safetensors", "wb") as fh:
-            fh.write(save_safetensors({k: np.ascontiguousarray(v) for k, v in clf.arrays.items()}))
+            fh.write(save_safetensors({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
         write_json(out / "manifest.json", {"format": FORMAT, "files": {f: _sha256(out / f) for f in _FILES}})
         return out
 
@@ -284,12 +334,17 @@ def load_detector(path: str | os.PathLike | None = None, device: str | None = No
         if _sha256(root / name) != digest:
             raise DetectorError(f"{root / name} does not match its checksum in manifest.json: tampered or corrupt")
     header = _read_json(root / "detector.json", root)
-    if header.get("version") != FORMAT_VERSION:
+    if header.get("version") not in (1, FORMAT_VERSION):
         raise DetectorError(f"{root}: detector format version {header.get('version')} is not supported")
     try:
         config = _config_from_dict(header["config"])
+        _check_models(root, header.get("models", {}), models or {})
         arrays = load_file(str(root / "classifier.safetensors"))
         det = Detector(config, device=device, dtype=dtype, models=models)
+        lexical = {k[len(_LEXICAL_PREFIX):]: v for k, v in arrays.items() if k.startswith(_LEXICAL_PREFIX)}
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(_LEXICAL_PREFIX)}
+        if config.lexical is not None:
+            det.lexical_ = LexicalModel.from_arrays(config.lexical, lexical)
         det.classifier_ = ArrayClassifier(header["classifier"]["kind"], arrays, header["classifier"]["meta"])
         det.calibration_ = (float(header["calibration"]["a"]), float(header["calibration"]["b"]))
         det.threshold_ = float(header["threshold"])
@@ -315,16 +370,34 @@ def _read_json(path: Path, root: Path) -> dict[str, Any]:
     return obj
 
 
+def _check_models(root: Path, pinned: dict[str, str], loaded: dict[str, LanguageModel]) -> None:
+    """Refuse a detector whose language models are missing or differ from the ones it was fitted with."""
+    for name, digest in pinned.items():
+        if name in loaded:
+            continue  # the caller brings this model already loaded
+        path = Path(resolve_model(name))
+        if not path.is_dir():
+            raise DetectorError(f"{root}: its language model {name!r} is not at {path} (expected a model folder)")
+        if model_fingerprint(path) != digest:
+            raise DetectorError(f"{root}: language model {path} changed since the detector was fitted "
+                                f"(SHA-256 differs); retrain the detector or restore that model")
+
+
 def _config_from_dict(d: dict[str, Any]) -> DetectorConfig:
-    """Rebuild the nested config dataclasses from their JSON form."""
+    """Rebuild the nested config dataclasses from their JSON form (version 1 layouts included)."""
     feats = dict(d["features"])
-    feats["scoring"] = ScoringConfig(**feats["scoring"])
-    # detectors saved before these feature groups existed had neither
-    feats.setdefault("token_stats", False)
-    feats.setdefault("hidden_states", ())
+    scoring = dict(feats["scoring"])
+    if "fold_homoglyphs" not in feats:  # version 1: scored without folding; these two switches sat on the
+        # feature config and overrode the scoring config's; detectors saved before either group existed had neither
+        feats["fold_homoglyphs"] = False
+        scoring["token_stats"] = feats.pop("token_stats", False)
+        scoring["hidden_layers"] = feats.pop("hidden_states", ())
+    feats["scoring"] = ScoringConfig(**scoring)
+    lexical = d.get("lexical")
     return DetectorConfig(
         features=FeatureConfig(**feats),
         classifier=ClassifierConfig(**d["classifier"]),
+        lexical=LexicalConfig(**lexical) if lexical is not None else None,
         calib_fraction=d["calib_fraction"],
         target_fpr=d["target_fpr"],
         seed=d["seed"],

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hygiene.lm import LanguageModel, load_lm
-from hygiene.normalize import normalize_text
+from hygiene.normalize import normalize_for_detection, normalize_text
 from hygiene.scoring import ScoringConfig, Scorer
 
 TEXT_STATS = (
@@ -97,6 +97,11 @@ def _embedder(package, device: str | None):
     return _EMBEDDERS[device]
 
 
+def _default_scoring() -> ScoringConfig:
+    """Token statistics and the middle- and last-layer hidden states on: both come from the same forward pass."""
+    return ScoringConfig(token_stats=True, hidden_layers=(0.5, 1.0))
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """Which models and feature groups make up the detector's input."""
@@ -108,25 +113,27 @@ class FeatureConfig:
     #: Binoculars observer and performer (Hans et al. 2024); both or neither
     observer: str | None = None
     performer: str | None = None
-    scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    #: spread and quantiles of the per-token LM scores (:data:`hygiene.scoring.TOKEN_STATS`)
-    token_stats: bool = True
-    #: relative depths (0 = embeddings, 1 = last layer) of the scoring model whose hidden states,
-    #: averaged over the text, are features; () = none
-    hidden_states: tuple[float, ...] = (0.5, 1.0)
+    #: a "machine" LM with the scoring model's tokenizer: its per-token log-likelihood ratio against the
+    #: scoring model is a feature family (:data:`hygiene.scoring.CONTRAST_FEATURES`); None = off
+    contrast_lm: str | None = None
+    #: how texts are cut and batched, and which per-token groups (token statistics, hidden states) the
+    #: scoring model adds
+    scoring: ScoringConfig = field(default_factory=_default_scoring)
     text_stats: bool = True
     embeddings: bool = False
     #: score ``" ".join(text.split())``: layout is not authorship. In detect-dev no human text has a
     #: newline and 91% of machine texts do; a crawl's human pages are full of them, so a detector
     #: that saw layout would learn the dev set's formatting and flag real web pages.
     collapse_whitespace: bool = True
+    #: map Cyrillic and Greek look-alike letters to Latin before scoring (:func:`normalize_for_detection`)
+    fold_homoglyphs: bool = True
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden_states", tuple(float(d) for d in self.hidden_states))  # JSON gives lists
-
-    def scoring_config(self) -> ScoringConfig:
-        """The scorer's configuration: ``scoring`` with this config's LM feature groups switched on."""
-        return dataclasses.replace(self.scoring, token_stats=self.token_stats, hidden_layers=self.hidden_states)
+    def prepare(self, text: str) -> str:
+        """The text as the models see it."""
+        if self.fold_homoglyphs and self.collapse_whitespace:
+            return normalize_for_detection(text)
+        text = normalize_text(text)
+        return " ".join(text.split()) if self.collapse_whitespace else text
 
 
 def is_vector_feature(name: str) -> bool:
@@ -149,6 +156,8 @@ class Featurizer:
         self.dtype = dtype
         #: already-loaded models by name (tests and callers that hold models pass them here)
         self._models: dict[str, LanguageModel] = dict(models or {})
+        #: names whose models the caller passed in (not loaded from a folder, so not pinned by a fingerprint)
+        self.injected = frozenset(models or {})
         self._scorer: Scorer | None = None
 
     @property
@@ -172,7 +181,7 @@ class Featurizer:
             c = self.config
             self._scorer = Scorer(
                 self._model(c.lm), self._model(c.sampler), self._model(c.observer), self._model(c.performer),
-                config=c.scoring_config(),
+                config=c.scoring, contrast=self._model(c.contrast_lm),
             )
         return self._scorer
 
@@ -203,8 +212,7 @@ class Featurizer:
         return X
 
     def _compute(self, texts: list[str]) -> np.ndarray:
-        if self.config.collapse_whitespace:
-            texts = [" ".join(t.split()) for t in texts]
+        texts = [self.config.prepare(t) for t in texts]
         scores = self.scorer.score(texts)
         cols = [np.column_stack([scores[n] for n in self.scorer.feature_names])]
         if self.config.text_stats:
@@ -217,12 +225,15 @@ class Featurizer:
 class FeatureCache:
     """Feature rows by text, in a JSONL file that grows a chunk at a time (a torn last line is ignored).
 
-    Keys hash the feature configuration with the normalised text, so a cache never serves
-    rows computed under other settings (it cannot see a model retrained under the same name).
+    Keys hash the feature configuration with the text as the models see it, so a cache never serves
+    rows computed under other settings, and texts that differ only in what normalisation removes
+    (invisible characters, homoglyphs, layout) share a row. It cannot see a model retrained under
+    the same name: the detector pins its models by content hash for that.
     """
 
     def __init__(self, path: str | os.PathLike, config: FeatureConfig) -> None:
         self.path = Path(path)
+        self.config = config
         self.fingerprint = json.dumps(dataclasses.asdict(config), sort_keys=True)
         self.rows: dict[str, np.ndarray] = {}
         if self.path.is_file():
@@ -236,7 +247,7 @@ class FeatureCache:
 
     def key(self, text: str) -> str:
         """The row key of ``text`` under this configuration."""
-        return hashlib.sha1((self.fingerprint + "\0" + normalize_text(text)).encode("utf-8")).hexdigest()
+        return hashlib.sha1((self.fingerprint + "\0" + self.config.prepare(text)).encode("utf-8")).hexdigest()
 
     def add(self, keys: list[str], X: np.ndarray) -> None:
         """Append rows and make them durable before returning."""

@@ -2,10 +2,10 @@
 
 Two sources:
 
-- JSONL files with ``text`` and ``label`` (``human``, or ``machine``/``synthetic`` as the
+- JSONL files (or ``.jsonl.gz``) with ``text`` and ``label`` (``human``, or ``machine``/``synthetic`` as the
   generational corpora write it) and optional ``generator``, ``domain``, ``generation``,
   ``group`` (falling back to ``source_id``: texts derived from one human document share it,
-  and splits must keep them together);
+  and splits must keep them together), ``source``;
 - the human-text pool (:mod:`hygiene.human_data`) of one split: jsonl documents whole,
   books and plays cut into passages (a whole book is not one document to a crawl filter).
 """
@@ -36,6 +36,8 @@ class LabelledText:
     domain: str | None = None
     generation: str | None = None
     group: str | None = None
+    #: where the text comes from (a dataset's repository and path), for leave-one-source-out measures
+    source: str | None = None
 
 
 def read_labelled(path: str | os.PathLike) -> list[LabelledText]:
@@ -55,6 +57,7 @@ def read_labelled(path: str | os.PathLike) -> list[LabelledText]:
                 domain=_opt(rec.get("domain")),
                 generation=_opt(rec.get("generation")),
                 group=_opt(group),
+                source=_opt(rec.get("source")),
             )
         )
     if not out:

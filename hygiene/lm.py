@@ -7,6 +7,7 @@ caller asks for it; the model is put in eval mode on the chosen device and dtype
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,25 @@ def resolve_model(name_or_path: str | os.PathLike | None = None) -> str:
     if shipped.is_dir():
         return str(shipped)
     return str(name_or_path)
+
+
+#: files that define what a model folder computes: weights, architecture and vocabulary
+_FINGERPRINT_FILES = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "vocab.json", "merges.txt")
+
+
+def model_fingerprint(path: str | os.PathLike) -> str:
+    """SHA-256 over a model folder's weights, config and tokenizer files (names and contents, sorted by name)."""
+    root = Path(path)
+    files = sorted({f for pattern in _FINGERPRINT_FILES for f in root.glob(pattern) if f.is_file()})
+    if not files:
+        raise FileNotFoundError(f"{root} holds no model files")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:

@@ -2,27 +2,69 @@
 
 Two texts that a reader sees as the same should hash the same: NFKC folds
 compatibility forms (full-width letters, ligatures, non-breaking spaces),
-zero-width characters that scrapers and watermarking tricks insert are removed,
-and Windows/old-Mac line endings become ``\\n``. The detector scores the same
-normalised text so that invisible characters cannot shift its verdict.
+invisible format characters that scrapers and evasion tricks insert (zero-width
+space and joiners, the BOM, soft hyphens, bidirectional marks: Unicode category
+``Cf``) are removed, and Windows/old-Mac line endings become ``\\n``.
+
+The detector goes one step further (:func:`normalize_for_detection`): NFKC leaves
+homoglyphs alone, so a text with Latin letters swapped for their Cyrillic or Greek
+look-alikes ("а" U+0430 for "a") reads the same to a person and tokenises into
+nonsense for a language model. Those letters are mapped back to Latin with the
+Unicode confusables table (``confusable-homoglyphs``), and runs of whitespace of
+any kind become one space (layout is not authorship).
 """
 from __future__ import annotations
 
+import functools
 import re
+import sys
 import unicodedata
 
 #: Zero-width space/non-joiner/joiner, word joiner, and the BOM / zero-width no-break space.
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
+#: Scripts whose letters are folded to Latin look-alikes before detection.
+HOMOGLYPH_SCRIPTS = ("CYRILLIC", "GREEK")
 
-_ZERO_WIDTH_TABLE = str.maketrans("", "", ZERO_WIDTH)
+_FORMAT_CHARS = "".join(chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf")
+_FORMAT_TABLE = str.maketrans("", "", _FORMAT_CHARS)
 _LINE_ENDINGS = re.compile(r"\r\n?|[\u2028\u2029\x85]")
 
 
 def normalize_text(text: str) -> str:
-    """NFKC-normalise ``text``, drop zero-width characters and turn every line ending into ``\\n``."""
+    """NFKC-normalise ``text``, drop invisible format characters and turn every line ending into ``\\n``."""
     text = _LINE_ENDINGS.sub("\n", text)
     text = unicodedata.normalize("NFKC", text)
-    return text.translate(_ZERO_WIDTH_TABLE)
+    return text.translate(_FORMAT_TABLE)
+
+
+@functools.lru_cache(maxsize=1)
+def confusables_table() -> dict[int, str]:
+    """``str.translate`` table from Cyrillic and Greek letters to the Latin letters they are confusable with.
+
+    Built once from the Unicode confusables data that ``confusable-homoglyphs`` ships; only
+    single-letter Latin look-alikes are used (``"а" -> "a"``, ``"Ѕ" -> "S"``), so no letter becomes
+    a digit or a symbol.
+    """
+    from confusable_homoglyphs import confusables
+
+    table: dict[int, str] = {}
+    for code in range(0x0370, 0x0530):  # the Greek and Cyrillic blocks
+        ch = chr(code)
+        name = unicodedata.name(ch, "")
+        if not name.startswith(HOMOGLYPH_SCRIPTS) or not ch.isalpha():
+            continue
+        for found in confusables.is_confusable(ch, greedy=True, preferred_aliases=["latin"]) or ():
+            latin = [h["c"] for h in found["homoglyphs"]
+                     if len(h["c"]) == 1 and h["c"].isascii() and h["c"].isalpha()]
+            if latin:
+                table[code] = latin[0]
+                break
+    return table
+
+
+def normalize_for_detection(text: str) -> str:
+    """What the detector scores: :func:`normalize_text`, homoglyphs folded to Latin, whitespace runs as one space."""
+    return " ".join(normalize_text(text).translate(confusables_table()).split())
 
 
 def normalize_batch(batch: dict[str, list]) -> dict[str, list]:

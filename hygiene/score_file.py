@@ -6,6 +6,7 @@ is renamed into place, so ``output`` itself only ever appears whole.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -21,11 +22,13 @@ ScoreFn = Callable[[list[str]], dict[str, np.ndarray]]
 
 
 def read_texts(path: str | os.PathLike, text_field: str = "text") -> Iterator[tuple[int, dict, str]]:
-    """``(line number, record, text)`` for each non-blank line; a bad record fails naming file and line."""
+    """``(line number, record, text)`` for each non-blank line (``.gz`` read as gzip); a bad record fails naming
+    file and line."""
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"input not found: {path}")
-    with path.open(encoding="utf-8") as fh:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue

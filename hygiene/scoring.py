@@ -18,7 +18,11 @@ predicted distribution; per text we average them and derive:
   next-token distribution. Both are averaged over the same positions, the tokens that have a
   prefix (the paper's definition; the reference code's cross-perplexity also averages in the
   prediction made after the last token, which scores no token of the text);
-- ``length``: number of tokens scored.
+- ``length``: number of tokens scored;
+- with a contrast model (a "machine" LM fine-tuned on machine text, sharing the tokenizer):
+  ``llr``, the mean per-token log-likelihood ratio ``log p_contrast(x_t) - log p(x_t)`` (the
+  Neyman-Pearson statistic between a human and a machine model of text), its spread and
+  quantiles, and the contrast model's own mean log-likelihood and entropy (:data:`CONTRAST_FEATURES`).
 
 With ``ScoringConfig.token_stats`` the spread and quantiles of the per-token scores as well
 (:data:`TOKEN_STATS`): a text's mean can hide how evenly its tokens are predicted, which
@@ -65,6 +69,9 @@ MACHINE_SIGN = {
 #: and quantiles of the per-token Fast-DetectGPT discrepancy ``(log p(x_t) - mu_t) / sigma_t``.
 TOKEN_STATS = ("ll_std", "logrank_std", "entropy_std", "top1", "ll_q10", "ll_q50", "ll_q90",
                "fdg_mean", "fdg_std", "fdg_q10", "fdg_q90")
+#: With a contrast model: the per-token log-likelihood ratio against the scoring model, its spread and
+#: quantiles, and the contrast model's mean log-likelihood and entropy.
+CONTRAST_FEATURES = ("llr", "llr_std", "llr_q10", "llr_q50", "llr_q90", "contrast_ll", "contrast_entropy")
 _QUANTILES = {"q10": 0.1, "q50": 0.5, "q90": 0.9}
 _GLTR_K = (10, 100, 1000)
 _EPS = 1e-6
@@ -111,6 +118,7 @@ class Scorer:
         observer: LanguageModel | None = None,
         performer: LanguageModel | None = None,
         config: ScoringConfig = ScoringConfig(),
+        contrast: LanguageModel | None = None,
     ) -> None:
         if (observer is None) != (performer is None):
             raise ValueError("Binoculars needs both an observer and a performer model")
@@ -118,8 +126,9 @@ class Scorer:
         self.sampler = sampler if sampler is not None else lm
         self.observer = observer
         self.performer = performer
+        self.contrast = contrast
         self.config = config
-        for other in (self.sampler, observer, performer):
+        for other in (self.sampler, observer, performer, contrast):
             if other is not None:
                 check_shared_tokenizer(lm, other)
         limits = [m.max_length for m in self._models() if m.max_length is not None]
@@ -133,13 +142,14 @@ class Scorer:
         """Names of the features :meth:`score` returns, in order."""
         names = LM_FEATURES + (TOKEN_STATS if self.config.token_stats else ())
         names += ("binoculars",) if self.observer is not None else ()
+        names += CONTRAST_FEATURES if self.contrast is not None else ()
         width = self.lm.model.config.hidden_size
         return names + tuple(f"hidden{layer}_{i}" for layer in self.hidden_layers for i in range(width))
 
     def _models(self) -> list[LanguageModel]:
         """The distinct models this scorer runs, each once per batch."""
         out: list[LanguageModel] = []
-        for m in (self.lm, self.sampler, self.observer, self.performer):
+        for m in (self.lm, self.sampler, self.observer, self.performer, self.contrast):
             if m is not None and all(m is not o for o in out):
                 out.append(m)
         return out
@@ -251,15 +261,15 @@ class Scorer:
         var = qlogp.mul_(logp).sum(-1) - mu.square()
         feats["fast_detectgpt"] = (total(token_logp) - total(mu)) / total(var).clamp(min=_EPS).sqrt()
 
+        def std(x: torch.Tensor) -> torch.Tensor:
+            """Population standard deviation over the scored positions."""
+            return mean((x.double() - mean(x)[:, None]).square()).sqrt()
+
+        def quantile(x: torch.Tensor, q: float) -> torch.Tensor:
+            """Linear-interpolation quantile over the scored positions (numpy's default)."""
+            return torch.nanquantile(torch.where(valid, x.double(), torch.nan), q, dim=-1)
+
         if self.config.token_stats:
-            def std(x: torch.Tensor) -> torch.Tensor:
-                """Population standard deviation over the scored positions."""
-                return mean((x.double() - mean(x)[:, None]).square()).sqrt()
-
-            def quantile(x: torch.Tensor, q: float) -> torch.Tensor:
-                """Linear-interpolation quantile over the scored positions (numpy's default)."""
-                return torch.nanquantile(torch.where(valid, x.double(), torch.nan), q, dim=-1)
-
             discrepancy = (token_logp - mu) / var.clamp(min=_EPS).sqrt()
             feats.update(ll_std=std(token_logp), logrank_std=std(log_rank), entropy_std=std(entropy),
                          top1=mean((rank == 1).double()), fdg_mean=mean(discrepancy), fdg_std=std(discrepancy))
@@ -267,6 +277,15 @@ class Scorer:
                 feats[f"ll_{tag}"] = quantile(token_logp, q)
                 if tag != "q50":
                     feats[f"fdg_{tag}"] = quantile(discrepancy, q)
+
+        if self.contrast is not None:
+            contrast_logp = torch.log_softmax(logits[id(self.contrast)][..., :vocab].clamp(min=_MIN_LOGIT), -1)
+            contrast_token = contrast_logp.gather(-1, labels[..., None]).squeeze(-1)
+            llr = contrast_token - token_logp
+            feats.update(llr=mean(llr), llr_std=std(llr), contrast_ll=mean(contrast_token),
+                         contrast_entropy=mean(-contrast_logp.exp().mul_(contrast_logp).sum(-1)))
+            for tag, q in _QUANTILES.items():
+                feats[f"llr_{tag}"] = quantile(llr, q)
 
         if self.observer is not None and self.performer is not None:
             # (if either is the scoring model, its logits now hold log p: (log-)softmax is shift-invariant)
@@ -287,6 +306,7 @@ def score_texts(
     performer: LanguageModel | None = None,
     config: ScoringConfig = ScoringConfig(),
     progress: bool = False,
+    contrast: LanguageModel | None = None,
 ) -> dict[str, np.ndarray]:
     """Zero-shot features of ``texts``; see the module docstring for each one."""
-    return Scorer(lm, sampler, observer, performer, config).score(texts, progress=progress)
+    return Scorer(lm, sampler, observer, performer, config, contrast).score(texts, progress=progress)

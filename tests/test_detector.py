@@ -13,10 +13,11 @@ from hygiene.classifier import ClassifierConfig, fit_classifier
 from hygiene.detector import Detector, DetectorConfig, DetectorError, load_detector, threshold_for_fpr
 from hygiene.evaluation import evaluate_scores, roc_summary, tpr_at_fpr
 from hygiene.features import FeatureConfig
+from hygiene.scoring import ScoringConfig
 from tiny_lm import tiny_lms
 
 #: the synthetic-feature tests need no hidden-state columns (hundreds of them would only slow them down)
-SCORES_ONLY = FeatureConfig(token_stats=False, hidden_states=())
+SCORES_ONLY = FeatureConfig(scoring=ScoringConfig())
 
 
 @functools.cache
@@ -259,14 +260,61 @@ def test_detector_scores_in_float32_by_default():
         assert select_dtype(det.featurizer.dtype, torch.device("cuda")) is torch.float32
 
 
-def test_detectors_saved_before_token_stats_and_hidden_states_load_without_them():
+def test_configs_round_trip_and_version_1_layouts_load():
     import dataclasses
 
     from hygiene.detector import _config_from_dict
 
     saved = json.loads(json.dumps(dataclasses.asdict(DetectorConfig())))
-    assert _config_from_dict(saved).features == DetectorConfig().features  # the round trip itself
-    for key in ("token_stats", "hidden_states"):
-        del saved["features"][key]
-    features = _config_from_dict(saved).features
-    assert features.token_stats is False and features.hidden_states == ()
+    assert _config_from_dict(saved) == DetectorConfig()  # the round trip itself
+    # version 1: the feature groups' switches sat on the feature config and overrode the scoring config's
+    v1 = json.loads(json.dumps(saved))
+    v1["features"].pop("fold_homoglyphs")
+    v1["features"].update(token_stats=True, hidden_states=[0.5])
+    v1["features"]["scoring"].update(token_stats=False, hidden_layers=[])
+    features = _config_from_dict(v1).features
+    assert features.scoring.token_stats is True and features.scoring.hidden_layers == (0.5,)
+    assert features.fold_homoglyphs is False  # version 1 scored without folding
+    del v1["features"]["token_stats"], v1["features"]["hidden_states"]  # saved before either group existed
+    features = _config_from_dict(v1).features
+    assert features.scoring.token_stats is False and features.scoring.hidden_layers == ()
+
+
+def test_lexical_contrast_detector_round_trips_and_pins_its_models(tmp_path, tiny_corpus):
+    """A detector with a contrast LM and a lexical model: saved, loaded, same scores; its LMs pinned by hash."""
+    import shutil
+
+    from hygiene.lexical import LexicalConfig
+
+    lm, texts, y = tiny_corpus
+    (contrast,) = tiny_lms(1, seed=5)
+    for name, m in (("ref", lm), ("machine", contrast)):
+        m.model.save_pretrained(tmp_path / name)
+        m.tokenizer.save_pretrained(tmp_path / name)
+    features = FeatureConfig(lm=str(tmp_path / "ref"), contrast_lm=str(tmp_path / "machine"), scoring=ScoringConfig())
+    cfg = DetectorConfig(features=features, classifier=ClassifierConfig(kind="logistic"),
+                         lexical=LexicalConfig(n_features=2**10, folds=3))
+    det = Detector(cfg).fit(texts, y, groups=np.arange(len(y)) // 2)
+    assert det.feature_names[-1] == "lexical" and "llr" in det.feature_names
+    det.save(tmp_path / "det")
+    header = json.loads((tmp_path / "det" / "detector.json").read_text())
+    assert set(header["models"]) == {str(tmp_path / "ref"), str(tmp_path / "machine")}
+    back = load_detector(tmp_path / "det")
+    np.testing.assert_allclose(back.predict_proba(texts), det.predict_proba(texts), rtol=1e-6, atol=1e-9)
+
+    # the machine LM rebuilt in place: refused by name, not silently scored with
+    (contrast2,) = tiny_lms(1, seed=6)
+    contrast2.model.save_pretrained(tmp_path / "machine")
+    with pytest.raises(DetectorError, match="changed since the detector was fitted"):
+        load_detector(tmp_path / "det")
+    shutil.rmtree(tmp_path / "machine")
+    with pytest.raises(DetectorError, match="is not at"):
+        load_detector(tmp_path / "det")
+
+
+def test_a_lexical_detector_needs_texts_to_fit():
+    from hygiene.lexical import LexicalConfig
+
+    det = Detector(DetectorConfig(features=SCORES_ONLY, lexical=LexicalConfig()))
+    with pytest.raises(DetectorError, match="fitted on texts"):
+        det.fit_features(np.zeros((4, n_features())), [0, 1, 0, 1])

@@ -178,3 +178,27 @@ def test_models_must_share_a_tokenizer(models):
         Scorer(models[0], sampler=other)
     with pytest.raises(ValueError, match="observer and a performer"):
         Scorer(models[0], observer=models[1])
+
+
+def test_contrast_features_match_direct_computation(models):
+    """The per-token log-likelihood ratio of a contrast model against the scoring model, from unbatched numpy."""
+    from hygiene.scoring import CONTRAST_FEATURES
+
+    lm, contrast = models[0], models[2]
+    feats = score_texts(TEXTS, lm, contrast=contrast)
+    assert set(feats) == set(LM_FEATURES) | set(CONTRAST_FEATURES)
+    for i, ids in enumerate(lm.tokenizer(TEXTS)["input_ids"]):
+        if len(ids) < 2:
+            assert np.isnan(feats["llr"][i])
+            continue
+        lp, lc = _logp(lm, ids), _logp(contrast, ids)
+        y = np.array(ids[1:])
+        llr = lc[np.arange(len(y)), y] - lp[np.arange(len(y)), y]
+        expected = {"llr": llr.mean(), "llr_std": llr.std(), "llr_q10": np.quantile(llr, 0.1),
+                    "llr_q50": np.median(llr), "llr_q90": np.quantile(llr, 0.9),
+                    "contrast_ll": lc[np.arange(len(y)), y].mean(),
+                    "contrast_entropy": -(np.exp(lc) * lc).sum(-1).mean()}
+        for name, value in expected.items():
+            assert feats[name][i] == pytest.approx(value, rel=1e-4, abs=1e-5), (name, i)
+    # a model against itself: no evidence either way
+    assert np.nanmax(np.abs(score_texts(TEXTS, lm, contrast=lm)["llr"])) < 1e-5

@@ -89,9 +89,13 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
 
 
 @main.command("train-detector")
-@click.option("--corpus", "corpora", multiple=True, required=True, type=click.Path(dir_okay=False),
+@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False), default=None,
+              help="train, threshold and measure as a recipe file says (models/detector/recipe.yaml remakes the "
+                   "shipped detector); the other data and feature options are then the recipe's")
+@click.option("--no-ablation", is_flag=True, help="with --recipe: measure the detector only, not each feature family")
+@click.option("--corpus", "corpora", multiple=True, type=click.Path(dir_okay=False),
               help="labelled JSONL (text, label human|machine|synthetic; optional group/source_id, generation, ...); repeatable")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="detector directory to write")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="detector directory to write")
 @click.option("--lm", default="reference-lm", show_default=True, help="scoring model (id, path or models/ folder)")
 @click.option("--sampler", default=None, help="Fast-DetectGPT sampling model (default: the scoring model)")
 @click.option("--observer", default=None, help="Binoculars observer model (with --performer)")
@@ -115,20 +119,26 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
 @click.option("--seed", type=int, default=0, show_default=True)
 @_scoring_options
 @_device_options
-def train_detector_cmd(corpora, out_dir, lm, sampler, observer, performer, classifier, token_stats, hidden_states,
+def train_detector_cmd(recipe_path, no_ablation, corpora, out_dir, lm, sampler, observer, performer, classifier, token_stats, hidden_states,
                        text_stats, embeddings, calib_fraction, target_fpr, human_calib, cache, seed, max_tokens,
                        batch_size, device, dtype):
-    """Train a detector on labelled corpora and write it to --out."""
+    """Train a detector on labelled corpora (or as a recipe says) and write it to --out."""
     from hygiene.classifier import ClassifierConfig
     from hygiene.detector import DetectorConfig, train_detector
     from hygiene.features import FeatureConfig
-    from hygiene.scoring import ScoringConfig
+
+    if recipe_path:
+        _train_from_recipe(recipe_path, out_dir, not no_ablation)
+        return
+    if not corpora or not out_dir:
+        raise click.UsageError("give --recipe, or --corpus and --out")
 
     try:
+        scoring = FeatureConfig().scoring
+        scoring = dataclasses.replace(scoring, token_stats=token_stats,
+                                      hidden_layers=scoring.hidden_layers if hidden_states else ())
         features = FeatureConfig(lm=lm, sampler=sampler, observer=observer, performer=performer,
-                                 scoring=_scoring_config(ScoringConfig(), max_tokens, batch_size),
-                                 token_stats=token_stats,
-                                 hidden_states=FeatureConfig.hidden_states if hidden_states else (),
+                                 scoring=_scoring_config(scoring, max_tokens, batch_size),
                                  text_stats=text_stats, embeddings=embeddings)
         config = DetectorConfig(features=features, classifier=ClassifierConfig(kind=classifier, seed=seed),
                                 calib_fraction=calib_fraction, target_fpr=target_fpr, seed=seed)
@@ -140,6 +150,23 @@ def train_detector_cmd(corpora, out_dir, lm, sampler, observer, performer, class
     cal = det.metrics_["calibration"]
     click.echo(f"detector -> {out_dir}: threshold {det.threshold_:.4f} flags {cal['human_flagged']:.2%} "
                f"of {cal['n_human']} human calibration texts")
+
+
+def _train_from_recipe(recipe_path: str, out_dir: str | None, ablation: bool) -> None:
+    from hygiene.detector_eval import train_and_measure
+    from hygiene.recipe import load_recipe
+
+    try:
+        recipe = load_recipe(recipe_path)
+        if out_dir:
+            recipe = dataclasses.replace(recipe, out=out_dir)
+        det, results = train_and_measure(recipe, ablation=ablation)
+    except (UserInputError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
+    full = results["all features"]
+    click.echo(f"detector -> {recipe.out}: threshold {det.threshold_:.4f}; detect-chat held-out AUROC "
+               f"{full['detect-chat']['auroc']:.3f}; figures in {Path(recipe.out) / 'evaluation.json'} and "
+               f"{Path(recipe.out) / 'ablation.md'}")
 
 
 @main.command()

@@ -1,0 +1,311 @@
+"""Train the recipe's detector and measure it on text that neither training nor the threshold saw.
+
+Measures (each written to ``evaluation.json`` and summarised in ``ablation.md``):
+
+- ``detect-chat``: AUROC and TPR at 1% FPR on the held-out groups; per generator variant (plain,
+  polish, paraphrase, back-translation, evasive prompt, human prefix, truncated) against all
+  held-out human texts;
+- ``leave-one-source-out``: for each of detect-chat's repositories, the classifier and the lexical
+  model refitted without that repository's training rows, scored on its held-out rows (against all
+  held-out human texts where it has none of its own);
+- ``leave-one-family-out``: the same for each generator family's machine rows;
+- ``first-sentence-removed``: the held-out sample scored without its first sentence (templated
+  openings gone);
+- ``attacks``: held-out machine texts with homoglyphs, zero-width characters, odd whitespace or
+  typos, against the clean human texts;
+- ``corpus``: the generational corpus's test split (per generation); ``detect-dev``: held-out
+  groups; ``human-flagged``: share of each human source's eval texts above the threshold.
+
+The ablation refits the classifier on each feature family alone (and all of them) over all
+training rows, with the lexical column out of fold; the shipped detector's own classifier holds a
+share of groups out for Platt scaling. The contrast LM is not refitted per left-out source: it saw
+every detect-chat repository's training groups (never their held-out groups), which the figures state.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from hygiene.atomic import atomic_open, write_json
+from hygiene.classifier import fit_classifier
+from hygiene.detector import Detector, threshold_for_fpr
+from hygiene.evaluation import roc_summary
+from hygiene.features import TEXT_STATS
+from hygiene.labelled import LabelledText
+from hygiene.lexical import LexicalModel, drop_first_sentence, out_of_fold_scores
+from hygiene.recipe import DetectorRecipe, RecipeData, assemble, repository
+from hygiene.scoring import CONTRAST_FEATURES, LM_FEATURES, TOKEN_STATS
+
+#: feature families of the ablation, by column name
+FAMILIES: dict[str, Callable[[str], bool]] = {
+    "reference LM scores": lambda n: n in LM_FEATURES or n in TOKEN_STATS,
+    "hidden states": lambda n: n.startswith("hidden"),
+    "machine LM (ratio, Binoculars)": lambda n: n in CONTRAST_FEATURES or n == "binoculars",
+    "lexical n-grams": lambda n: n == "lexical",
+    "text statistics": lambda n: n in TEXT_STATS,
+}
+#: generator families left out one at a time (by the model name before any ``:variant``)
+GENERATOR_FAMILIES: dict[str, tuple[str, ...]] = {
+    "GPT-3.5": ("gpt-3.5", "text-davinci-003"),
+    "GPT-4": ("gpt-4",),
+    "Claude": ("claude",),
+    "Llama": ("llama", "vicuna"),
+    "PaLM/Gemini": ("palm", "gemini"),
+}
+#: machine-text variants (the ``:variant`` suffix of ``generator``) by kind
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "polish": ("polish", "rewrite", "rephrase", "simplify", "self-edit", "humanize"),
+    "paraphrase": ("dipper-paraphrase",),
+    "back-translation": ("back-translation",),
+    "evasive prompt": ("prompt-", "outfox-adversarial"),
+    "human prefix": ("human-prefix", "fusion-with-human"),
+    "truncated": ("max-100-tokens",),
+}
+#: Latin letters and the Cyrillic look-alikes an evader swaps in
+_HOMOGLYPHS = {"a": "\u0430", "e": "\u0435", "o": "\u043e", "p": "\u0440", "c": "\u0441", "x": "\u0445",
+               "y": "\u0443", "i": "\u0456", "A": "\u0410", "E": "\u0415", "O": "\u041e", "T": "\u0422"}
+_ODD_SPACES = ("\u00a0", "\u2003", "\u2009", "\u3000", "  ", "\n")
+
+
+def family_of(generator: str | None) -> str | None:
+    """The generator family of a machine text, or None for the rest (Mistral, Qwen, ...)."""
+    model = (generator or "").split(":")[0].lower()
+    for fam, prefixes in GENERATOR_FAMILIES.items():
+        if model.startswith(prefixes):
+            return fam
+    return None
+
+
+def variant_of(generator: str | None) -> str:
+    """``plain`` for a plain generation, else the kind of variant (see :data:`VARIANTS`)."""
+    if not generator or ":" not in generator:
+        return "plain"
+    suffix = generator.split(":", 1)[1]
+    return next((kind for kind, keys in VARIANTS.items() if any(k in suffix for k in keys)), "other")
+
+
+# -- attacks -----------------------------------------------------------------------------------------
+def attack(text: str, kind: str, rng: random.Random, rate: float = 0.3) -> str:
+    """``text`` as an evader would post it: ``homoglyph``, ``zero-width``, ``whitespace`` or ``typo``."""
+    if kind == "homoglyph":
+        return "".join(_HOMOGLYPHS[c] if c in _HOMOGLYPHS and rng.random() < rate else c for c in text)
+    if kind == "zero-width":
+        return "".join(c + "\u200b" if c.isalpha() and rng.random() < rate else c for c in text)
+    if kind == "whitespace":
+        return "".join(rng.choice(_ODD_SPACES) if c == " " and rng.random() < rate else c for c in text)
+    if kind == "typo":  # swap two adjacent letters in about 1 word in 10
+        words = text.split(" ")
+        for i, w in enumerate(words):
+            if len(w) > 3 and rng.random() < rate / 3:
+                j = rng.randrange(len(w) - 1)
+                words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2:]
+        return " ".join(words)
+    raise ValueError(f"unknown attack {kind!r}")
+
+
+ATTACKS = ("homoglyph", "zero-width", "whitespace", "typo")
+
+
+# -- the measurement ---------------------------------------------------------------------------------
+@dataclass
+class _Matrix:
+    """Features of one set of records: featurizer columns plus a lexical column."""
+
+    records: list[LabelledText]
+    X: np.ndarray  # featurizer columns
+
+    @property
+    def y(self) -> np.ndarray:
+        return np.array([r.label for r in self.records], dtype=int)
+
+
+def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: bool = True) -> tuple[Detector, dict]:
+    """Fit the recipe's detector, save it to ``recipe.out`` and return it with every measure above."""
+    t0 = time.perf_counter()
+    work = Path(recipe.work)
+    work.mkdir(parents=True, exist_ok=True)
+    cache = work / "features.jsonl"
+    data = assemble(recipe)
+    det = Detector(recipe.detector)
+    log = _logger(progress)
+
+    def featurize(records: Sequence[LabelledText]) -> np.ndarray:
+        return det.base_features([r.text for r in records], progress=progress, cache=cache)
+
+    train = _Matrix(data.train, featurize(data.train))
+    groups = [r.group or f"row:{i}" for i, r in enumerate(data.train)]
+    det.fit_features(train.X, train.y, groups, texts=[r.text for r in data.train],
+                     summary={"recipe": data.summary})
+    threshold = _Matrix(data.threshold, featurize(data.threshold))
+    det.calibrate_features(det_matrix(det, threshold), domains=[r.domain for r in data.threshold])
+    det.training_["threshold_set_on"] = {"sources": sorted({r.domain or "" for r in data.threshold}),
+                                         "n_texts": len(data.threshold), "target_holds": "for each source on its own"}
+    det.save(recipe.out)
+    log(f"detector -> {recipe.out}: threshold {det.threshold_:.4f} ({time.perf_counter() - t0:.0f} s)")
+
+    evals = {name: _Matrix(rows, featurize(rows)) for name, rows in data.eval.items()}
+    names = det.feature_names
+    lexical_oof = out_of_fold_scores([r.text for r in data.train], train.y, groups, recipe.detector.lexical)
+    full_train = np.column_stack([train.X, lexical_oof])
+    chat = evals["detect-chat"]
+    sample = random.Random(recipe.seed).sample(range(len(chat.records)), min(1000, len(chat.records)))
+    probes = _probes(det, chat, sample, recipe.seed, featurize)
+
+    results: dict = {"threshold": det.threshold_, "data": data.summary}
+    variants = {"all features": np.ones(len(names), dtype=bool)}
+    if ablation:
+        variants.update({fam: np.array([pick(n) for n in names]) for fam, pick in FAMILIES.items()})
+    lexical_all = det.lexical_
+    for label, cols in variants.items():
+        if not cols.any():
+            continue
+        log(f"measuring: {label} ({int(cols.sum())} columns)")
+        results[label] = _measure(det, recipe, data, full_train, threshold, evals, probes, cols, lexical_all,
+                                  groups, loo=True, log=log)
+    # the shipped detector itself (its classifier, Platt map and threshold) on each set
+    results["shipped"] = {name: _shipped(det, det_matrix(det, m)) for name, m in evals.items()}
+    results["seconds"] = time.perf_counter() - t0
+    write_json(Path(recipe.out) / "evaluation.json", results)
+    with atomic_open(Path(recipe.out) / "ablation.md") as fh:
+        fh.write(ablation_table(results))
+    return det, results
+
+
+def det_matrix(det: Detector, m: _Matrix) -> np.ndarray:
+    """The detector's full input for a set: its featurizer columns and the fitted lexical model's score."""
+    if det.lexical_ is None:
+        return m.X
+    return np.column_stack([m.X, det.lexical_.decision_function([r.text for r in m.records])])
+
+
+def _shipped(det: Detector, X: np.ndarray) -> dict:
+    p = det.predict_proba_features(X)[:, 1]
+    return {"flagged": float(np.mean(p > det.threshold_)), "n": int(len(X))}
+
+
+def _probes(det: Detector, chat: _Matrix, sample: list[int], seed: int, featurize) -> dict[str, _Matrix]:
+    """The held-out sample as scored: clean, without its first sentence, and under each attack (machine rows)."""
+    rows = [chat.records[i] for i in sample]
+    out = {"clean": _Matrix(rows, chat.X[sample])}
+    cut = [LabelledText(drop_first_sentence(r.text), r.label, r.generator, r.domain, r.generation, r.group, r.source)
+           for r in rows]
+    out["first-sentence-removed"] = _Matrix(cut, featurize(cut))
+    for kind in ATTACKS:
+        rng = random.Random(f"{seed}:{kind}")
+        hit = [LabelledText(attack(r.text, kind, rng) if r.label == 1 else r.text, r.label, r.generator, r.domain,
+                            r.generation, r.group, r.source) for r in rows]
+        out[kind] = _Matrix(hit, featurize(hit))
+    return out
+
+
+def _measure(det: Detector, recipe: DetectorRecipe, data: RecipeData, full_train: np.ndarray, threshold: _Matrix,
+             evals: dict[str, _Matrix], probes: dict[str, _Matrix], cols: np.ndarray, lexical: LexicalModel,
+             groups: list[str], loo: bool, log: Callable[[str], None]) -> dict:
+    """Every measure for a classifier refitted on the columns ``cols`` of all training rows."""
+    y = np.array([r.label for r in data.train], dtype=int)
+    cfg = recipe.detector.classifier
+    clf = fit_classifier(full_train[:, cols], y, cfg)
+
+    def score(m: _Matrix, lex: LexicalModel = lexical, model=clf) -> np.ndarray:
+        X = np.column_stack([m.X, lex.decision_function([r.text for r in m.records])])
+        return model.decision_function(X[:, cols])
+
+    # threshold on the decision function: per source of human text, the highest of their 1% points
+    s_thr = score(threshold)
+    dom = np.array([r.domain or "" for r in threshold.records], dtype=object)
+    thr = max(threshold_for_fpr(s_thr[dom == d], recipe.detector.target_fpr) for d in sorted(set(dom)))
+    out: dict = {}
+    scores = {name: score(m) for name, m in evals.items()}
+    chat, s_chat = evals["detect-chat"], scores["detect-chat"]
+    out["detect-chat"] = roc_summary(chat.y, s_chat)
+    human = chat.y == 0
+    out["variants"] = {}
+    for kind in ["plain", *VARIANTS, "other"]:
+        rows = np.array([r.label == 1 and variant_of(r.generator) == kind for r in chat.records])
+        if rows.any():
+            out["variants"][kind] = roc_summary(chat.y[rows | human], s_chat[rows | human])
+    clean = roc_summary(probes["clean"].y, score(probes["clean"]))
+    out["probes"] = {"clean": clean}
+    for kind, m in probes.items():
+        if kind != "clean":
+            s = roc_summary(m.y, score(m))
+            out["probes"][kind] = {**s, "auroc_drop": clean["auroc"] - s["auroc"]}
+    corpus = evals["corpus-test"]
+    out["corpus"] = roc_summary(corpus.y, scores["corpus-test"])
+    out["corpus_by_generation"] = {
+        g: roc_summary(corpus.y[(corpus.y == 0) | gen], scores["corpus-test"][(corpus.y == 0) | gen])
+        for g in sorted({r.generation for r in corpus.records if r.generation})
+        for gen in [np.array([r.generation == g for r in corpus.records])]}
+    out["detect-dev"] = roc_summary(evals["detect-dev"].y, scores["detect-dev"])
+    he = evals["human-eval"]
+    hd = np.array([r.domain or "" for r in he.records], dtype=object)
+    out["human_flagged"] = {d: float(np.mean(scores["human-eval"][hd == d] > thr)) for d in sorted(set(hd))}
+    out["machine_flagged_detect_chat"] = float(np.mean(s_chat[chat.y == 1] > thr))
+    if loo:
+        repos = {repository(r) for r in chat.records}
+        out["leave-one-source-out"] = _leave_out(
+            data, full_train, y, cols, cfg, recipe, chat, lambda r: repository(r) if repository(r) in repos else None,
+            log)
+        out["leave-one-family-out"] = _leave_out(
+            data, full_train, y, cols, cfg, recipe, chat, lambda r: family_of(r.generator) if r.label == 1 else None,
+            log)
+    return out
+
+
+def _leave_out(data: RecipeData, full_train: np.ndarray, y: np.ndarray, cols: np.ndarray, cfg, recipe: DetectorRecipe,
+               chat: _Matrix, key: Callable[[LabelledText], str | None], log: Callable[[str], None]) -> dict:
+    """Held-out AUROC on each value of ``key`` (a detect-chat repository, or a generator family) with the
+    training rows of that value left out of the classifier and the lexical model; scored on the held-out
+    rows of that value and their own human texts, or all held-out human texts where they have none."""
+    values = sorted({key(r) for r in chat.records if key(r) is not None})
+    out = {}
+    texts = [r.text for r in data.train]
+    for v in values:
+        drop = np.array([key(r) == v for r in data.train])
+        lex = LexicalModel(recipe.detector.lexical).fit([t for t, d in zip(texts, drop) if not d], y[~drop])
+        clf = fit_classifier(full_train[~drop][:, cols], y[~drop], cfg)
+        own = np.array([key(r) == v for r in chat.records])
+        has_human = (own & (chat.y == 0)).any()
+        rows = own if has_human else own | (chat.y == 0)
+        m = _Matrix([r for r, k in zip(chat.records, rows) if k], chat.X[rows])
+        X = np.column_stack([m.X, lex.decision_function([r.text for r in m.records])])
+        s = clf.decision_function(X[:, cols])
+        out[v] = {**roc_summary(m.y, s), "against": "own human texts" if has_human else "all held-out human texts"}
+        log(f"  left out {v}: AUROC {out[v].get('auroc', float('nan')):.3f}")
+    aucs = [r["auroc"] for r in out.values() if "auroc" in r]
+    out["_summary"] = {"mean_auroc": float(np.mean(aucs)), "min_auroc": float(np.min(aucs))} if aucs else {}
+    return out
+
+
+def _logger(progress: bool) -> Callable[[str], None]:
+    return (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
+
+
+# -- the table a person reads ------------------------------------------------------------------------
+def ablation_table(results: dict) -> str:
+    """Markdown: one row per feature family (alone) and all features, one column per measure."""
+    head = ("| features | detect-chat AUROC | TPR at 1% FPR | leave-one-source-out mean / min | "
+            "leave-one-family-out min | plain | first sentence removed (drop) | worst attack drop | "
+            "corpus AUROC | detect-dev AUROC | most human flagged |")
+    lines = [head, "|" + "---|" * 11]
+    for label, r in results.items():
+        if not isinstance(r, dict) or "detect-chat" not in r:
+            continue
+        loso = r.get("leave-one-source-out", {}).get("_summary", {})
+        logo = r.get("leave-one-family-out", {}).get("_summary", {})
+        first = r["probes"].get("first-sentence-removed", {})
+        worst = max((v["auroc_drop"] for k, v in r["probes"].items() if k in ATTACKS), default=float("nan"))
+        flagged = max(r["human_flagged"].items(), key=lambda kv: kv[1])
+        lines.append(
+            f"| {label} | {r['detect-chat']['auroc']:.3f} | {r['detect-chat']['tpr_at_1pct_fpr']:.3f} | "
+            f"{loso.get('mean_auroc', float('nan')):.3f} / {loso.get('min_auroc', float('nan')):.3f} | "
+            f"{logo.get('min_auroc', float('nan')):.3f} | {r['variants'].get('plain', {}).get('auroc', float('nan')):.3f} | "
+            f"{first.get('auroc', float('nan')):.3f} ({first.get('auroc_drop', float('nan')):+.3f}) | {worst:+.3f} | "
+            f"{r['corpus']['auroc']:.4f} | {r['detect-dev']['auroc']:.3f} | {flagged[1]:.1%} ({flagged[0]}) |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,326 @@
+"""The detector recipe: one YAML file that says what the shipped detector is trained, thresholded and measured on.
+
+``hygiene train-detector --recipe models/detector/recipe.yaml`` reads it, assembles the data
+below, fits the detector, sets its threshold and writes it with its measured figures
+(:mod:`hygiene.detector_eval`). The machine LM the features use is made from the same recipe by
+``collapse-sim finetune-lm --recipe ...``, so both see the same training groups.
+
+Data, every split by ``group`` (texts derived from one document share it), never by row:
+
+- **train**: the generational corpus's ``train.jsonl`` (``collapse-sim lm``), human-pool **train**
+  passages and whole documents, WikiText-2 *test* blocks (two thirds), detect-dev training groups and
+  detect-chat training groups (a seeded sample);
+- **threshold**: the human texts of the human pool's **calib** split, the other WikiText-2 blocks,
+  further detect-dev groups and a fixed share of detect-chat groups (the 1% target holds for each
+  of these sources on its own);
+- **evaluation**: the corpus's ``test.jsonl``, the human pool's **eval** split, held-out detect-dev
+  groups and a fixed share of detect-chat groups, which nothing else touches.
+
+detect-chat groups fall into evaluation, threshold or training by a hash of the group name and the
+seed, so the split does not move when the sample sizes do.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hygiene.classifier import ClassifierConfig
+from hygiene.detector import DetectorConfig
+from hygiene.errors import UserInputError
+from hygiene.features import FeatureConfig
+from hygiene.human_data import iter_documents, passages
+from hygiene.labelled import LabelledText, human_pool, read_labelled
+from hygiene.lexical import LexicalConfig
+from hygiene.paths import data_dir
+from hygiene.scoring import ScoringConfig
+
+#: the human pool's sources (WikiText-2 is not among them: it is the corpus's own human side)
+POOL_SOURCES = ("web", "books", "news", "forums", "docs")
+
+
+@dataclass(frozen=True)
+class ChatData:
+    """detect-chat: chat-era LLM text and the human text it was collected with."""
+
+    path: str = "detect-chat/chat.jsonl.gz"
+    #: shares of groups kept for evaluation and for the threshold only
+    eval_share: float = 0.15
+    threshold_share: float = 0.1
+    #: seeded samples (bound the CPU time of scoring)
+    train_max: int = 6000
+    eval_max: int = 2500
+    threshold_human_max: int = 600
+
+
+@dataclass(frozen=True)
+class DevData:
+    """detect-dev: open base-model samples; numbers of disjoint seeded groups per role."""
+
+    path: str = "detect-dev/pairs.jsonl"
+    train_groups: int = 715
+    threshold_groups: int = 100
+    eval_groups: int = 120
+
+
+@dataclass(frozen=True)
+class HumanData:
+    """Extra human negatives from the pool's train split, and how much of calib/eval is scored."""
+
+    passages: int = 800
+    #: passage lengths in words (the corpus's 5th-95th percentile, so length alone tells nothing)
+    passage_words: tuple[int, int] = (15, 46)
+    documents_per_source: int = 160
+    wikitext_blocks: int = 1200
+    threshold_per_source: int = 300
+    eval_per_source: int = 400
+
+
+@dataclass(frozen=True)
+class MachineLM:
+    """The contrast model: where it goes, and what besides detect-chat's machine side it learns from."""
+
+    out: str = "models/machine-lm"
+    base: str = "reference-lm"
+    #: synthetic texts of the corpus and machine texts of detect-dev's training groups, at most
+    corpus_max: int = 1000
+    dev_max: int = 1000
+    time_budget_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class DetectorRecipe:
+    """Everything that defines the shipped detector: its configuration, data and where it goes."""
+
+    out: str = "models/detector"
+    #: feature cache and evaluation outputs (resumable)
+    work: str = "runs/detector"
+    corpus: str = "runs/lm-cpu/corpus"
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    chat: ChatData = field(default_factory=ChatData)
+    dev: DevData = field(default_factory=DevData)
+    human: HumanData = field(default_factory=HumanData)
+    machine_lm: MachineLM = field(default_factory=MachineLM)
+    seed: int = 0
+
+
+def load_recipe(path: str | os.PathLike) -> DetectorRecipe:
+    """Read a recipe YAML file; an unknown or mistyped key fails naming the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        return _build(DetectorRecipe, raw, "")
+    except (TypeError, ValueError) as exc:
+        raise UserInputError(f"{path}: {exc}") from None
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    """A (nested) dataclass from a mapping, refusing keys the dataclass does not have."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where or 'the recipe'} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown key {where + unknown[0]!r} (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, value in raw.items():
+        sub = _NESTED.get((cls, name))
+        kwargs[name] = _build(sub, value, f"{where}{name}.") if sub is not None and value is not None else value
+        if isinstance(value, list):
+            kwargs[name] = tuple(value)
+    return cls(**kwargs)
+
+
+_NESTED: dict[tuple[type, str], type] = {
+    (DetectorRecipe, "detector"): DetectorConfig,
+    (DetectorRecipe, "chat"): ChatData,
+    (DetectorRecipe, "dev"): DevData,
+    (DetectorRecipe, "human"): HumanData,
+    (DetectorRecipe, "machine_lm"): MachineLM,
+    (DetectorConfig, "features"): FeatureConfig,
+    (DetectorConfig, "classifier"): ClassifierConfig,
+    (DetectorConfig, "lexical"): LexicalConfig,
+    (FeatureConfig, "scoring"): ScoringConfig,
+}
+
+
+# -- detect-chat -------------------------------------------------------------------------------------
+def chat_role(group: str, chat: ChatData, seed: int) -> str:
+    """``eval``, ``threshold`` or ``train`` for a detect-chat group, by a hash of the group and the seed."""
+    u = int(hashlib.sha1(f"{seed}:{group}".encode()).hexdigest()[:12], 16) / 16**12
+    if u < chat.eval_share:
+        return "eval"
+    return "threshold" if u < chat.eval_share + chat.threshold_share else "train"
+
+
+def chat_records(recipe: DetectorRecipe) -> dict[str, list[LabelledText]]:
+    """detect-chat's rows by role (``train``, ``threshold``, ``eval``), before sampling; ``domain`` is the repository."""
+    rows = read_labelled(data_dir() / recipe.chat.path)
+    out: dict[str, list[LabelledText]] = {"train": [], "threshold": [], "eval": []}
+    for r in rows:
+        out[chat_role(r.group or r.text, recipe.chat, recipe.seed)].append(r)
+    return out
+
+
+def _sample(rows: list[LabelledText], n: int, seed: int) -> list[LabelledText]:
+    """A seeded sample of at most ``n`` rows, in their original order."""
+    if len(rows) <= n:
+        return list(rows)
+    keep = set(random.Random(seed).sample(range(len(rows)), n))
+    return [r for i, r in enumerate(rows) if i in keep]
+
+
+def repository(r: LabelledText) -> str:
+    """The source repository of a detect-chat row (``owner/repo``)."""
+    return (r.source or "").split(":")[0]
+
+
+# -- detect-dev, the human pool, WikiText ------------------------------------------------------------
+def dev_split(recipe: DetectorRecipe) -> dict[str, list[LabelledText]]:
+    """detect-dev rows of disjoint seeded groups: ``eval``, ``train`` and ``threshold``."""
+    dev, seed = recipe.dev, recipe.seed
+    records = read_labelled(data_dir() / dev.path)
+    groups = sorted({r.group for r in records})
+    held_out = set(random.Random(seed).sample(groups, min(dev.eval_groups, len(groups))))
+    rest = [g for g in groups if g not in held_out]
+    train = set(random.Random(seed + 1).sample(rest, min(dev.train_groups, len(rest))))
+    rest = [g for g in rest if g not in train]
+    calib = set(random.Random(seed + 2).sample(rest, min(dev.threshold_groups, len(rest))))
+    return {name: [r for r in records if r.group in part]
+            for name, part in (("eval", held_out), ("train", train), ("threshold", calib))}
+
+
+def extra_human(h: HumanData, seed: int) -> list[LabelledText]:
+    """About ``h.passages`` passages of the pool's train split, an equal share per source, lengths drawn
+    from ``h.passage_words``; at most two per document, except books (few documents, each a whole book)."""
+    rng = random.Random(seed)
+    lo, hi = h.passage_words
+    out: list[LabelledText] = []
+    for source in POOL_SOURCES:
+        pool = []
+        for doc in iter_documents(sources=(source,), splits=("train",)):
+            cuts = [p.split() for p in passages(doc.text, hi) if len(p.split()) >= hi]
+            pool += [LabelledText(" ".join(w[: rng.randint(lo, hi)]), 0, generator="human", domain=source,
+                                  group=f"pool:{doc.id}") for w in (cuts if source == "books" else cuts[:2])]
+        rng.shuffle(pool)
+        out += pool[: h.passages // len(POOL_SOURCES)]
+    return out
+
+
+def capped(records: list[LabelledText], per_domain: int, seed: int) -> list[LabelledText]:
+    """At most ``per_domain`` seeded-random records of each domain (bounds CPU time, keeps every source)."""
+    rng = random.Random(seed)
+    out: list[LabelledText] = []
+    for d in sorted({r.domain or "" for r in records}):
+        rows = [r for r in records if (r.domain or "") == d]
+        out += rng.sample(rows, min(per_domain, len(rows)))
+    return out
+
+
+def wikitext_blocks(h: HumanData, seed: int) -> list[LabelledText]:
+    """Disjoint runs of consecutive words of WikiText-2 **test** (headings dropped), lengths as the passages'.
+
+    Human text of the corpus's own kind (tokenised Wikipedia); the corpus's human side is WikiText-2
+    *valid*, which this never touches.
+    """
+    lines = (data_dir() / "wikitext-2" / "test.txt").read_text(encoding="utf-8").splitlines()
+    stream = [w for line in lines if not line.strip().startswith("=") for w in line.split()]
+    lo, hi = h.passage_words
+    rng = random.Random(seed)
+    starts = sorted(rng.sample(range(0, len(stream) - hi, hi), h.wikitext_blocks))
+    blocks = [LabelledText(" ".join(stream[i: i + rng.randint(lo, hi)]), 0, generator="human", domain="wikitext",
+                           group=f"wikitext-test:{i}") for i in starts]
+    random.Random(seed).shuffle(blocks)
+    return blocks
+
+
+def corpus_split(path: Path) -> list[LabelledText]:
+    """A corpus split, with the decoding (beam / sample) as ``generator`` and the reuse mode as ``domain``."""
+    import json
+
+    records = read_labelled(path)
+    with path.open(encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return [dataclasses.replace(r, generator=row.get("decoding") or "human", domain=row.get("mode") or None)
+            for r, row in zip(records, rows)]
+
+
+# -- the assembled sets ------------------------------------------------------------------------------
+@dataclass
+class RecipeData:
+    """The recipe's texts by role; ``eval`` maps a measure's name to its records."""
+
+    train: list[LabelledText]
+    threshold: list[LabelledText]
+    eval: dict[str, list[LabelledText]]
+    #: counts by part, for the detector's training summary
+    summary: dict[str, Any]
+
+
+def assemble(recipe: DetectorRecipe) -> RecipeData:
+    """Read and split every data source of the recipe (deterministic for its seed)."""
+    seed, h = recipe.seed, recipe.human
+    corpus = Path(recipe.corpus)
+    if not (corpus / "train.jsonl").is_file():
+        raise UserInputError(f"no generational corpus at {corpus} (make it with: collapse-sim lm --out "
+                             f"{corpus.parent})")
+    chat = chat_records(recipe)
+    dev = dev_split(recipe)
+    wiki = wikitext_blocks(h, seed)
+    cut = 2 * len(wiki) // 3
+    whole = [dataclasses.replace(r, group=f"pool:{r.group}")
+             for r in capped(human_pool("train", sources=POOL_SOURCES), h.documents_per_source, seed)]
+    chat_train = _sample(chat["train"], recipe.chat.train_max, seed)
+    parts = {
+        "corpus": read_labelled(corpus / "train.jsonl"),
+        "human_passages": extra_human(h, seed),
+        "human_documents": whole,
+        "wikitext": wiki[:cut],
+        "detect_dev": dev["train"],
+        "detect_chat": chat_train,
+    }
+    threshold = {
+        "human_pool_calib": capped(human_pool("calib", sources=POOL_SOURCES), h.threshold_per_source, seed),
+        "wikitext": wiki[cut:],
+        "detect_dev": [dataclasses.replace(r, domain="detect-dev") for r in dev["threshold"] if r.label == 0],
+        "detect_chat": [dataclasses.replace(r, domain="detect-chat") for r in _sample(
+            [r for r in chat["threshold"] if r.label == 0], recipe.chat.threshold_human_max, seed)],
+    }
+    chat_eval = _sample(chat["eval"], recipe.chat.eval_max, seed)
+    evaluation = {
+        "corpus-test": corpus_split(corpus / "test.jsonl"),
+        "human-eval": capped(human_pool("eval", sources=POOL_SOURCES), h.eval_per_source, seed)
+        + [dataclasses.replace(r, domain="detect-chat") for r in chat_eval if r.label == 0],
+        "detect-dev": dev["eval"],
+        "detect-chat": chat_eval,
+    }
+    summary = {
+        "train": {k: {"human": sum(r.label == 0 for r in v), "machine": sum(r.label == 1 for r in v)}
+                  for k, v in parts.items()},
+        "threshold": {k: len(v) for k, v in threshold.items()},
+        "eval": {k: len(v) for k, v in evaluation.items()},
+        "detect_chat_groups": {role: len({r.group for r in rows}) for role, rows in chat.items()},
+    }
+    return RecipeData([r for v in parts.values() for r in v], [r for v in threshold.values() for r in v],
+                      evaluation, summary)
+
+
+def machine_lm_texts(recipe: DetectorRecipe) -> list[str]:
+    """What the contrast model learns from: the machine side of every detect-chat training group, and
+    seeded samples of the corpus's synthetic training texts and detect-dev's training machine texts."""
+    m, seed = recipe.machine_lm, recipe.seed
+    chat = [r.text for r in chat_records(recipe)["train"] if r.label == 1]
+    corpus = [r for r in read_labelled(Path(recipe.corpus) / "train.jsonl") if r.label == 1]
+    dev = [r for r in dev_split(recipe)["train"] if r.label == 1]
+    return chat + [r.text for r in _sample(corpus, m.corpus_max, seed)] + [r.text for r in _sample(dev, m.dev_max, seed)]

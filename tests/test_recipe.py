@@ -1,0 +1,39 @@
+"""The detector recipe: its file format, and the detect-chat split it makes."""
+from __future__ import annotations
+
+import pytest
+
+from hygiene.errors import UserInputError
+from hygiene.paths import models_dir
+from hygiene.recipe import ChatData, DetectorRecipe, chat_role, load_recipe
+
+
+def test_the_shipped_recipe_loads_and_names_the_shipped_models():
+    recipe = load_recipe(models_dir() / "detector" / "recipe.yaml")
+    f = recipe.detector.features
+    assert f.lm == "reference-lm" and f.contrast_lm == recipe.machine_lm.out.split("/")[-1]
+    assert recipe.detector.lexical is not None and recipe.detector.target_fpr == 0.01
+    assert isinstance(recipe.human.passage_words, tuple) and isinstance(f.scoring.hidden_layers, tuple)
+
+
+def test_unknown_and_malformed_keys_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("detector:\n  features:\n    lmm: x\n")
+    with pytest.raises(UserInputError, match=r"r.yaml: unknown key 'detector.features.lmm'"):
+        load_recipe(bad)
+    bad.write_text("chat: 3\n")
+    with pytest.raises(UserInputError, match="chat. must be a mapping|chat must be a mapping"):
+        load_recipe(bad)
+    with pytest.raises(UserInputError, match="recipe not found"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_chat_groups_split_by_hash_in_the_configured_shares():
+    chat = ChatData(eval_share=0.15, threshold_share=0.1)
+    roles = [chat_role(f"group-{i}", chat, seed=0) for i in range(20000)]
+    share = {r: roles.count(r) / len(roles) for r in ("eval", "threshold", "train")}
+    # binomial standard error at n=20000 is about 0.003
+    assert share["eval"] == pytest.approx(0.15, abs=0.012) and share["threshold"] == pytest.approx(0.1, abs=0.012)
+    assert roles == [chat_role(f"group-{i}", chat, seed=0) for i in range(20000)]  # deterministic
+    assert roles != [chat_role(f"group-{i}", chat, seed=1) for i in range(20000)]  # the seed moves it
+    assert DetectorRecipe().chat == ChatData()
