@@ -56,7 +56,7 @@ from hygiene.atomic import atomic_open, write_json
 from hygiene.config import FilterConfig, QualityConfig
 from hygiene.filtering import filter_records
 from hygiene.paths import data_dir
-from hygiene.synthetic_filter import Detector, load_default_detector
+from hygiene.stages.synthetic import Detector, load_default_detector
 
 CHAINS = ("unfiltered", "filtered", "oracle")
 POLICIES = ("drop", "resample")

@@ -65,8 +65,3 @@ def confusables_table() -> dict[int, str]:
 def normalize_for_detection(text: str) -> str:
     """What the detector scores: :func:`normalize_text`, homoglyphs folded to Latin, whitespace runs as one space."""
     return " ".join(normalize_text(text).translate(confusables_table()).split())
-
-
-def normalize_batch(batch: dict[str, list]) -> dict[str, list]:
-    """Batch stage: add the ``norm`` column, the normalised form of ``text``."""
-    return {**batch, "norm": [normalize_text(t) for t in batch["text"]]}
