@@ -321,6 +321,6 @@ def machine_lm_texts(recipe: DetectorRecipe) -> list[str]:
     seeded samples of the corpus's synthetic training texts and detect-dev's training machine texts."""
     m, seed = recipe.machine_lm, recipe.seed
     chat = [r.text for r in chat_records(recipe)["train"] if r.label == 1]
-    corpus = [r for r in read_labelled(Path(recipe.corpus) / "train.jsonl") if r.label == 1]
+    corpus = [r for r in read_labelled(Path(recipe.corpus) / "train.jsonl") if r.label == 1] if m.corpus_max else []
     dev = [r for r in dev_split(recipe)["train"] if r.label == 1]
     return chat + [r.text for r in _sample(corpus, m.corpus_max, seed)] + [r.text for r in _sample(dev, m.dev_max, seed)]

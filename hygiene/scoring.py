@@ -205,22 +205,24 @@ class Scorer:
     @torch.inference_mode()
     def _score_batch(self, seqs: list[list[int]]) -> dict[str, np.ndarray]:
         """Features of one padded batch: one forward pass per distinct model, all statistics vectorised."""
-        ids, mask = self._pad(seqs)
+        # every statistic is computed where the scoring model's logits are, in float32 or wider; only
+        # per-text values (and the pooled hidden states) leave the device
+        home = self.lm.device
+        ids, mask = (t.to(home) for t in self._pad(seqs))
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits: dict[int, torch.Tensor] = {}
-        hidden: dict[str, torch.Tensor] = {}
+        pooled: list[torch.Tensor] = []
         for m in self._models():
             dev = m.device
             want_hidden = m is self.lm and bool(self.hidden_layers)
             out = m.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
                           output_hidden_states=want_hidden)
-            # position t predicts token t+1; logits in float32 whatever the model's dtype (no copy when they
-            # already are: nothing else reads the model's output, so the statistics below may work in place)
-            logits[id(m)] = out.logits[:, :-1].to("cpu", torch.float32)
+            # position t predicts token t+1; float32 whatever the model's dtype (no copy when they already
+            # are: nothing else reads the model's output, so the statistics below may work in place)
+            logits[id(m)] = out.logits[:, :-1].to(home, torch.float32)
             for layer in self.hidden_layers if want_hidden else ():
-                h = out.hidden_states[layer].to("cpu", torch.float64)  # (batch, length, width)
-                pooled = (h * mask[..., None]).sum(1) / mask.sum(-1, keepdim=True)  # every token of the text
-                hidden.update({f"hidden{layer}_{i}": pooled[:, i] for i in range(h.shape[-1])})
+                h = out.hidden_states[layer].to(home, torch.float32)  # (batch, length, width)
+                pooled.append((h * mask[..., None]).sum(1) / mask.sum(-1, keepdim=True))  # every token of the text
         vocab = min(x.shape[-1] for x in logits.values())  # embeddings may be padded past the tokenizer
         labels = ids[:, 1:]
         valid = (mask[:, 1:] * mask[:, :-1]).bool()
@@ -294,8 +296,11 @@ class Scorer:
             log_ppl = mean(-perf_logp.gather(-1, labels[..., None]).squeeze(-1))
             log_xppl = mean(-(obs_p * perf_logp).sum(-1))
             feats["binoculars"] = log_ppl / log_xppl
-        feats.update(hidden)
-        return {k: v.numpy() for k, v in feats.items()}
+        result = {k: v.cpu().numpy() for k, v in feats.items()}
+        for layer, h in zip(self.hidden_layers, pooled):
+            h = h.cpu().double().numpy()
+            result.update({f"hidden{layer}_{i}": h[:, i] for i in range(h.shape[1])})
+        return result
 
 
 def score_texts(

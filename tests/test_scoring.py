@@ -202,3 +202,33 @@ def test_contrast_features_match_direct_computation(models):
             assert feats[name][i] == pytest.approx(value, rel=1e-4, abs=1e-5), (name, i)
     # a model against itself: no evidence either way
     assert np.nanmax(np.abs(score_texts(TEXTS, lm, contrast=lm)["llr"])) < 1e-5
+
+
+def test_no_vocabulary_sized_tensor_leaves_the_device(models, monkeypatch):
+    """Only per-token scalars are reduced to per-text values on the device; nothing (batch, position, vocab)
+    is copied to the host. Instrumented on CPU: every host copy or numpy conversion the scorer makes is recorded."""
+    lm, sampler, other = models
+    vocab = lm.model.config.vocab_size
+    seen: list[tuple[int, ...]] = []
+    real_cpu, real_numpy, real_to = torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.to
+
+    def cpu(self, *a, **k):
+        seen.append(tuple(self.shape))
+        return real_cpu(self, *a, **k)
+
+    def numpy(self, *a, **k):
+        seen.append(tuple(self.shape))
+        return real_numpy(self, *a, **k)
+
+    def to(self, *a, **k):
+        if any(isinstance(x, str) and x.startswith("cpu") for x in (*a, k.get("device"))):
+            seen.append(tuple(self.shape))
+        return real_to(self, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", cpu)
+    monkeypatch.setattr(torch.Tensor, "numpy", numpy)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    score_texts(TEXTS, lm, sampler=sampler, observer=lm, performer=other, contrast=other,
+                config=ScoringConfig(token_stats=True, hidden_layers=(1.0,)))
+    assert seen, "the instrumentation saw no transfer"
+    assert all(vocab not in shape and len(shape) <= 2 for shape in seen), seen
