@@ -1,7 +1,11 @@
-"""Configuration of the corpus filter: one dataclass per stage, loaded from YAML/TOML plus overrides.
+"""Configuration of the corpus filter: one dataclass per stage, loaded from a profile, YAML/TOML and overrides.
 
-Defaults are the published values (each field says where it comes from). A config
-file holds any subset of the keys, nested by stage::
+The dataclass defaults are the published values (each field says where it comes
+from; the quality rules are Gopher's). A run starts from a **profile**, a config file
+shipped in ``hygiene/profiles/``: ``human`` (the default: only the rules that catch
+what is not prose, with thresholds that keep human writing) or ``gopher`` (the
+dataclass defaults). A config file extends its profile (``profile: gopher`` in the
+file, or ``--profile``, picks it) and holds any subset of the keys, nested by stage::
 
     near_dedup: {bands: 20, rows: 5}
     quality: {min_words: 100, max_dup_ngram_char_frac: {5: 0.2}}
@@ -23,6 +27,11 @@ from typing import Any
 import yaml
 
 from hygiene.errors import UserInputError
+
+#: the profile a run starts from unless told otherwise
+DEFAULT_PROFILE = "human"
+#: how a ``.txt`` input becomes records
+TXT_UNITS = ("file", "line", "paragraph")
 
 
 @dataclass
@@ -116,8 +125,12 @@ class OutputConfig:
 class FilterConfig:
     """The whole filter: input fields, batching, every stage, outputs."""
 
+    profile: str | None = None  # the shipped profile this config extends (None: the dataclass defaults, Gopher's)
     text_field: str = "text"
     id_field: str | None = None  # None: a stable id "<shard>:<line>"
+    group_field: str | None = None  # field the stats count by; None: "source", else "dataset", when a record has it
+    txt_unit: str = "file"  # a .txt input is one record per "file", per "line", or per blank-line "paragraph"
+    limit: int | None = None  # read only the first N records of the input (shards in order)
     batch_size: int = 1000  # records per stage call (and per datasets.map batch)
     max_errors: int | None = None  # abort once more records than this could not be read
     checkpoint_seconds: float = 30.0  # checkpoint at the first shard boundary after this long
@@ -136,6 +149,8 @@ class FilterConfig:
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.workers >= 1, "workers must be at least 1"),
             (self.max_errors is None or self.max_errors >= 0, "max_errors must be >= 0"),
+            (self.limit is None or self.limit >= 1, "limit must be at least 1"),
+            (self.txt_unit in TXT_UNITS, f"txt_unit must be one of {', '.join(TXT_UNITS)}"),
             (self.near_dedup.bands >= 1 and self.near_dedup.rows >= 1, "near_dedup.bands and rows must be >= 1"),
             (self.near_dedup.ngram >= 1, "near_dedup.ngram must be >= 1"),
             (self.synthetic.batch_size >= 1, "synthetic.batch_size must be at least 1"),
@@ -274,10 +289,48 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     set_key(data, key, value)
 
 
+def profiles() -> list[str]:
+    """Names of the shipped profiles."""
+    from importlib.resources import files
+
+    return sorted(p.name.removesuffix(".yaml") for p in files("hygiene").joinpath("profiles").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def read_profile(name: str) -> dict[str, Any]:
+    """The settings of the shipped profile ``name`` (a partial nested mapping)."""
+    from importlib.resources import files
+
+    if name not in profiles():
+        raise UserInputError(f"unknown profile {name!r}: choose one of {', '.join(profiles())}")
+    return yaml.safe_load(files("hygiene").joinpath("profiles", f"{name}.yaml").read_text(encoding="utf-8")) or {}
+
+
+def merge(cls: type, base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: sections (dataclass fields of ``cls``) merge key by key, other values replace."""
+    hints = typing.get_type_hints(cls)
+    out = dict(base)
+    for key, value in over.items():
+        tp = hints.get(key)
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(tp, out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                assignments: tuple[str, ...] | list[str] = ()) -> FilterConfig:
-    """Effective config: defaults, then the file, then ``overrides`` (``{"dotted.key": value}``), then ``KEY=VALUE`` assignments."""
+                assignments: tuple[str, ...] | list[str] = (), profile: str | None = None) -> FilterConfig:
+    """Effective config: the profile, then the file, then ``overrides`` (``{"dotted.key": value}``), then
+    ``KEY=VALUE`` assignments.
+
+    The profile is ``profile``, else the file's ``profile`` key, else :data:`DEFAULT_PROFILE`.
+    """
     data = read_config_file(path) if path is not None else {}
+    name = profile or data.get("profile") or DEFAULT_PROFILE
+    if not isinstance(name, str):
+        raise UserInputError(f"bad config: profile must be a name, got {name!r}")
+    data = {**merge(FilterConfig, read_profile(name), data), "profile": name}
     for key, value in (overrides or {}).items():
         set_key(data, key, value)
     for assignment in assignments:

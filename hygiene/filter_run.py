@@ -1,11 +1,11 @@
 """The local engine: stream shards through the pipeline in order, write the outputs, resume after a stop.
 
 The output layout is the one both engines write (:mod:`hygiene.run_output`). At each
-checkpoint (a shard boundary, at most every ``checkpoint_seconds``) the growing files
-under ``DIR/.partial/`` are synced and their sizes, the finished shards, the counters
-and the new dedup-index entries are saved. ``resume`` truncates the files to the last
-checkpoint, reloads the indexes and skips the finished shards, so nothing is
-written twice.
+checkpoint (a batch boundary, about every ``checkpoint_seconds``) the growing files
+under ``DIR/.partial/`` are synced and their sizes, the finished shards, how far the
+current shard got, the counters and the new dedup-index entries are saved. ``resume``
+truncates the files to the last checkpoint, reloads the indexes and skips what was
+done, so no finished batch is computed or written twice.
 
 Batches stream through the stages in order. With ``workers > 1`` the pure steps
 (normalise, quality, dedup keys) run in a process pool, a wave of batches at a
@@ -35,11 +35,12 @@ from tqdm.auto import tqdm
 
 from hygiene.atomic import write_json
 from hygiene.batch import BatchBuilder
-from hygiene.config import FilterConfig
+from hygiene.config import FilterConfig, load_config
 from hygiene.errors import UserInputError
 from hygiene.filtering import Pipeline, build_pipeline, run_stages, synthetic_threshold
-from hygiene.records import Item, Shard, discover_shards, json_line, read_shard, shards_outside
-from hygiene.run_output import OUTPUTS, Counts, RunOutput, output_row, run_stats
+from hygiene.records import (Item, ReadOptions, Shard, count_records, discover_shards, json_line, read_shard,
+                             shards_outside)
+from hygiene.run_output import OUTPUTS, Counts, RunOutput, error_outcome, output_row, run_stats
 from hygiene.stages import Detector
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class _Packet:
     shard: str
     last: bool  # the last batch of its shard
     items: int  # records read (errors included)
+    position: int  # records of the shard read so far, this packet's included
     batch: dict[str, list]
     records: list[dict[str, Any]]
     errors: list[dict[str, Any]]
@@ -98,8 +100,11 @@ class FilterRun:
         self.pipeline.setup()  # loads the detector now: fail early
         self.threshold = synthetic_threshold(self.pipeline)
         self.progress = progress
+        self.options = ReadOptions(config.text_field, config.txt_unit)
         self.done: list[str] = []
+        self.position: dict[str, int] = {}  # a shard begun but not finished -> records of it done
         self.deltas: list[str] = []
+        self.to_read = config.limit  # records left to read under --limit (None: all)
 
     @property
     def counts(self) -> Counts:
@@ -124,7 +129,7 @@ class FilterRun:
             raise UserInputError(
                 f"cannot resume {self.output.dir}: the inputs or the config differ from the interrupted run")
         self.output.counts = Counts.from_dict(state["counts"])
-        self.done, self.deltas = list(state["done"]), list(state["deltas"])
+        self.done, self.deltas, self.position = list(state["done"]), list(state["deltas"]), dict(state["position"])
         for p in partial.glob("index-*.npz"):
             if p.name not in self.deltas:
                 p.unlink()  # written after the last checkpoint
@@ -134,7 +139,7 @@ class FilterRun:
 
     def _checkpoint_state(self, offsets: dict[str, int]) -> dict[str, Any]:
         return {"fingerprint": _fingerprint(self.config, self.shards), "done": self.done, "deltas": self.deltas,
-                "offsets": offsets, "counts": self.counts.to_dict(), "inputs": self.inputs}
+                "position": self.position, "offsets": offsets, "counts": self.counts.to_dict(), "inputs": self.inputs}
 
     def _checkpoint(self, elapsed: float) -> None:
         """Sync outputs, save the new index entries, then record the state (in that order)."""
@@ -149,26 +154,31 @@ class FilterRun:
         write_json(self.output.partial / "checkpoint.json", state)
 
     # -- the loop -------------------------------------------------------------------------
-    def _packets(self, shards: Sequence[Shard], deadline: float) -> Iterator[_Packet]:
-        """Batches of the shards, in order, each shard ending with a ``last`` packet.
-
-        Stops after the first shard that ends past ``deadline``, so a checkpoint can follow.
+    def _packets(self, shards: Sequence[Shard], deadline: float, size: int) -> Iterator[_Packet]:
+        """Batches of ``size`` records of the shards, in order, from where each one stopped; each shard ends
+        with a ``last`` packet. Stops after the first packet past ``deadline``, so a checkpoint can follow,
+        and once ``limit`` records are read.
         """
-        size = self.config.batch_size
         for shard in shards:
+            position = self.position.get(shard.name, 0)
             items: list[Item] = []
-            for item in read_shard(shard, self.config.text_field):
+            for item in itertools.islice(read_shard(shard, self.options), position, None):
                 items.append(item)
-                if len(items) >= size:
-                    yield self._pack(shard, items, last=False)
+                if self.to_read is not None:
+                    self.to_read -= 1
+                if len(items) >= size or self.to_read == 0:
+                    position += len(items)
+                    yield self._pack(shard, items, False, position)
                     items = []
-            yield self._pack(shard, items, last=True)
+                    if time.perf_counter() >= deadline or self.to_read == 0:
+                        return
+            yield self._pack(shard, items, True, position + len(items))
             if time.perf_counter() >= deadline:
                 return
 
-    def _pack(self, shard: Shard, items: list[Item], last: bool) -> _Packet:
+    def _pack(self, shard: Shard, items: list[Item], last: bool, position: int) -> _Packet:
         """Turn read items into a batch for the stages, setting aside the ones that cannot be filtered."""
-        packet = _Packet(shard.name, last, len(items), {}, [], [])
+        packet = _Packet(shard.name, last, len(items), position, {}, [], [])
         builder = BatchBuilder(self.config.text_field, self.config.id_field, self.counts.next_n)
         for item in items:
             if item.error is None:
@@ -183,14 +193,14 @@ class FilterRun:
         packet.batch, self.counts.next_n = builder.take(), builder.next_n
         return packet
 
-    def _stream(self, shards: Sequence[Shard], deadline: float, pool: Any) -> Iterator[_Packet]:
+    def _stream(self, shards: Sequence[Shard], deadline: float, size: int, pool: Any) -> Iterator[_Packet]:
         """Packets through every stage, in order.
 
         With a worker ``pool`` the packets go in waves of two per worker: each pure segment
         of the pipeline maps over the wave in the pool, each other segment runs over it here,
         in order. (Waiting only in this thread keeps Ctrl-C and errors able to stop the pool.)
         """
-        packets: Iterator[_Packet] = self._packets(shards, deadline)
+        packets: Iterator[_Packet] = self._packets(shards, deadline, size)
         segments = self.pipeline.segments()
         if pool is None:
             for _, stages in segments:
@@ -208,13 +218,12 @@ class FilterRun:
         for err in packet.errors:
             self._error(err)
         for k, record in enumerate(packet.records):
-            name, row, decision = output_row(record, packet.batch, k, tuple(self.pipeline.columns),
-                                             self.config.output)
-            self.output.write(name, json_line(row), decision)
+            name, row, outcome = output_row(record, packet.batch, k, tuple(self.pipeline.columns), self.config)
+            self.output.write(name, json_line(row), outcome)
 
     def _error(self, err: dict[str, Any]) -> None:
         """Write one error record; stop the run once there are more than ``max_errors``."""
-        self.output.write("errors", json_line(err))
+        self.output.write("errors", json_line(err), error_outcome(err, self.config))
         limit = self.config.max_errors
         if limit is not None and self.counts.errors > limit:
             where = f"{err['shard']}:{err['line']}" if err["line"] is not None else err["shard"]
@@ -232,24 +241,31 @@ class FilterRun:
         output.open(offsets)
         start = time.perf_counter()
         first_in = self.counts.records_in
-        bar = tqdm(total=None, unit="doc", unit_scale=True, desc="hygiene filter", disable=not self.progress,
+        if self.to_read is not None:
+            self.to_read -= first_in
+        total = count_records(self.shards, self.options) if self.progress else None
+        if total is not None and self.config.limit is not None:
+            total = min(total, self.config.limit)
+        # batches small enough that a small run shows progress, never larger than configured
+        size = min(self.config.batch_size, max(32, total // 20)) if total is not None else self.config.batch_size
+        bar = tqdm(total=total, unit="doc", unit_scale=True, desc="hygiene filter", disable=not self.progress,
                    initial=self.counts.records_in, file=sys.stderr)
         workers = self.config.workers
         pool_context = _worker_pool(workers) if workers > 1 else contextlib.nullcontext()
         try:
             with pool_context as pool:
-                done = set(self.done)
-                remaining = [s for s in self.shards if s.name not in done]
-                while remaining:  # one round per checkpoint: drain the stream, then save
-                    finished = 0
+                remaining = [s for s in self.shards if s.name not in set(self.done)]
+                while remaining and self.to_read != 0:  # one round per checkpoint: drain the stream, then save
                     deadline = time.perf_counter() + self.config.checkpoint_seconds
-                    for packet in self._stream(remaining, deadline, pool):
+                    for packet in self._stream(remaining, deadline, size, pool):
                         self._write(packet)
                         bar.update(packet.items)
                         if packet.last:
                             self.done.append(packet.shard)
-                            finished += 1
-                    remaining = remaining[finished:]
+                            self.position.pop(packet.shard, None)
+                        else:
+                            self.position[packet.shard] = packet.position
+                    remaining = [s for s in remaining if s.name not in set(self.done)]
                     if output.dir is not None:
                         self._checkpoint(time.perf_counter() - start)
         finally:
@@ -257,7 +273,8 @@ class FilterRun:
             output.close()
         elapsed = time.perf_counter() - start
         stats = run_stats(self.counts, self.config, inputs=self.inputs, shards=len(self.shards), elapsed=elapsed,
-                          processed=self.counts.records_in - first_in, threshold=self.threshold, engine="local")
+                          processed=self.counts.records_in - first_in, threshold=self.threshold, engine="local",
+                          stages=[stage.name for stage in self.pipeline.stages])
         output.finish(self.config, stats)
         return stats
 
@@ -265,5 +282,8 @@ class FilterRun:
 def run_filter(inputs: Sequence[str | Path], out_dir: str | Path | None, config: FilterConfig | None = None, *,
                resume: bool = False, overwrite: bool = False, detector: Detector | None = None,
                progress: bool = True) -> dict[str, Any]:
-    """Filter the shards of ``inputs`` into ``out_dir`` (``None``: dry run); return the stats."""
-    return FilterRun(inputs, out_dir, config or FilterConfig(), detector, progress).run(resume, overwrite)
+    """Filter the shards of ``inputs`` into ``out_dir`` (``None``: dry run); return the stats.
+
+    Without ``config``, the default profile (:func:`hygiene.config.load_config`).
+    """
+    return FilterRun(inputs, out_dir, config or load_config(), detector, progress).run(resume, overwrite)

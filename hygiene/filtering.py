@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from hygiene.batch import BatchBuilder
-from hygiene.config import FilterConfig
+from hygiene.config import FilterConfig, load_config
 from hygiene.errors import UserInputError
 from hygiene.stages import (
     Detector,
@@ -34,6 +34,7 @@ from hygiene.stages import (
     SyntheticFilter,
     load_stage,
 )
+from hygiene.stages.base import FAILED
 
 Step = Callable[[Mapping[str, Sequence]], dict[str, list]]
 
@@ -92,8 +93,9 @@ def build_pipeline(config: FilterConfig | None = None, detector: Detector | None
     """The stages ``config`` switches on, in order, with fresh dedup indexes.
 
     ``detector`` replaces the default detector (loaded from ``models/detector`` on first use).
+    Without ``config``, the default profile (:func:`hygiene.config.load_config`).
     """
-    config = config or FilterConfig()
+    config = config or load_config()
     stages: list[Stage] = [Normalize()] if config.normalize.enabled else []
     stages.append(RejectEmpty())
     if config.exact_dedup.enabled:
@@ -122,9 +124,10 @@ class Decision:
     id: str
     kept: bool
     stage: str | None  # first rejecting stage ("input", "exact_dedup", ...), "error" if unreadable
-    reason: str | None
+    reason: str | None  # the first rule it fails
     scores: dict[str, Any] = field(default_factory=dict)
     record: Any = None
+    failed: list[str] = field(default_factory=list)  # every rule of its stage it fails (empty when kept)
 
 
 def row_scores(batch: Mapping[str, Sequence], i: int, columns: Iterable[str]) -> dict[str, Any]:
@@ -138,9 +141,9 @@ def filter_records(records: Iterable[Any], config: FilterConfig | None = None,
 
     Records are mappings holding ``config.text_field`` (or plain strings). Ids come from
     ``config.id_field`` or the record's position. A record without a usable text is
-    not lost: its decision has stage ``"error"``.
+    not lost: its decision has stage ``"error"``. Without ``config``, the default profile.
     """
-    config = config or FilterConfig()
+    config = config or load_config()
     pipeline = build_pipeline(config, detector)
     builder = BatchBuilder(config.text_field, config.id_field)
     it = iter(records)
@@ -158,30 +161,30 @@ def _decide(pipeline: Pipeline, builder: BatchBuilder, records: Sequence[Any], s
     decided, k = [], 0
     for j, (record, error) in enumerate(zip(records, errors)):
         if error is not None:
-            decided.append(Decision(str(start + j), False, "error", error, {}, record))
+            decided.append(Decision(str(start + j), False, "error", error, {}, record, [error]))
             continue
-        stage = out["stage"][k]
-        decided.append(Decision(out["id"][k], stage is None or pipeline.annotate_only, stage, out["reason"][k],
-                                row_scores(out, k, pipeline.columns), record))
+        stage, reason = out["stage"][k], out["reason"][k]
+        failed = (out[FAILED][k] if FAILED in out else None) or ([reason] if stage is not None else [])
+        decided.append(Decision(out["id"][k], stage is None or pipeline.annotate_only, stage, reason,
+                                row_scores(out, k, pipeline.columns), record, list(failed)))
         k += 1
     return decided
 
 
-def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detector | None = None,
-                   num_proc: int | None = None) -> tuple[Any, Any]:
+def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detector | None = None) -> tuple[Any, Any]:
     """Kept and rejected ``datasets.Dataset`` from ``ds``, via ``map(batched=True)``.
 
-    The rejected dataset gains ``hygiene_stage``, ``hygiene_reason`` and ``hygiene_scores``
-    (JSON) columns; the kept one is unchanged unless ``config.output.annotate`` (or
-    ``annotate_only``) asks for them. Dedup keeps state across batches, so the map
-    runs in this process (``num_proc`` applies to nothing stateful and is refused).
+    The rejected dataset gains ``hygiene_stage``, ``hygiene_reason`` (the first failed rule),
+    ``hygiene_failed`` (every failed rule, JSON) and ``hygiene_scores`` (JSON) columns; the kept
+    one is unchanged unless ``config.output.annotate`` (or ``annotate_only``) asks for them.
+    Dedup keeps state across batches, so the map runs in this process (for parallel
+    normalisation, quality and hashing, ``config.workers`` with :func:`hygiene.filter_run.run_filter`).
+    Without ``config``, the default profile.
     """
     import datasets
     from datasets.fingerprint import generate_random_fingerprint
 
-    if num_proc not in (None, 1):
-        raise ValueError("filter_dataset keeps dedup state across batches and runs in one process")
-    config = config or FilterConfig()
+    config = config or load_config()
     if config.text_field not in ds.column_names:
         raise UserInputError(f"dataset has no text column {config.text_field!r} (columns: {ds.column_names})")
     pipeline = build_pipeline(config, detector)
@@ -191,10 +194,12 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
         records = [dict(zip(batch, values)) for values in zip(*batch.values())]
         decided = _decide(pipeline, builder, records, indices[0] if indices else 0)
         return {"hygiene_stage": [d.stage for d in decided], "hygiene_reason": [d.reason for d in decided],
+                "hygiene_failed": [json.dumps(d.failed) for d in decided],
                 "hygiene_scores": [json.dumps(d.scores) for d in decided]}
 
+    columns = ["hygiene_stage", "hygiene_reason", "hygiene_failed", "hygiene_scores"]
     features = ds.features.copy()
-    for col in ("hygiene_stage", "hygiene_reason", "hygiene_scores"):
+    for col in columns:
         features[col] = datasets.Value("string")
     tagged = ds.map(annotate, batched=True, batch_size=config.batch_size, with_indices=True, features=features,
                     load_from_cache_file=False, new_fingerprint=generate_random_fingerprint(),
@@ -206,6 +211,6 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
     rejected = tagged.filter(lambda s: [x is not None for x in s], input_columns="hygiene_stage", batched=True,
                              load_from_cache_file=False)
     if not config.output.annotate:
-        keep = keep.remove_columns(["hygiene_stage", "hygiene_reason", "hygiene_scores"])
+        keep = keep.remove_columns(columns)
     return keep, rejected
 

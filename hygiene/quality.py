@@ -60,8 +60,8 @@ def _duplicates(parts: list[str]) -> tuple[int, int]:
 def quality_scores(texts: Sequence[str], config: QualityConfig | None = None, complete: bool = True) -> QualityScores:
     """Every Gopher statistic of each text (the checks then compare them to thresholds).
 
-    With ``complete=False`` the n-gram statistics (the costly part) are computed only for
-    texts that pass the other checks and are NaN for the rest, which already fail.
+    With ``complete=False`` a text outside the word-count bounds (e.g. a 20 MB page) gets
+    only its word count; every other statistic is NaN (it fails already).
     """
     config = config or QualityConfig()
     n_docs = len(texts)
@@ -104,7 +104,7 @@ def quality_scores(texts: Sequence[str], config: QualityConfig | None = None, co
         token_lists.append(tokens)
     todo = np.arange(n_docs)
     if not complete:
-        todo = np.flatnonzero([r is None for r in quality_reasons(QualityScores(cols), config)])
+        todo = np.flatnonzero([_word_count_ok(int(n), config) for n in cols["words"]])
     vocab: dict[str, int] = {}
     next_id = itertools.count()  # distinct tokens get distinct ids (not dense: it also advances on repeats)
     ids = np.fromiter((i for d in todo for i in map(vocab.setdefault, token_lists[d], next_id)), np.int64,
@@ -202,15 +202,19 @@ def checks(config: QualityConfig) -> list[tuple[str, str, str, float]]:
     return [rule for rule in rules if rule[3] is not None]
 
 
-def quality_reasons(scores: QualityScores, config: QualityConfig | None = None) -> list[str | None]:
-    """The first failed Gopher check of each document (``None``: passes all; NaN or absent metrics pass)."""
+def quality_failures(scores: QualityScores, config: QualityConfig | None = None) -> list[list[str]]:
+    """Every failed check of each document, in Gopher's order (empty: passes all; NaN or absent metrics pass)."""
     config = config or QualityConfig()
-    n = len(scores["words"])
-    reason = np.full(n, None, dtype=object)
-    for name, metric, direction, threshold in reversed(checks(config)):  # earliest check written last
+    failed: list[list[str]] = [[] for _ in range(len(scores["words"]))]
+    for name, metric, direction, threshold in checks(config):
         if metric not in scores.values:
             continue
         v = scores[metric]
-        fail = v < threshold if direction == "min" else v > threshold
-        reason[fail] = name
-    return reason.tolist()
+        for d in np.flatnonzero(v < threshold if direction == "min" else v > threshold):
+            failed[d].append(name)
+    return failed
+
+
+def quality_reasons(scores: QualityScores, config: QualityConfig | None = None) -> list[str | None]:
+    """The first failed Gopher check of each document (``None``: passes all; NaN or absent metrics pass)."""
+    return [f[0] if f else None for f in quality_failures(scores, config)]

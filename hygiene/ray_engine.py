@@ -39,18 +39,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from hygiene.config import FilterConfig
+from hygiene.config import FilterConfig, load_config
 from hygiene.errors import UserInputError
 from hygiene.filtering import Pipeline, build_pipeline, synthetic_threshold
 from hygiene.records import discover_shards, json_line, shards_outside
-from hygiene.run_output import RunOutput, output_row, run_stats
+from hygiene.run_output import Outcome, RunOutput, error_outcome, output_row, run_stats
 from hygiene.stages import Detector, KeyedDedup, Stage
+from hygiene.stages.base import FAILED, seconds_of, timed
 
 Step = Callable[[dict[str, list]], dict[str, list]]
 #: Arrow types of the engine's own columns; score columns get theirs from the stages' declared types
 _TYPES = {"n": pa.int64(), "id": pa.string(), "text": pa.binary(), "record": pa.binary(),
-          "stage": pa.string(), "reason": pa.string(), "output": pa.string(),
-          "line": pa.binary(), "decision": pa.string()}
+          "stage": pa.string(), "reason": pa.string(), FAILED: pa.list_(pa.string()), "output": pa.string(),
+          "line": pa.binary(), "outcome": pa.string()}
 _ARROW = {float: pa.float64(), int: pa.int64(), str: pa.string(), bool: pa.bool_()}
 
 
@@ -107,6 +108,7 @@ def column_types(pipeline: Pipeline) -> dict[str, pa.DataType]:
     """Arrow types of the engine's columns and of those the stages write: scores and dedup keys."""
     types = {name: _ARROW[kind] for name, kind in pipeline.columns.items() if kind in _ARROW}
     types.update({stage.key_column: pa.list_(pa.uint64()) for stage in pipeline.dedup})
+    types.update({seconds_of(stage.name): pa.float64() for stage in pipeline.stages})
     return {**_TYPES, **types}
 
 
@@ -145,11 +147,12 @@ def _shard_summary(table: pa.Table) -> pa.Table:
     return table.group_by("shard").aggregate([("k", "max"), ("error", "count")])  # columns shard, k_max, error_count
 
 
-def _error_lines(table: pa.Table) -> pa.Table:
+def _error_lines(table: pa.Table, config: FilterConfig) -> pa.Table:
     """The error rows of a block as output rows for ``errors``."""
     lines = _where(table, "error", True)["error"]
+    outcomes = [error_outcome(json.loads(line), config).to_json() for line in lines.to_pylist()]
     return pa.table({"output": pa.array(["errors"] * len(lines), pa.string()), "line": lines,
-                     "decision": pa.array([None] * len(lines), pa.string())})
+                     "outcome": pa.array(outcomes, pa.string())})
 
 
 def repeated_keys(ds: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -236,6 +239,9 @@ class Resolve:
     root: np.ndarray
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        return timed(self.stage.name, self._resolve, batch)
+
+    def _resolve(self, batch: dict[str, list]) -> dict[str, list]:
         found, root = _lookup(self.child, self.root, np.asarray(batch["n"], np.int64))
         return self.stage.resolve(batch, np.where(found, root, np.asarray(batch["n"], np.int64)).tolist())
 
@@ -262,14 +268,14 @@ class OutputLines:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         from hygiene.ray_io import decode
 
-        lines, outputs, decided = [], [], []
+        lines, outputs, outcomes = [], [], []
         for k in range(len(batch["n"])):
             record = json.loads(decode(batch["record"][k]))
-            name, row, decision = output_row(record, batch, k, self.columns, self.config.output)
+            name, row, outcome = output_row(record, batch, k, self.columns, self.config)
             outputs.append(name)
             lines.append(json_line(row))
-            decided.append(decision)
-        return {"output": outputs, "line": lines, "decision": decided}
+            outcomes.append(outcome.to_json())
+        return {"output": outputs, "line": lines, "outcome": outcomes}
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -321,7 +327,8 @@ class RayFilterRun:
         rows = ray.data.read_datasource(ShardDatasource(self.shards, self.config)).materialize()
         docs = rows.map_batches(lambda t: _where(t, "error", False).drop_columns(["error"]),
                                 batch_format="pyarrow", batch_size=None)
-        errors = rows.map_batches(_error_lines, batch_format="pyarrow", batch_size=None).materialize()
+        errors = rows.map_batches(_error_lines, fn_args=(self.config,), batch_format="pyarrow",
+                                  batch_size=None).materialize()
         shard, last, bad = _collect(rows.map_batches(_shard_summary, batch_format="pyarrow", batch_size=None),
                                     ["shard", "k_max", "error_count"])
         usable = np.zeros(len(self.shards), np.int64)
@@ -382,8 +389,8 @@ class RayFilterRun:
                 raise UserInputError(f"more than {limit} unreadable records (the first in {where}); run stopped")
             lines = self._decide(offsets).union(errors)
             for block in lines.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for name, line, decision in zip(*(block[c].to_pylist() for c in ("output", "line", "decision"))):
-                    output.write(name, line, decision)
+                for name, line, outcome in zip(*(block[c].to_pylist() for c in ("output", "line", "outcome"))):
+                    output.write(name, line, Outcome.from_json(outcome))
         finally:
             self._documents = None
             context.enable_progress_bars, context.shuffle_strategy = saved
@@ -393,7 +400,8 @@ class RayFilterRun:
                    "startup_s": round(startup, 3), "cluster_cpus": ray.cluster_resources().get("CPU"),
                    "version": ray.__version__}
         stats = run_stats(output.counts, self.config, inputs=self.inputs, shards=len(self.shards), elapsed=elapsed,
-                          processed=output.counts.records_in, threshold=self.threshold, engine="ray", ray=cluster)
+                          processed=output.counts.records_in, threshold=self.threshold, engine="ray",
+                          stages=[stage.name for stage in self.pipeline.stages], ray=cluster)
         output.finish(self.config, stats)
         return stats
 
@@ -417,4 +425,7 @@ def run_filter_ray(inputs: Sequence[str | Path], out_dir: str | Path | None, con
     """
     if resume:
         raise UserInputError("the Ray engine cannot resume an interrupted run: rerun with --overwrite")
-    return RayFilterRun(inputs, out_dir, config or FilterConfig(), ray_config, detector, progress).run(overwrite)
+    config = config or load_config()
+    if config.limit is not None:
+        raise UserInputError("--limit needs the local engine (records are read in order there)")
+    return RayFilterRun(inputs, out_dir, config, ray_config, detector, progress).run(overwrite)

@@ -21,7 +21,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from hygiene.config import FilterConfig
 from hygiene.batch import check_record
-from hygiene.records import Shard, dumps_record, json_line, read_shard
+from hygiene.records import ReadOptions, Shard, dumps_record, json_line, read_shard
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def shard_rows(shard: Shard, index: int, config: FilterConfig, rows_per_block: i
     """Blocks of rows (:data:`READ_SCHEMA`) of one shard, every record or error in order."""
     cols: dict[str, list] = {name: [] for name in READ_SCHEMA.names}
     k = 0
-    for item in read_shard(shard, config.text_field):
+    for item in read_shard(shard, ReadOptions(config.text_field, config.txt_unit)):
         text = rid = None
         if item.error is None:
             text, rid, error = check_record(item.record, config.text_field, config.id_field,

@@ -1,7 +1,8 @@
 """Reading and writing corpus shards, one record at a time, without ever losing one.
 
 Inputs: JSONL (plain or ``.gz``), Parquet, a Hugging Face dataset saved with
-``save_to_disk``, and plain ``.txt`` files (one document per file); a directory
+``save_to_disk``, and plain ``.txt`` files (one record per file, per line or per
+blank-line-separated paragraph: :attr:`ReadOptions.txt_unit`); a directory
 (searched recursively) or a glob of any of these. Each shard yields
 :class:`Item` objects: a readable record with a stable id (``<shard>:<line>``
 unless an id field is named) or an error saying what went wrong at which line,
@@ -38,6 +39,14 @@ class Shard:
     kind: str  # the reader: a key of READERS ("jsonl", "parquet", "txt", or "hf" for a saved dataset)
     name: str  # stable name used in record ids and the checkpoint
     split: str | None = None  # DatasetDict split of an "hf" shard
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How shards become records: the text field to fill (``.txt``) and a ``.txt`` file's unit of record."""
+
+    text_field: str = "text"
+    txt_unit: str = "file"  # "file": the whole file; "line": each non-blank line; "paragraph": blank-line-separated
 
 
 @dataclass
@@ -151,7 +160,7 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _read_jsonl(shard: Shard, text_field: str) -> Iterator[Item]:
+def _read_jsonl(shard: Shard, options: ReadOptions) -> Iterator[Item]:
     """Records of a JSONL shard, one per non-blank line; bad lines and truncation become errors."""
     line_no = 0
     try:
@@ -182,7 +191,7 @@ def _read_jsonl(shard: Shard, text_field: str) -> Iterator[Item]:
                    shard_failed=True)
 
 
-def _read_parquet(shard: Shard, text_field: str) -> Iterator[Item]:
+def _read_parquet(shard: Shard, options: ReadOptions) -> Iterator[Item]:
     """Rows of a Parquet shard; an unreadable file or row group becomes one error."""
     import pyarrow.parquet as pq
 
@@ -197,7 +206,7 @@ def _read_parquet(shard: Shard, text_field: str) -> Iterator[Item]:
                    shard_failed=True)
 
 
-def _read_saved_dataset(shard: Shard, text_field: str) -> Iterator[Item]:
+def _read_saved_dataset(shard: Shard, options: ReadOptions) -> Iterator[Item]:
     """Rows of a dataset written by ``save_to_disk``."""
     import datasets
 
@@ -216,8 +225,20 @@ def _read_saved_dataset(shard: Shard, text_field: str) -> Iterator[Item]:
                    shard_failed=True)
 
 
-def _read_txt(shard: Shard, text_field: str) -> Iterator[Item]:
-    """A ``.txt`` file as one record ``{text_field: content, "path": shard name}`` (a leading BOM dropped)."""
+def _txt_units(text: str, unit: str) -> Iterator[tuple[int, str]]:
+    """(1-based first line, text) of each record of a ``.txt`` file's content, by ``unit``."""
+    if unit == "file":
+        yield 1, text
+        return
+    pattern = re.compile(r"[^\n]+") if unit == "line" else re.compile(r"(?:[^\n]*\S[^\n]*(?:\n|$))+")
+    for match in pattern.finditer(text):
+        if match.group().strip():
+            yield text.count("\n", 0, match.start()) + 1, match.group().strip("\n")
+
+
+def _read_txt(shard: Shard, options: ReadOptions) -> Iterator[Item]:
+    """A ``.txt`` file as records ``{text_field: text, "path": shard name}``: the whole file, each non-blank
+    line, or each blank-line-separated paragraph (``options.txt_unit``); a leading BOM dropped."""
     try:
         data = shard.path.read_bytes()
     except OSError as exc:
@@ -228,11 +249,12 @@ def _read_txt(shard: Shard, text_field: str) -> Iterator[Item]:
     except UnicodeDecodeError as exc:
         yield Item(shard.name, 1, error=f"invalid UTF-8 at byte {exc.start}")
         return
-    yield Item(shard.name, 1, {text_field: text, "path": shard.name})
+    for line, unit in _txt_units(text, options.txt_unit):
+        yield Item(shard.name, line, {options.text_field: unit, "path": shard.name})
 
 
-Reader = Callable[[Shard, str], Iterator[Item]]
-#: reader name -> function of (shard, text field) yielding every record or error of the shard, in order
+Reader = Callable[[Shard, ReadOptions], Iterator[Item]]
+#: reader name -> function of (shard, options) yielding every record or error of the shard, in order
 READERS: dict[str, Reader] = {"jsonl": _read_jsonl, "parquet": _read_parquet, "txt": _read_txt,
                               "hf": _read_saved_dataset}
 #: file suffix -> reader name (a saved Hugging Face dataset is a directory: reader "hf")
@@ -242,9 +264,40 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-def read_shard(shard: Shard, text_field: str = "text") -> Iterator[Item]:
+def read_shard(shard: Shard, options: ReadOptions = ReadOptions()) -> Iterator[Item]:
     """Every record of ``shard`` in order, with errors in place of the records that could not be read."""
-    return READERS[shard.kind](shard, text_field)
+    return READERS[shard.kind](shard, options)
+
+
+def count_records(shards: Sequence[Shard], options: ReadOptions = ReadOptions(),
+                  max_bytes: int = 256 << 20) -> int | None:
+    """How many records (and errors) the shards hold, if that is cheap to know: from the metadata of
+    Parquet files and saved datasets, by counting lines in text files up to ``max_bytes`` in all; else ``None``."""
+    import pyarrow.parquet as pq
+
+    text = [s for s in shards if s.kind in ("jsonl", "txt")]
+    if sum(s.path.stat().st_size for s in text) > max_bytes:
+        return None
+    total = 0
+    try:
+        for shard in shards:
+            if shard.kind == "parquet":
+                total += pq.ParquetFile(shard.path).metadata.num_rows
+            elif shard.kind == "jsonl":
+                with _open_binary(shard.path) as fh:
+                    total += sum(1 for line in fh if line.strip())
+            elif shard.kind == "txt" and options.txt_unit != "file":
+                total += sum(1 for _ in read_shard(shard, options))
+            elif shard.kind == "txt":
+                total += 1
+            else:
+                import datasets
+
+                ds = datasets.load_from_disk(str(shard.path))
+                total += (ds[shard.split] if shard.split is not None else ds).num_rows
+    except Exception:  # an unreadable shard: its errors are reported by the run itself
+        return None
+    return total
 
 
 def _json_default(value: Any) -> Any:

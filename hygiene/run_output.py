@@ -5,7 +5,9 @@ Output directory::
     kept.jsonl       records unchanged (plus a "hygiene" field with --annotate); .parquet with format parquet
     rejected.jsonl   each record plus "hygiene": {id, n, stage, reason, scores}
     errors.jsonl     {shard, line, error[, record | raw]} for every record that could not be read
-    stats.json       counts per stage and reason, throughput, config, versions
+    stats.json       per stage: records in and out, seconds, counts per reason, the same per input
+                     group, example ids per reason; per group: kept, rejected, errors and a
+                     histogram of P(machine); throughput, config, versions
     config.yaml      the effective config (reusable with --config)
 
 While running, the three files grow under ``DIR/.partial/``; at the end each is
@@ -26,13 +28,52 @@ from typing import IO, Any, Mapping, Sequence
 
 from hygiene import __version__
 from hygiene.atomic import write_json
-from hygiene.config import FilterConfig, OutputConfig, write_config
+from hygiene.config import FilterConfig, write_config
 from hygiene.errors import UserInputError
 from hygiene.filtering import row_scores
 from hygiene.records import jsonl_to_parquet
+from hygiene.stages.base import FAILED, seconds_of
 
 OUTPUTS = ("kept", "rejected", "errors")
 PARTIAL = ".partial"
+#: fields a record's group is read from when no group field is named, the first one present
+GROUP_FIELDS = ("source", "dataset")
+NO_GROUP, OTHER_GROUPS = "(none)", "(other)"
+MAX_GROUPS = 50  # groups counted apart; the rest are counted together as OTHER_GROUPS
+EXAMPLES = 5  # example ids kept per reason: those of the earliest documents
+HISTOGRAM_BINS = 20  # bins of P(machine) over [0, 1]
+
+
+def group_of(record: Any, group_field: str | None) -> str:
+    """The group ``record`` is counted in: its ``group_field`` (default: the first of :data:`GROUP_FIELDS` present)."""
+    if not isinstance(record, Mapping):
+        return NO_GROUP
+    name = group_field or next((f for f in GROUP_FIELDS if f in record), None)
+    value = record.get(name) if name is not None else None
+    return NO_GROUP if value is None else str(value)[:200]
+
+
+@dataclass
+class Outcome:
+    """What the stats need to know of one record: its decision, id, ordinal, group, P(machine), seconds per stage."""
+
+    decision: str | None = None  # "stage/reason"; None when kept (or for an error)
+    id: str | None = None
+    n: int | None = None
+    group: str = NO_GROUP
+    p_machine: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, text: str) -> Outcome:
+        import json
+
+        return cls(**json.loads(text))
 
 
 @dataclass
@@ -46,31 +87,68 @@ class Counts:
     by_stage: Counter = field(default_factory=Counter)  # "stage/reason" -> count
     next_n: int = 0  # ordinal of the next readable record
     elapsed_s: float = 0.0
+    groups: dict[str, Counter] = field(default_factory=dict)  # group -> output name or "stage/reason" -> count
+    examples: dict[str, list[list]] = field(default_factory=dict)  # "stage/reason" -> [[n, id], ...], earliest first
+    seconds: Counter = field(default_factory=Counter)  # stage -> seconds
+    p_machine: dict[str, list[int]] = field(default_factory=dict)  # group -> histogram of P(machine)
 
     def to_dict(self) -> dict[str, Any]:
         return {"records_in": self.records_in, "kept": self.kept, "rejected": self.rejected,
                 "errors": self.errors, "by_stage": dict(self.by_stage), "next_n": self.next_n,
-                "elapsed_s": self.elapsed_s}
+                "elapsed_s": self.elapsed_s, "groups": {g: dict(c) for g, c in self.groups.items()},
+                "examples": self.examples, "seconds": dict(self.seconds), "p_machine": self.p_machine}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Counts:
         return cls(d["records_in"], d["kept"], d["rejected"], d["errors"], Counter(d["by_stage"]),
-                   d["next_n"], d["elapsed_s"])
+                   d["next_n"], d["elapsed_s"], {g: Counter(c) for g, c in d["groups"].items()},
+                   d["examples"], Counter(d["seconds"]), d["p_machine"])
+
+    def add(self, name: str, outcome: Outcome) -> None:
+        """Count one record written to output ``name``."""
+        self.records_in += 1
+        setattr(self, name, getattr(self, name) + 1)
+        group = outcome.group if outcome.group in self.groups or len(self.groups) < MAX_GROUPS else OTHER_GROUPS
+        tally = self.groups.setdefault(group, Counter())
+        tally["records_in"] += 1
+        tally[name] += 1
+        if outcome.decision:
+            self.by_stage[outcome.decision] += 1
+            tally[outcome.decision] += 1
+            examples = self.examples.setdefault(outcome.decision, [])
+            if len(examples) < EXAMPLES or outcome.n < examples[-1][0]:
+                examples.append([outcome.n, outcome.id])
+                examples.sort()
+                del examples[EXAMPLES:]
+        self.seconds.update(outcome.seconds)
+        if outcome.p_machine is not None:
+            hist = self.p_machine.setdefault(group, [0] * HISTOGRAM_BINS)
+            hist[min(int(outcome.p_machine * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
 
 
 def output_row(record: dict[str, Any], batch: Mapping[str, Sequence], k: int, columns: Sequence[str],
-               output: OutputConfig) -> tuple[str, dict[str, Any], str | None]:
-    """Where row ``k`` of a decided batch goes (kept or rejected), the record as written there,
-    and its decision (``"stage/reason"``, ``None`` when kept)."""
+               config: FilterConfig) -> tuple[str, dict[str, Any], Outcome]:
+    """Where row ``k`` of a decided batch goes (kept or rejected), the record as written there, and its
+    :class:`Outcome`. A rejected record's note names the first failed rule (``reason``) and all of them (``failed``)."""
+    output = config.output
     stage, reason = batch["stage"][k], batch["reason"][k]
     note: dict[str, Any] = {"id": batch["id"][k], "n": batch["n"][k]}
     if stage is not None:
-        note.update(stage=stage, reason=reason)
+        failed = batch[FAILED][k] if FAILED in batch else None
+        note.update(stage=stage, reason=reason, failed=list(failed) if failed else [reason])
     note["scores"] = row_scores(batch, k, columns)
-    decision = None if stage is None else f"{stage}/{reason}"
+    outcome = Outcome(None if stage is None else f"{stage}/{reason}", note["id"], note["n"],
+                      group_of(record, config.group_field), note["scores"].get("synthetic_p"),
+                      {name.removeprefix(seconds_of("")): batch[name][k] for name in batch
+                       if name.startswith(seconds_of(""))})
     if stage is None or output.annotate_only:
-        return "kept", {**record, "hygiene": note} if output.annotate or output.annotate_only else record, decision
-    return "rejected", {**record, "hygiene": note}, decision
+        return "kept", {**record, "hygiene": note} if output.annotate or output.annotate_only else record, outcome
+    return "rejected", {**record, "hygiene": note}, outcome
+
+
+def error_outcome(error: Mapping[str, Any], config: FilterConfig) -> Outcome:
+    """The :class:`Outcome` of an ``errors`` row: counted in the group of its record when it was read."""
+    return Outcome(group=group_of(error.get("record"), config.group_field))
 
 
 def versions() -> dict[str, str]:
@@ -82,21 +160,57 @@ def versions() -> dict[str, str]:
             "pyarrow": pyarrow.__version__}
 
 
+def stage_stats(counts: Counts, stages: Sequence[str], annotate_only: bool) -> list[dict[str, Any]]:
+    """Per stage, in pipeline order: records in and out, seconds, counts per reason, per group and reason,
+    and example ids per reason."""
+    out = []
+    reaching = counts.records_in - counts.errors
+    for name in stages:
+        reasons = {key.partition("/")[2]: n for key, n in sorted(counts.by_stage.items())
+                   if key.partition("/")[0] == name}
+        by_group = {group: {key.partition("/")[2]: n for key, n in sorted(tally.items())
+                            if key.partition("/")[0] == name}
+                    for group, tally in sorted(counts.groups.items())}
+        dropped = 0 if annotate_only else sum(reasons.values())
+        out.append({"name": name, "records_in": reaching, "records_out": reaching - dropped,
+                    "seconds": round(counts.seconds.get(name, 0.0), 3), "reasons": reasons,
+                    "by_group": {g: r for g, r in by_group.items() if r},
+                    "examples": {reason: [i for _, i in counts.examples[f"{name}/{reason}"]] for reason in reasons}})
+        reaching -= dropped
+    return out
+
+
 def run_stats(counts: Counts, config: FilterConfig, *, inputs: Sequence[str], shards: int, elapsed: float,
-              processed: int, threshold: float | None, engine: str, **extra: Any) -> dict[str, Any]:
-    """``stats.json``: the counts per output and per stage and reason, throughput, config and versions."""
+              processed: int, threshold: float | None, engine: str, stages: Sequence[str],
+              **extra: Any) -> dict[str, Any]:
+    """``stats.json``: the counts per output, per stage and reason and per group, throughput, config and versions."""
     by_stage: dict[str, dict[str, int]] = {}
     for key, count in sorted(counts.by_stage.items()):
         stage, _, reason = key.partition("/")
         by_stage.setdefault(stage, {})[reason] = count
+    groups = {g: {name: tally.get(name, 0) for name in ("records_in", *OUTPUTS)}
+              for g, tally in sorted(counts.groups.items())}
     return {
         "records_in": counts.records_in, "kept": counts.kept, "rejected": counts.rejected, "errors": counts.errors,
-        "by_stage": by_stage, "annotate_only": config.output.annotate_only, "shards": shards,
+        "by_stage": by_stage, "stages": stage_stats(counts, stages, config.output.annotate_only),
+        "profile": config.profile, "group_field": config.group_field or "|".join(GROUP_FIELDS),
+        "groups": groups, "p_machine_histogram": {"bins": HISTOGRAM_BINS, "by_group": dict(sorted(counts.p_machine.items()))},
+        "annotate_only": config.output.annotate_only, "shards": shards,
         "elapsed_s": round(counts.elapsed_s + elapsed, 3),
         "docs_per_s": round(processed / elapsed, 1) if elapsed > 0 else None,
         "synthetic_threshold": threshold, "inputs": list(inputs), "config": config.to_dict(), "engine": engine,
         **extra, "versions": versions(),
     }
+
+
+def check_outcome(stats: Mapping[str, Any], where: str | Path | None) -> None:
+    """Raise :class:`UserInputError` when a run had nothing to filter: no records, or every one an error."""
+    if stats["records_in"] == 0:
+        raise UserInputError(f"no records in {', '.join(stats['inputs'])}: nothing was filtered")
+    if stats["errors"] == stats["records_in"]:
+        where = f"; see {Path(where) / 'errors.jsonl'}" if where is not None else ""
+        raise UserInputError(f"every one of the {stats['records_in']} records is an error "
+                             f"(a wrong --text-field?){where}")
 
 
 class RunOutput:
@@ -144,13 +258,9 @@ class RunOutput:
             fh.seek(0, os.SEEK_END)
             self.files[name] = fh
 
-    def write(self, name: str, line: bytes, decision: str | None = None) -> None:
+    def write(self, name: str, line: bytes, outcome: Outcome) -> None:
         """Append one JSON line (without its newline) to output ``name`` and count it."""
-        counts = self.counts
-        counts.records_in += 1
-        setattr(counts, name, getattr(counts, name) + 1)
-        if decision:
-            counts.by_stage[decision] += 1
+        self.counts.add(name, outcome)
         if self.files:
             self.files[name].write(line + b"\n")
 

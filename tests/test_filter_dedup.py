@@ -8,6 +8,7 @@ from datasketch import MinHash
 from hygiene.config import NearDedupConfig
 from hygiene.dedup import HashIndex, MinHasher, band_keys, detection_probability, shingles
 from hygiene.stages import ExactDedup, NearDedup
+from hygiene.stages.base import seconds_of
 
 
 def _words(rng: np.random.Generator, n: int) -> list[str]:
@@ -78,7 +79,9 @@ def test_hashing_split_from_the_index_gives_the_same_decisions() -> None:
     whole = NearDedup()(batch)
     stage = NearDedup()
     split = stage(stage.add_keys(batch))
-    assert whole == split
+    untimed = seconds_of(stage.name)  # the time each took differs
+    assert {k: v for k, v in whole.items() if k != untimed} == {k: v for k, v in split.items() if k != untimed}
+    assert len(whole[untimed]) == len(split[untimed]) == len(texts)
     assert whole["stage"][6] == "near_dedup" and whole["near_cluster"][6] == 2
     assert whole["near_cluster"][7] == 7 and whole["near_cluster"][8] is None  # no words; not scored
     assert "near_dedup_keys" not in whole

@@ -124,12 +124,13 @@ class FlakyDetector:
     threshold_ = 0.5
 
     def __init__(self, stop_at: int | None = None) -> None:
-        self.calls, self.stop_at = 0, stop_at
+        self.calls, self.stop_at, self.seen = 0, stop_at, []
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         self.calls += 1
         if self.stop_at is not None and self.calls > self.stop_at:
             raise KeyboardInterrupt
+        self.seen += texts
         p = np.array([0.9 if "machine" in t else 0.1 for t in texts])
         return np.stack([1 - p, p], axis=1)
 
@@ -148,20 +149,22 @@ def _shards(tmp_path: Path) -> Path:
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     d = _shards(tmp_path)
     config = _config(**{"synthetic.enabled": True, "batch_size": 3})
-    ref = run_filter([d], tmp_path / "ref", config, detector=FlakyDetector(), progress=False)
+    first, interrupted, resumed = FlakyDetector(), FlakyDetector(stop_at=5), FlakyDetector()
+    ref = run_filter([d], tmp_path / "ref", config, detector=first, progress=False)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):  # 2 detector calls a shard: stop in the third, after one batch
-        run_filter([d], out, config, detector=FlakyDetector(stop_at=5), progress=False)
+        run_filter([d], out, config, detector=interrupted, progress=False)
     assert not (out / "kept.jsonl").exists() and not (out / "stats.json").exists()  # nothing final half-written
     state = json.loads((out / ".partial" / "checkpoint.json").read_text())
     assert state["done"] == [str(d / "s0.jsonl"), str(d / "s1.jsonl")]
-    assert (out / ".partial" / "kept.jsonl").stat().st_size > state["offsets"]["kept"]  # written past the checkpoint
+    assert state["position"] == {str(d / "s2.jsonl"): 3}  # the third shard's first batch is done
     with pytest.raises(UserInputError, match="interrupted run"):
         run_filter([d], out, config, detector=FlakyDetector(), progress=False)
     with pytest.raises(UserInputError, match="differ"):
         run_filter([d], out, _config(**{"synthetic.enabled": True, "batch_size": 4}), resume=True,
                    detector=FlakyDetector(), progress=False)
-    stats = run_filter([d], out, config, resume=True, detector=FlakyDetector(), progress=False)
+    stats = run_filter([d], out, config, resume=True, detector=resumed, progress=False)
+    assert sorted(interrupted.seen + resumed.seen) == sorted(first.seen)  # no finished batch scored again
     for name in ("kept", "rejected", "errors"):
         assert (out / f"{name}.jsonl").read_bytes() == (tmp_path / "ref" / f"{name}.jsonl").read_bytes()
     assert {k: stats[k] for k in ("records_in", "kept", "rejected", "errors", "by_stage")} == \

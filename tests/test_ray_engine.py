@@ -88,7 +88,7 @@ def _by_id(records: list[dict]) -> dict[str, dict]:
 
 
 def _config(**overrides) -> FilterConfig:
-    return load_config(overrides={"output.annotate": True, "batch_size": 10, **overrides})
+    return load_config(overrides={"output.annotate": True, "batch_size": 10, **overrides}, profile="gopher")
 
 
 @pytest.mark.slow
@@ -106,8 +106,12 @@ def test_ray_and_local_make_the_same_decisions(ray_cluster, corpus: Path, tmp_pa
         assert _by_id(_read(tmp_path / "ray", name)) == _by_id(_read(tmp_path / "local", name)), name
     key = lambda e: (e["shard"], e["line"] or 0)  # noqa: E731
     assert sorted(_read(tmp_path / "ray", "errors"), key=key) == sorted(_read(tmp_path / "local", "errors"), key=key)
-    for k in ("records_in", "kept", "rejected", "errors", "by_stage", "synthetic_threshold"):
+    for k in ("records_in", "kept", "rejected", "errors", "by_stage", "synthetic_threshold", "groups",
+              "p_machine_histogram"):
         assert stats[k] == local[k], k
+    untimed = lambda stages: [{k: v for k, v in s.items() if k != "seconds"} for s in stages]  # noqa: E731
+    assert untimed(stats["stages"]) == untimed(local["stages"])
+    assert all(s["seconds"] > 0 for s in stats["stages"] if s["records_in"])
     assert stats["records_in"] == stats["kept"] + stats["rejected"] + stats["errors"]
     assert set(stats["by_stage"]) == {"input", "exact_dedup", "quality", "near_dedup", "shout", "synthetic"}
     assert stats["by_stage"]["shout"] == {"too_loud": 1}

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import click
 
 from hygiene.cli import main
+from hygiene.config import TXT_UNITS, profiles
 from hygiene.errors import UserInputError
 
 
@@ -15,12 +16,23 @@ def _common_options(func: Callable) -> Callable:
     options = [
         click.argument("inputs", nargs=-1, required=True, metavar="INPUT..."),
         click.option("--out", "out", type=click.Path(file_okay=False), help="Output directory."),
+        click.option("--profile", default=None, type=click.Choice(profiles()),
+                     help="Settings to start from: 'human' keeps human writing and drops only what is not "
+                          "prose; 'gopher' applies Gopher's quality rules (as datatrove) [the config file's "
+                          "'profile', else human]."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                     help="YAML/TOML config file (any subset of the keys in DIR/config.yaml)."),
+                     help="YAML/TOML config file extending the profile (any subset of the keys in DIR/config.yaml)."),
         click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                      help="Override one config key, e.g. --set quality.min_words=100 (repeatable)."),
         click.option("--text-field", default=None, help="Field holding the text [text]."),
         click.option("--id-field", default=None, help="Field holding the record id [default: <shard>:<line>]."),
+        click.option("--group-field", default=None,
+                     help="Field the stats and report count by [source, else dataset, when present]."),
+        click.option("--txt-unit", type=click.Choice(TXT_UNITS), default=None,
+                     help="A .txt input is one record per file, per non-blank line, or per blank-line-separated "
+                          "paragraph [file]."),
+        click.option("--limit", type=click.IntRange(1), default=None,
+                     help="Filter only the first N records (inputs in order), to try a config on part of a corpus."),
         click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default=None,
                      help="Format of kept/rejected [jsonl]."),
         click.option("--annotate", is_flag=True, default=None, help="Add a 'hygiene' field with scores to kept records."),
@@ -55,7 +67,8 @@ def _common_options(func: Callable) -> Callable:
 
 def _overrides(**values: Any) -> dict[str, Any]:
     """Dotted config keys for the options the user actually gave."""
-    keys = {"text_field": "text_field", "id_field": "id_field", "fmt": "output.format",
+    keys = {"text_field": "text_field", "id_field": "id_field", "group_field": "group_field",
+            "txt_unit": "txt_unit", "limit": "limit", "fmt": "output.format",
             "annotate": "output.annotate", "annotate_only": "output.annotate_only", "max_errors": "max_errors",
             "batch_size": "batch_size", "workers": "workers", "exact_dedup": "exact_dedup.enabled", "near_dedup": "near_dedup.enabled",
             "bands": "near_dedup.bands", "rows": "near_dedup.rows", "normalize": "normalize.enabled",
@@ -70,14 +83,16 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
     """Load the config, run, report; user errors become one-line messages."""
     from hygiene.config import StageSpec, load_config
     from hygiene.filter_run import run_filter
+    from hygiene.run_output import RunOutput, check_outcome
 
     if out is None and not dry_run:
         raise click.UsageError("give --out DIR (or --dry-run)")
     engine, address, gpus = options.pop("engine"), options.pop("ray_address"), options.pop("gpus_per_worker")
     if engine == "local" and (address is not None or gpus):
         raise click.UsageError("--ray-address and --gpus-per-worker need --engine ray")
+    profile = options.pop("profile")
     try:
-        config = load_config(config_path, {**_overrides(**options), **forced}, assignments)
+        config = load_config(config_path, {**_overrides(**options), **forced}, assignments, profile)
         config.stages += [StageSpec(path) for path in stages]
         if engine == "ray":
             from hygiene.ray_engine import RayConfig, run_filter_ray
@@ -91,28 +106,36 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
     except UserInputError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
+        if dry_run or not RunOutput(out).partial.is_dir():
+            raise click.ClickException("interrupted before anything was written") from None
         again = "--resume" if engine == "local" else "--overwrite"  # a Ray run starts over
         raise click.ClickException(f"interrupted; continue with {again} --out {out}") from None
     if dry_run:
         click.echo(json.dumps({k: v for k, v in stats.items() if k != "config"}, indent=2))
-        return
-    click.echo(f"{stats['records_in']} records: {stats['kept']} kept, {stats['rejected']} rejected, "
-               f"{stats['errors']} errors ({stats['docs_per_s']} docs/s) -> {out}")
+    else:
+        click.echo(f"{stats['records_in']} records: {stats['kept']} kept, {stats['rejected']} rejected, "
+                   f"{stats['errors']} errors ({stats['docs_per_s']} docs/s) -> {out}")
+    try:
+        check_outcome(stats, out)
+    except UserInputError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("filter")
 @_common_options
-@click.option("--quality/--no-quality", default=None, help="Gopher quality heuristics [on].")
+@click.option("--quality/--no-quality", default=None, help="The profile's quality rules [on].")
 @click.option("--synthetic/--no-synthetic", default=None, help="Synthetic-text detector [on].")
 @click.option("--detector", type=click.Path(), default=None, help="Detector directory [models/detector].")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Reject above this detector probability [the detector's calibrated threshold].")
 def filter_cmd(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
                resume: bool, overwrite: bool, dry_run: bool, progress: bool, **options: Any) -> None:
-    """Drop duplicates, low-quality pages and likely synthetic text from INPUT shards.
+    """Drop duplicates, pages that are not prose and likely synthetic text from INPUT shards.
 
     INPUT: JSONL (.gz), Parquet, .txt files, saved Hugging Face datasets, directories or globs.
-    Writes kept, rejected, errors, stats.json and config.yaml to --out.
+    A JSONL line or a table row is one record; a .txt file is one record, or one per line or
+    paragraph with --txt-unit. Writes kept, rejected (each with every rule it fails), errors,
+    stats.json and config.yaml to --out; `hygiene report DIR` makes a page of them.
     """
     _run(inputs, out, config_path, assignments, resume, overwrite, dry_run, progress, {}, **options)
 

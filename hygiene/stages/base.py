@@ -8,13 +8,17 @@ its decisions and columns added. A stage never drops a row: it sets ``stage`` an
 
 - :class:`Stage`: any batch-to-batch step (normalisation adds the ``norm`` column);
 - :class:`Filter`: one question per document: ``score(texts)`` gives, per text, the
-  reason to reject it (``None``: keep) and its scores; the base picks the rows and
-  writes the decisions;
+  reason to reject it (``None``: keep), or every rule it fails (a list; empty: keep),
+  and its scores; the base picks the rows and writes the decisions: ``reason`` is the
+  first rule, the ``failed`` column names them all;
 - :class:`KeyedDedup`: "the earliest document sharing a key wins" (exact and near
   dedup). It needs the whole corpus, so it says how it runs globally: ``add_keys``
   (per batch, in parallel), then ``resolve`` given each document's earliest
   document. The local engine finds those with a growing :class:`~hygiene.dedup.HashIndex`,
   the Ray engine with a group-by over all keys.
+
+Every call adds the seconds it took, shared out over the batch's rows, to the column
+``seconds_of(name)``, so the stats can say where a run spends its time on either engine.
 
 ``pure`` says whether a stage is a cheap function of its batch alone (it may run in
 any worker process); a stage that is not (it loads a model, or holds an index)
@@ -22,12 +26,32 @@ runs in the caller's process locally and, on Ray, on actors that call ``setup`` 
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Sequence
+import time
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from hygiene.batch import Batch, active_rows, decisions, texts
 from hygiene.dedup import HashIndex
+
+#: the column holding every rule a rejected document fails (a list of names)
+FAILED = "failed"
+
+
+def seconds_of(stage: str) -> str:
+    """The column holding each row's share of the seconds ``stage`` spent on its batch."""
+    return f"seconds.{stage}"
+
+
+def timed(stage: str, step: Callable[[Batch], dict[str, list]], batch: Batch) -> dict[str, list]:
+    """``step(batch)``, its seconds added to the rows' ``seconds_of(stage)`` column."""
+    start = time.perf_counter()
+    out = step(batch)
+    n = len(out["text"])
+    share = (time.perf_counter() - start) / max(n, 1)
+    column = seconds_of(stage)
+    out[column] = [t + share for t in out.get(column) or [0.0] * n]
+    return out
 
 
 class Stage:
@@ -50,15 +74,16 @@ class Stage:
         raise NotImplementedError
 
     def __call__(self, batch: Batch) -> dict[str, list]:
-        """A stage is a batch function (``datasets.map(batched=True)``, Ray ``map_batches``)."""
-        return self.process(batch)
+        """A stage is a batch function (``datasets.map(batched=True)``, Ray ``map_batches``), timed."""
+        return timed(self.name, self.process, batch)
 
 
 class Filter(Stage):
     """A stage that answers one question per document: score the undecided ones, reject some with a reason."""
 
-    def score(self, texts: list[str]) -> tuple[Sequence[str | None], Mapping[str, Sequence[Any]]]:
-        """Per text, the reason to reject it (``None``: keep it), and each of ``columns`` per text."""
+    def score(self, texts: list[str]) -> tuple[Sequence[str | Sequence[str] | None], Mapping[str, Sequence[Any]]]:
+        """Per text, the reason to reject it (``None``: keep it) or every rule it fails (empty: keep it),
+        and each of ``columns`` per text."""
         raise NotImplementedError
 
     def process(self, batch: Batch) -> dict[str, list]:
@@ -67,15 +92,17 @@ class Filter(Stage):
         reasons, scores = self.score([text[i] for i in rows])
         stage, reason = decisions(batch)
         out = dict(batch)
+        failed = list(batch.get(FAILED) or [None] * len(stage))
         for column in self.columns:
             values: list[Any] = [None] * len(stage)
             for i, value in zip(rows, scores[column]):
                 values[i] = value
             out[column] = values
         for i, why in zip(rows, reasons):
-            if why is not None and stage[i] is None:
-                stage[i], reason[i] = self.name, why
-        out["stage"], out["reason"] = stage, reason
+            rules = [why] if isinstance(why, str) else list(why or ())
+            if rules and stage[i] is None:
+                stage[i], reason[i], failed[i] = self.name, rules[0], rules
+        out["stage"], out["reason"], out[FAILED] = stage, reason, failed
         return out
 
 
@@ -110,7 +137,10 @@ class KeyedDedup(Stage):
         raise NotImplementedError
 
     def add_keys(self, batch: Batch) -> dict[str, list]:
-        """The batch with the keys of the rows this stage decides (pure: runs anywhere)."""
+        """The batch with the keys of the rows this stage decides (pure: runs anywhere), timed."""
+        return timed(self.name, self._add_keys, batch)
+
+    def _add_keys(self, batch: Batch) -> dict[str, list]:
         rows = active_rows(batch, self.annotate_only).tolist()
         text = texts(batch)
         keys: list[list[int] | None] = [None] * len(text)
@@ -134,7 +164,7 @@ class KeyedDedup(Stage):
     def process(self, batch: Batch) -> dict[str, list]:
         """Resolve one batch against the index of every earlier batch, then add its keys to the index."""
         if self.key_column not in batch:
-            batch = self.add_keys(batch)
+            batch = self._add_keys(batch)
         ordinals = [int(n) for n in batch["n"]]
         earliest = list(ordinals)
         keyed = [i for i, k in enumerate(batch[self.key_column]) if k is not None]

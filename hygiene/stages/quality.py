@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from hygiene.config import QualityConfig
-from hygiene.quality import checks, quality_reasons, quality_scores
+from hygiene.quality import checks, quality_failures, quality_scores
 from hygiene.stages.base import Filter
 
 
 class QualityFilter(Filter):
-    """The first failed Gopher check is the reason; adds a ``quality_<metric>`` column per metric checked."""
+    """Rejects a document failing any check: the first failed one is the reason, and every failed one
+    is named; adds a ``quality_<metric>`` column per metric checked."""
 
     name = "quality"
 
@@ -15,11 +16,11 @@ class QualityFilter(Filter):
         self.config = config or QualityConfig()
         self.columns = {f"quality_{metric}": float for _, metric, _, _ in checks(self.config)}
 
-    def score(self, texts: list[str]) -> tuple[list[str | None], dict[str, list]]:
-        # the costly n-gram statistics only for texts that pass the rest, unless every score is asked for
+    def score(self, texts: list[str]) -> tuple[list[list[str]], dict[str, list]]:
+        # no statistics beyond the word count for a text outside the word-count bounds, unless every score is asked for
         scores = quality_scores(texts, self.config, complete=self.annotate_only)
         columns = {}
         for column in self.columns:
             values = scores[column.removeprefix("quality_")].tolist()
             columns[column] = [None if v != v else v for v in values]  # NaN: not computed
-        return quality_reasons(scores, self.config), columns
+        return quality_failures(scores, self.config), columns

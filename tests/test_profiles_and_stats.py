@@ -1,0 +1,130 @@
+"""Profiles (human by default, gopher as published), rejections naming every failed rule, per-stage and
+per-group stats, .txt units, --limit, and the one-line errors of runs with nothing to filter."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from gopher_docs import make_doc
+from hygiene.cli import main
+from hygiene.config import FilterConfig, load_config
+from hygiene.errors import UserInputError
+from hygiene.filter_run import run_filter
+from hygiene.filtering import filter_records
+
+#: a Usenet reply: quoted lines, an address, a signature bar; human, and failing Gopher's alphabetic-words rule
+POST = ("In article <1993Apr5.123@news.cs.umd.edu> jsmith@cs.umd.edu (John Smith) writes:\n"
+        + "\n".join(f"> > {i} 12 34 56 -- >> 78 90 || >" for i in range(12)) + "\n\n"
+        "I tried that with my own board and it worked fine once I set the jumpers the way the manual says. "
+        "The trick is to have the interrupt free before you boot, and to keep the cable short.\n"
+        "-- \n+--+--+--+ 555-1234 +--+--+ | | | | 0x0F 0x10 0x11 | | |\n")
+
+
+def _no_detector(**overrides) -> dict:
+    return {"synthetic.enabled": False, **overrides}
+
+
+def test_gopher_profile_is_the_published_defaults_and_human_is_the_default() -> None:
+    assert load_config(profile="gopher").to_dict() == {**FilterConfig().to_dict(), "profile": "gopher"}
+    human = load_config()
+    assert human.profile == "human" and human.quality.min_alpha_words_ratio is None
+    assert human.exact_dedup.enabled and human.near_dedup.enabled and human.synthetic.enabled
+
+
+def test_a_config_file_extends_its_profile(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("profile: gopher\nquality: {min_words: 100}\n")
+    config = load_config(path)
+    assert config.profile == "gopher" and config.quality.min_words == 100
+    assert config.quality.min_alpha_words_ratio == FilterConfig().quality.min_alpha_words_ratio
+    assert load_config(path, profile="human").quality.min_alpha_words_ratio is None  # --profile wins
+    with pytest.raises(UserInputError, match="unknown profile 'nope'"):
+        load_config(profile="nope")
+
+
+def test_human_profile_keeps_a_quoted_post_that_gopher_drops() -> None:
+    gopher = next(filter_records([POST], load_config(overrides=_no_detector(), profile="gopher")))
+    human = next(filter_records([POST], load_config(overrides=_no_detector())))
+    assert (gopher.kept, gopher.stage) == (False, "quality") and "non_alpha_words" in gopher.failed
+    assert human.kept
+
+
+def test_a_rejection_names_every_rule_it_fails(tmp_path: Path) -> None:
+    text = "word " * 60  # few stop words, repeated n-grams
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": text}) + "\n")
+    run_filter([tmp_path / "in.jsonl"], tmp_path / "out", load_config(overrides=_no_detector(), profile="gopher"),
+               progress=False)
+    note = json.loads((tmp_path / "out" / "rejected.jsonl").read_text())["hygiene"]
+    assert note["reason"] == "few_stop_words" == note["failed"][0]
+    assert {"top_2gram", "dup_5gram", "dup_10gram"} <= set(note["failed"])
+
+
+def test_stats_per_stage_and_group(tmp_path: Path) -> None:
+    docs = [make_doc(i) for i in range(6)]
+    records = ([{"text": t, "source": "web"} for t in docs[:4]] + [{"text": docs[0], "source": "web"}]
+               + [{"text": docs[4], "source": "forum"}, {"text": "", "source": "forum"}, {"oops": 1, "source": "forum"}])
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    stats = run_filter([tmp_path / "in.jsonl"], tmp_path / "out", load_config(overrides=_no_detector()),
+                       progress=False)
+    stages = {s["name"]: s for s in stats["stages"]}
+    assert [s["name"] for s in stats["stages"]] == ["normalize", "input", "exact_dedup", "quality", "near_dedup"]
+    assert (stages["input"]["records_in"], stages["input"]["records_out"]) == (7, 6)
+    assert (stages["exact_dedup"]["records_in"], stages["exact_dedup"]["records_out"]) == (6, 5)
+    assert stages["exact_dedup"]["reasons"] == {"duplicate": 1}
+    assert stages["exact_dedup"]["by_group"] == {"web": {"duplicate": 1}}
+    assert stages["exact_dedup"]["examples"] == {"duplicate": [f"{tmp_path / 'in.jsonl'}:5"]}
+    assert stages["input"]["by_group"] == {"forum": {"empty_text": 1}}
+    assert stats["groups"] == {"web": {"records_in": 5, "kept": 4, "rejected": 1, "errors": 0},
+                               "forum": {"records_in": 3, "kept": 1, "rejected": 1, "errors": 1}}
+    assert all(s["seconds"] >= 0 for s in stats["stages"]) and stats["profile"] == "human"
+
+
+@pytest.mark.parametrize(("unit", "texts"), [("file", 1), ("line", 4), ("paragraph", 2)])
+def test_txt_units(tmp_path: Path, unit: str, texts: int) -> None:
+    body = f"{make_doc(1)}\n{make_doc(2)}\n\n{make_doc(3)}\n{make_doc(4)}\n"
+    (tmp_path / "a.txt").write_text(body)
+    stats = run_filter([tmp_path / "a.txt"], tmp_path / "out", load_config(overrides=_no_detector(txt_unit=unit)),
+                       progress=False)
+    assert stats["records_in"] == texts
+    lines = [json.loads(x)["text"] for x in (tmp_path / "out" / "kept.jsonl").read_text().splitlines()]
+    assert "".join(lines).replace("\n", "") == body.replace("\n", "")
+
+
+def test_limit_reads_only_the_first_records(tmp_path: Path) -> None:
+    for s in range(2):
+        (tmp_path / f"s{s}.jsonl").write_text("".join(json.dumps({"text": make_doc(10 * s + i)}) + "\n"
+                                                      for i in range(5)))
+    stats = run_filter([tmp_path], tmp_path / "out", load_config(overrides=_no_detector(limit=7, batch_size=2)),
+                       progress=False)
+    assert stats["records_in"] == 7
+    ids = [json.loads(x)["text"] for x in (tmp_path / "out" / "kept.jsonl").read_text().splitlines()]
+    assert ids == [make_doc(i) for i in range(5)] + [make_doc(10), make_doc(11)]
+
+
+def test_nothing_to_filter_exits_non_zero_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "wrong.jsonl").write_text(json.dumps({"body": make_doc(1)}) + "\n")
+    runner = CliRunner()
+    empty = runner.invoke(main, ["filter", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "o1"),
+                                 "--no-synthetic", "--no-progress"])
+    assert empty.exit_code == 1 and "no records in" in empty.output and len(empty.output.strip().splitlines()) == 2
+    wrong = runner.invoke(main, ["filter", str(tmp_path / "wrong.jsonl"), "--out", str(tmp_path / "o2"),
+                                 "--no-synthetic", "--no-progress"])
+    assert wrong.exit_code == 1 and "every one of the 1 records is an error" in wrong.output
+
+
+def test_an_interruption_before_any_output_does_not_suggest_resume(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": make_doc(1)}) + "\n")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("hygiene.filter_run.run_filter", interrupted)
+    result = CliRunner().invoke(main, ["filter", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "new"),
+                                       "--no-synthetic"])
+    assert result.exit_code == 1 and "interrupted before anything was written" in result.output
+    assert "--resume" not in result.output
