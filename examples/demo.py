@@ -10,7 +10,8 @@ Filters ``examples/crawl/crawl.jsonl.gz`` (built by ``examples/build_crawl.py``,
 - the synthetic-text detector against the machine-written pages (this project's LM and other LLMs).
 
 Recall is over the positives that reached the stage (earlier stages may have removed some); the last
-column is the share of all positives the whole filter removed. Writes ``runs/demo/demo_report.json``.
+column is the share of all positives the whole filter removed. Writes ``runs/demo/demo_report.json`` and
+the run's page, ``runs/demo/report.html`` (``hygiene report``), and prints its path.
 
 Usage: ``python examples/demo.py [--out DIR] [--detector PATH]``.
 """
@@ -123,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
 
     write_json(args.out / "demo_report.json", {"stats": {k: v for k, v in stats.items() if k != "config"},
                                                "stages": scores, "kinds": shares})
-    print(f"\nreport: {args.out / 'demo_report.json'}")
+    from hygiene.report import write_report
+
+    print(f"\nscores: {args.out / 'demo_report.json'}")
+    print(f"report: {write_report(args.out)}")
     return 0
 
 

@@ -6,16 +6,21 @@ try:
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+src"
 
-__all__ = ["__version__", "filter_records", "filter_dataset"]
-
 #: public names imported on first use, so ``import hygiene`` stays light
-_LAZY = {"filter_records": "hygiene.filtering", "filter_dataset": "hygiene.filtering"}
+_LAZY = {"FilterConfig": "hygiene.config", "load_config": "hygiene.config", "filter_records": "hygiene.filtering",
+         "filter_dataset": "hygiene.filtering", "run_filter": "hygiene.filter_run",
+         "load_detector": "hygiene.detector", "score_texts": "hygiene.scoring", "write_report": "hygiene.report"}
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):
-    """Import the lazily exported functions (``hygiene.filter_records``, ``hygiene.filter_dataset``)."""
+    """Import the lazily exported names (``hygiene.FilterConfig``, ``hygiene.filter_records``, ...)."""
     if name in _LAZY:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'hygiene' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

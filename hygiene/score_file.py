@@ -1,44 +1,38 @@
-"""Score every record of a JSONL file, resumably: per-record features (and P(machine)) as JSONL.
+"""Score every record of an input file, resumably: per-record features (and P(machine)) as JSONL.
 
+The input is any file ``hygiene filter`` reads (JSONL, Parquet, .txt, a saved dataset:
+:mod:`hygiene.records`). Each output row holds the record's ``line`` (or row), its
+fields (all but the text, or those named) and the scores, so scores join back to records.
 Rows go to ``<output>.partial`` a chunk at a time, each chunk flushed to disk; a rerun
 keeps the complete rows already there and continues after them; the finished file
 is renamed into place, so ``output`` itself only ever appears whole.
 """
 from __future__ import annotations
 
-import gzip
-import json
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from hygiene.errors import UserInputError
+from hygiene.records import ReadOptions, discover_shards, dumps_record, read_shard
 
 #: texts -> {column: array of len(texts)}
 ScoreFn = Callable[[list[str]], dict[str, np.ndarray]]
 
 
 def read_texts(path: str | os.PathLike, text_field: str = "text") -> Iterator[tuple[int, dict, str]]:
-    """``(line number, record, text)`` for each non-blank line (``.gz`` read as gzip); a bad record fails naming
-    file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"input not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserInputError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str):
-                raise UserInputError(f"{path}:{n}: expected an object with a string {text_field!r} field")
-            yield n, rec, rec[text_field]
+    """``(line or row number, record, text)`` for each record of ``path``, in any input format; a bad record
+    fails naming file and line."""
+    for shard in discover_shards([path]):
+        for item in read_shard(shard, ReadOptions(text_field)):
+            if item.error is not None:
+                raise UserInputError(f"{item.shard}:{item.line}: {item.error}")
+            if not isinstance(item.record.get(text_field), str):
+                raise UserInputError(f"{item.shard}:{item.line}: expected a string {text_field!r} field")
+            yield item.line, item.record, item.record[text_field]
 
 
 def _complete_rows(partial: Path) -> int:
@@ -59,8 +53,10 @@ def score_jsonl(
     text_field: str = "text",
     chunk: int = 256,
     progress: bool = True,
+    keep_fields: Sequence[str] | None = None,
 ) -> int:
-    """Score ``input_path`` into ``output_path`` (one row per record, in order); return the row count."""
+    """Score ``input_path`` into the JSONL ``output_path`` (one row per record, in order: its line, the
+    ``keep_fields`` of the record, default all but the text, and the scores); return the row count."""
     output = Path(output_path)
     partial = output.with_name(output.name + ".partial")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -72,11 +68,12 @@ def score_jsonl(
             part = records[start : start + chunk]
             cols = score([t for _, _, t in part])
             for row, (n, rec, _) in enumerate(part):
-                out = {"line": n, **({"id": rec["id"]} if "id" in rec else {})}
+                kept = rec if keep_fields is None else {k: rec[k] for k in keep_fields if k in rec}
+                out = {"line": n, **{k: v for k, v in kept.items() if keep_fields is not None or k != text_field}}
                 for name, values in cols.items():
                     v = values[row].item() if isinstance(values[row], np.generic) else values[row]
                     out[name] = None if isinstance(v, float) and not np.isfinite(v) else v
-                fh.write(json.dumps(out) + "\n")
+                fh.write(dumps_record(out) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
             bar.update(len(part))

@@ -128,3 +128,22 @@ def test_an_interruption_before_any_output_does_not_suggest_resume(tmp_path: Pat
                                        "--no-synthetic"])
     assert result.exit_code == 1 and "interrupted before anything was written" in result.output
     assert "--resume" not in result.output
+
+
+def test_human_profile_removes_every_duplicate_of_the_example_crawl() -> None:
+    import gzip
+
+    crawl = Path(__file__).resolve().parent.parent / "examples" / "crawl"
+    if not (crawl / "truth.jsonl.gz").is_file():
+        pytest.skip("the example crawl is not built")
+    with gzip.open(crawl / "crawl.jsonl.gz", "rt") as fh:
+        records = [json.loads(line) for line in fh]
+    with gzip.open(crawl / "truth.jsonl.gz", "rt") as fh:
+        kind = {t["id"]: t["kind"] for t in map(json.loads, fh)}
+    config = load_config(overrides=_no_detector(id_field="id"))
+    stage = {d.id: d.stage for d in filter_records(records, config)}
+    for dup, by in (("exact_duplicate", {"exact_dedup"}), ("near_duplicate", {"exact_dedup", "near_dedup"})):
+        ids = [i for i, k in kind.items() if k == dup]
+        assert ids and all(stage[i] in by for i in ids), dup
+    humans = [i for i, k in kind.items() if k == "human"]
+    assert sum(stage[i] is None for i in humans) / len(humans) >= 0.97

@@ -17,6 +17,7 @@ def main() -> None:
 
 from hygiene.cli import filter  # noqa: E402,F401
 from hygiene.cli import detector  # noqa: E402,F401
+from hygiene.cli import report  # noqa: E402,F401
 
 
 if __name__ == "__main__":

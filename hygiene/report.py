@@ -1,0 +1,276 @@
+"""One self-contained page about a filter run: ``report.html`` beside its ``stats.json``.
+
+The page shows the funnel by stage, every rejection reason with excerpts of example
+records, kept and rejected per input group, the P(machine) histogram per group, and an
+estimate of the share of machine-written text among the records the detector scored,
+with a confidence interval. It needs no network: figures are PNGs inlined as base64,
+and every number on it comes from ``stats.json`` (excerpts from ``rejected``).
+
+The estimate is adjusted classify-and-count (Forman 2008): with the detector's
+true-positive rate ``TPR`` and false-positive rate ``FPR`` at the run's threshold,
+``share = (flagged - FPR) / (TPR - FPR)``, clipped to [0, 1]; the interval is a
+bootstrap over records (the flagged count resampled as a binomial), rates held fixed.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from hygiene.errors import UserInputError
+from hygiene.paths import models_dir
+from hygiene.records import ReadOptions, Shard, read_shard
+
+EXCERPT_CHARS = 300
+MAX_GROUPS_PLOTTED = 8
+#: evaluation sets whose "machine_flagged" gives the TPR, in order of preference (real LLM text first)
+TPR_SETS = ("detect-dev", "corpus-test")
+
+
+@dataclass
+class DetectorRates:
+    """The detector's measured rates at a threshold, and where they come from (``None``: unknown)."""
+
+    tpr: float | None
+    fpr: float | None
+    threshold: float | None
+    source: str
+
+
+@dataclass
+class MachineShare:
+    """Adjusted classify-and-count estimate of the machine-written share, with its bootstrap interval."""
+
+    flagged: int
+    scored: int
+    estimate: float | None
+    low: float | None
+    high: float | None
+
+
+def detector_rates(detector_dir: str | Path | None, threshold: float | None) -> DetectorRates:
+    """TPR and FPR of the detector at ``threshold``, from its ``detector.json`` (FPR on held-out human
+    calibration text) and ``evaluation.json`` (TPR, the share of machine text flagged); unknown when
+    missing or measured at another threshold."""
+    path = Path(detector_dir) if detector_dir else models_dir() / "detector"
+    try:
+        card = json.loads((path / "detector.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return DetectorRates(None, None, threshold, f"no detector.json in {path}")
+    if threshold is None or card.get("threshold") is None or abs(card["threshold"] - threshold) > 1e-9:
+        return DetectorRates(None, None, threshold, "the run's threshold is not the one the detector was measured at")
+    fpr = card.get("metrics", {}).get("calibration", {}).get("human_flagged")
+    try:
+        evaluation = json.loads((path / "evaluation.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        evaluation = {}
+    for name in TPR_SETS:
+        at = evaluation.get(name, {}).get("at_threshold", {})
+        if at.get("machine_flagged") is not None and abs(at.get("threshold", -1) - threshold) < 1e-9:
+            return DetectorRates(at["machine_flagged"], fpr, threshold,
+                                 f"{path}: FPR on human calibration text, TPR on the '{name}' evaluation set")
+    return DetectorRates(None, fpr, threshold, f"{path}: no TPR measured at this threshold")
+
+
+def machine_share(flagged: int, scored: int, rates: DetectorRates, resamples: int = 2000, level: float = 0.95,
+                  seed: int = 0) -> MachineShare:
+    """(flagged rate - FPR) / (TPR - FPR), clipped to [0, 1], and its bootstrap interval over records."""
+    if not scored or rates.tpr is None or rates.fpr is None or rates.tpr <= rates.fpr:
+        return MachineShare(flagged, scored, None, None, None)
+
+    def adjust(rate: np.ndarray | float) -> np.ndarray:
+        return np.clip((np.asarray(rate) - rates.fpr) / (rates.tpr - rates.fpr), 0.0, 1.0)
+
+    rate = flagged / scored
+    boot = adjust(np.random.default_rng(seed).binomial(scored, rate, resamples) / scored)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    return MachineShare(flagged, scored, float(adjust(rate)), float(low), float(high))
+
+
+def _png(fig: Any) -> str:
+    """A matplotlib figure as an inline ``<img>``."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _funnel_figure(stages: list[dict[str, Any]]) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(stages) + 1))
+    names = [s["name"] for s in stages]
+    ax.barh(names, [s["records_out"] for s in stages], color="#4c72b0", label="went on")
+    ax.barh(names, [s["records_in"] - s["records_out"] for s in stages], left=[s["records_out"] for s in stages],
+            color="#dd8452", label="rejected")
+    ax.invert_yaxis()
+    ax.set_xlabel("records")
+    ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def _groups_figure(groups: dict[str, dict[str, int]]) -> str:
+    import matplotlib.pyplot as plt
+
+    names = list(groups)[:MAX_GROUPS_PLOTTED * 3]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1))
+    left = np.zeros(len(names))
+    for output, color in (("kept", "#55a868"), ("rejected", "#dd8452"), ("errors", "#c44e52")):
+        values = np.array([groups[g][output] for g in names])
+        ax.barh(names, values, left=left, color=color, label=output)
+        left += values
+    ax.invert_yaxis()
+    ax.set_xlabel("records")
+    ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def _histogram_figure(by_group: dict[str, list[int]], threshold: float | None) -> str:
+    import matplotlib.pyplot as plt
+
+    largest = sorted(by_group, key=lambda g: -sum(by_group[g]))[:MAX_GROUPS_PLOTTED]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for group in largest:
+        counts = np.asarray(by_group[group], float)
+        edges = np.linspace(0, 1, len(counts) + 1)
+        ax.stairs(counts / max(counts.sum(), 1), edges, label=f"{group} ({int(counts.sum())})")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("P(machine)")
+    ax.set_ylabel("share of the group's scored records")
+    ax.legend(fontsize="small")
+    return _png(fig)
+
+
+def _rejected_path(run_dir: Path) -> Path | None:
+    return next((p for p in (run_dir / "rejected.jsonl", run_dir / "rejected.parquet") if p.exists()), None)
+
+
+def excerpts(run_dir: str | Path, ids: set[str], text_field: str = "text") -> dict[str, str]:
+    """The opening of the text of each rejected record whose id is in ``ids``."""
+    path = _rejected_path(Path(run_dir))
+    found: dict[str, str] = {}
+    if path is None or not ids:
+        return found
+    shard = Shard(path, "parquet" if path.suffix == ".parquet" else "jsonl", path.name)
+    for item in read_shard(shard, ReadOptions(text_field)):
+        note = (item.record or {}).get("hygiene") or {}
+        if note.get("id") in ids:
+            text = str(item.record.get(text_field, ""))
+            found[note["id"]] = text[:EXCERPT_CHARS] + ("…" if len(text) > EXCERPT_CHARS else "")
+            if len(found) == len(ids):
+                break
+    return found
+
+
+def _cell(key: str, value: Any) -> str:
+    """A table cell carrying the stats key it shows (so the page can be checked against ``stats.json``)."""
+    return f'<td data-key="{html.escape(key)}">{html.escape(str(value))}</td>'
+
+
+def _percent(x: float | None) -> str:
+    return "unknown" if x is None else f"{x:.1%}"
+
+
+def render(stats: Mapping[str, Any], run_dir: str | Path) -> str:
+    """The report page of the run whose ``stats.json`` is ``stats``."""
+    e = html.escape
+    stages = stats["stages"]
+    parts = [f"<h1>Filter run: {e(str(run_dir))}</h1>",
+             f"<p>Inputs: {e(', '.join(stats['inputs']))}; profile <b>{e(str(stats.get('profile')))}</b>; "
+             f"groups by <code>{e(stats['group_field'])}</code>; engine {e(stats['engine'])}; "
+             f"{stats['elapsed_s']} s.</p>",
+             "<table><tr><th>records in</th><th>kept</th><th>rejected</th><th>errors</th></tr><tr>"
+             + "".join(_cell(k, stats[k]) for k in ("records_in", "kept", "rejected", "errors")) + "</tr></table>"]
+
+    parts.append("<h2>Funnel by stage</h2><table><tr><th>stage</th><th>in</th><th>out</th><th>rejected</th>"
+                 "<th>seconds</th></tr>")
+    for s in stages:
+        parts.append(f"<tr><td>{e(s['name'])}</td>" + _cell(f"stages.{s['name']}.records_in", s["records_in"])
+                     + _cell(f"stages.{s['name']}.records_out", s["records_out"])
+                     + f"<td>{s['records_in'] - s['records_out']}</td>"
+                     + _cell(f"stages.{s['name']}.seconds", s["seconds"]) + "</tr>")
+    parts.append("</table>" + _funnel_figure(stages))
+
+    parts.append("<h2>Why records were rejected</h2>")
+    wanted = {i for s in stages for ids in s["examples"].values() for i in ids}
+    text = excerpts(run_dir, wanted, stats["config"]["text_field"])
+    for s in stages:
+        for reason, count in sorted(s["reasons"].items(), key=lambda x: -x[1]):
+            groups = ", ".join(f"{g}: {r[reason]}" for g, r in s["by_group"].items() if reason in r)
+            parts.append(f"<h3>{e(s['name'])} / {e(reason)}: "
+                         f'<span data-key="stages.{e(s["name"])}.reasons.{e(reason)}">{count}</span></h3>'
+                         f"<p>By group: {e(groups)}</p><ul>")
+            parts += [f"<li><code>{e(i)}</code>: <pre>{e(text.get(i, '(not found in the rejected output)'))}</pre></li>"
+                      for i in s["examples"][reason]]
+            parts.append("</ul>")
+
+    parts.append("<h2>Kept and rejected per group</h2><table><tr><th>group</th><th>records in</th><th>kept</th>"
+                 "<th>rejected</th><th>errors</th></tr>")
+    for group, tally in stats["groups"].items():
+        parts.append(f"<tr><td>{e(group)}</td>" + "".join(_cell(f"groups.{group}.{k}", tally[k])
+                                                          for k in ("records_in", "kept", "rejected", "errors")) + "</tr>")
+    parts.append("</table>")
+    if stats["groups"]:
+        parts.append(_groups_figure(stats["groups"]))
+
+    hist = stats["p_machine_histogram"]["by_group"]
+    threshold = stats["synthetic_threshold"]
+    parts.append("<h2>P(machine) per group</h2>")
+    if not hist:
+        parts.append("<p>The detector did not run (or scored nothing).</p>")
+        return _page(parts)
+    parts.append(_histogram_figure(hist, threshold))
+
+    rates = detector_rates(stats["config"]["synthetic"]["model"], threshold)
+    flagged = stats["by_stage"].get("synthetic", {}).get("machine_generated", 0)
+    scored = sum(sum(c) for c in hist.values())
+    share = machine_share(flagged, scored, rates)
+    parts.append(
+        "<h2>Share of machine-written text</h2>"
+        f"<p>Estimate: <b data-key='machine_share.estimate'>{_percent(share.estimate)}</b> "
+        f"(95% interval {_percent(share.low)} to {_percent(share.high)}) of the "
+        f"<span data-key='machine_share.scored'>{scored}</span> records the detector scored; "
+        f"<span data-key='machine_share.flagged'>{flagged}</span> flagged above the threshold {threshold}.</p>"
+        f"<p>Detector rates: TPR {_percent(rates.tpr)}, FPR {_percent(rates.fpr)} ({e(rates.source)}).</p>"
+        "<p>Assumptions: adjusted classify-and-count, (flagged rate - FPR) / (TPR - FPR), clipped to [0, 1]. "
+        "It holds if the detector flags the machine text in this input as often as in its evaluation set (TPR) "
+        "and the human text as often as on its human calibration text (FPR); a generator, domain or language "
+        "unlike those breaks it. It covers only the records that reached the detector (after dedup and the "
+        "quality rules). The interval resamples records only; the uncertainty of TPR and FPR is not in it.</p>")
+    return _page(parts)
+
+
+def _page(parts: list[str]) -> str:
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}pre{white-space:pre-wrap;"
+             "font-size:smaller;background:#f6f6f6;padding:4px}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>hygiene report</title><style>{style}</style>"
+            f"</head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``report.html`` (or ``out``) for the finished run in ``run_dir``; return its path."""
+    from hygiene.atomic import atomic_open
+
+    run_dir = Path(run_dir)
+    try:
+        stats = json.loads((run_dir / "stats.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"no finished run in {run_dir}: cannot read stats.json ({exc})") from None
+    if "stages" not in stats:
+        raise UserInputError(f"{run_dir}/stats.json was written by an older version: rerun the filter")
+    path = Path(out) if out is not None else run_dir / "report.html"
+    page = render(stats, run_dir)
+    with atomic_open(path, "w") as fh:
+        fh.write(page)
+    return path

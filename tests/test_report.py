@@ -1,0 +1,104 @@
+"""``hygiene report``: every figure on the page matches stats.json; the machine-share estimate;
+``hygiene score`` on any input format; the package's public names."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import hygiene
+from gopher_docs import make_doc
+from hygiene.cli import main
+from hygiene.config import load_config
+from hygiene.filter_run import run_filter
+from hygiene.report import DetectorRates, detector_rates, machine_share
+from hygiene.score_file import score_jsonl
+
+
+class MarkerDetector:
+    """'machine' texts score 0.95, the rest 0.05."""
+
+    threshold_ = 0.5
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        p = np.array([0.95 if "machine" in t else 0.05 for t in texts])
+        return np.stack([1 - p, p], axis=1)
+
+
+@pytest.fixture()
+def run_dir(tmp_path: Path) -> Path:
+    records = [{"text": make_doc(i) + (" machine" if i % 3 == 0 else ""), "source": "web" if i < 6 else "news"}
+               for i in range(10)]
+    records += [{"text": make_doc(1), "source": "web"}, {"text": "", "source": "news"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    run_filter([tmp_path / "in.jsonl"], tmp_path / "run", load_config(), detector=MarkerDetector(), progress=False)
+    return tmp_path / "run"
+
+
+def _lookup(stats: dict, key: str):
+    node = stats
+    for part in key.split("."):
+        node = node[part] if not isinstance(node, list) else next(s for s in node if s["name"] == part)
+    return node
+
+
+def test_the_page_shows_the_stats(run_dir: Path) -> None:
+    result = CliRunner().invoke(main, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    page = (run_dir / "report.html").read_text()
+    assert result.output.strip() == str(run_dir / "report.html")
+    stats = json.loads((run_dir / "stats.json").read_text())
+    shown = dict(re.findall(r'data-key="([^"]+)">([^<]*)<', page))
+    checked = {k: v for k, v in shown.items() if not k.startswith("machine_share")}
+    assert len(checked) >= 20
+    for key, value in checked.items():
+        assert value == str(_lookup(stats, key)), key
+    assert shown["stages.synthetic.reasons.machine_generated"] == "4"
+    assert shown["stages.exact_dedup.reasons.duplicate"] == "1"
+    assert "http" not in page.replace("http-equiv", "") and page.count("data:image/png;base64,") == 3
+    assert make_doc(1)[:50] in page  # an excerpt of the duplicate
+    assert "<b data-key='machine_share.estimate'>unknown</b>" in page  # a fake detector has no measured rates
+
+
+def test_machine_share_estimate_and_interval() -> None:
+    rates = DetectorRates(tpr=0.8, fpr=0.02, threshold=0.5, source="test")
+    share = machine_share(flagged=178, scored=1000, rates=rates)
+    assert share.estimate == pytest.approx((0.178 - 0.02) / 0.78)
+    assert share.low < share.estimate < share.high and share.high - share.low < 0.1
+    assert machine_share(0, 1000, rates).estimate == 0.0  # clipped, not negative
+    assert machine_share(5, 10, DetectorRates(None, 0.01, 0.5, "none")).estimate is None
+
+
+def test_detector_rates_need_the_measured_threshold(tmp_path: Path) -> None:
+    (tmp_path / "detector.json").write_text(json.dumps({"threshold": 0.7, "metrics": {"calibration": {
+        "human_flagged": 0.01}}}))
+    (tmp_path / "evaluation.json").write_text(json.dumps({"detect-dev": {"at_threshold": {
+        "threshold": 0.7, "machine_flagged": 0.6}}}))
+    assert (detector_rates(tmp_path, 0.7).tpr, detector_rates(tmp_path, 0.7).fpr) == (0.6, 0.01)
+    assert detector_rates(tmp_path, 0.5).tpr is None
+
+
+def test_score_reads_parquet_and_keeps_the_fields(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["a b", "c d e"], "url": ["u1", "u2"], "id": [7, 8]}), tmp_path / "in.parquet")
+
+    def lengths(texts: list[str]) -> dict[str, np.ndarray]:
+        return {"words": np.array([len(t.split()) for t in texts])}
+
+    assert score_jsonl(tmp_path / "in.parquet", tmp_path / "out.jsonl", lengths, progress=False) == 2
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert rows == [{"line": 1, "url": "u1", "id": 7, "words": 2}, {"line": 2, "url": "u2", "id": 8, "words": 3}]
+    score_jsonl(tmp_path / "in.parquet", tmp_path / "few.jsonl", lengths, progress=False, keep_fields=["id"])
+    assert json.loads((tmp_path / "few.jsonl").read_text().splitlines()[0]) == {"line": 1, "id": 7, "words": 2}
+
+
+def test_public_names() -> None:
+    names = {"FilterConfig", "filter_records", "filter_dataset", "load_detector", "score_texts", "run_filter"}
+    assert names <= set(dir(hygiene))
+    assert hygiene.FilterConfig().profile is None and callable(hygiene.filter_records)
