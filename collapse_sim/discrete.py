@@ -110,6 +110,15 @@ def simulate(cfg: DiscreteConfig, progress: bool = False) -> SimulationResult:
 
 
 def plot(result: SimulationResult, out_dir: str | Path) -> list[Path]:
-    """``metrics.png``: support size, entropy and TV distance over generations."""
-    return [plot_metric_curves(result, ["support", "entropy", "tv_distance"], Path(out_dir) / "metrics.png",
-                               title="Categorical distribution re-estimated from its own samples")]
+    """``support.png`` (the headline: support size against the expected absorption generation) and
+    ``metrics.png`` (support size, entropy and TV distance over generations)."""
+    out_dir = Path(out_dir)
+    marks = {}
+    if result.config["reuse"]["mode"] == "replace":
+        marks = {"support": {"expected absorption (theory)": result.summary["absorption_generation_theory"]}}
+    return [
+        plot_metric_curves(result, ["support"], out_dir / "support.png", marks=marks,
+                           title="Tails vanish: states left as a categorical is re-estimated from its own samples"),
+        plot_metric_curves(result, ["support", "entropy", "tv_distance"], out_dir / "metrics.png",
+                           title="Categorical distribution re-estimated from its own samples"),
+    ]

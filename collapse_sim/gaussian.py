@@ -33,7 +33,7 @@ class GaussianConfig:
     """Settings of the Gaussian simulation."""
 
     generations: int = 1000
-    samples: int = 100  # M; with 1,000 generations and runs, the issue's performance setting
+    samples: int = 100  # M; with 1,000 generations and runs, the timed setting
     runs: int = 1000
     seed: int = 0
     reuse: Reuse = Reuse()  # paper: replace

@@ -43,13 +43,16 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from collapse_sim import lm
+from collapse_sim.lm.config import LMConfig, preset as lm_preset
+from collapse_sim.lm.data import read_blocks, spaced
+from collapse_sim.lm.models import base_model_path, finetune, load_tokenizer, train_or_load
 from collapse_sim.generation import Decoding, generate_continuations
 from collapse_sim.metrics import SimulationResult, config_dict
+from collapse_sim.polluted_report import plot_chains, write_report
+from collapse_sim.resume import check_resumable, load_tensors, save_tensors
 from collapse_sim.text_metrics import perplexity_profile, sample_perplexities
 from collapse_sim.training import TrainConfig, block_perplexity, resolve_device
 from hygiene.atomic import atomic_open, write_json
@@ -83,8 +86,8 @@ def wikitext_filter_config() -> FilterConfig:
 class PollutedConfig:
     """One polluted-crawl experiment: crawl composition, filter policy, and the LM set-up it runs on."""
 
-    synthetic_fraction: float = 0.5  # the issue's target: half of each crawl machine-written
-    generations: int = 5  # model generations, generation 0 included (the issue's target: 5)
+    synthetic_fraction: float = 0.5  # half of each crawl machine-written
+    generations: int = 5  # model generations, generation 0 included
     runs: int = 3  # independent repetitions (own seed each) for the spread over runs
     policy: str = "drop"  # "drop" what the filter rejects, or "resample" by detector weights
     beta: float = 1.0  # resample weight exponent: (1 - p)^beta (Drayson et al. 2025); 0 = uniform
@@ -94,7 +97,7 @@ class PollutedConfig:
     epochs: float = 5.0  # over a full crawl; the paper fine-tunes 5 epochs when no original data is kept
     # base, block, decoding, training, eval: the lm cpu preset, with a generation 0 of 256 blocks (16k tokens,
     # a crawl's size)
-    lm: lm.LMConfig = field(default_factory=lambda: lm.preset("cpu", max_train_blocks=256))
+    lm: LMConfig = field(default_factory=lambda: lm_preset("cpu", max_train_blocks=256))
     filter: FilterConfig = field(default_factory=wikitext_filter_config)  # detector: filter.synthetic
     seed: int = 0
 
@@ -141,7 +144,7 @@ PRESETS: dict[str, PollutedConfig] = {
     # 2 CPU cores: the lm cpu preset's base, block and fine-tuning; about 15 minutes a run on idle cores
     "cpu": PollutedConfig(),
     # seconds, for tests: the lm tiny preset, small crawls
-    "tiny": PollutedConfig(generations=3, runs=1, crawl_docs=24, epochs=2.0, lm=lm.preset("tiny")),
+    "tiny": PollutedConfig(generations=3, runs=1, crawl_docs=24, epochs=2.0, lm=lm_preset("tiny")),
 }
 
 
@@ -173,7 +176,7 @@ def load_crawl_data(cfg: PollutedConfig, tokenizer: PreTrainedTokenizerBase) -> 
     c = cfg.lm
     train_path = Path(c.train_file) if c.train_file else root / "wikitext-2" / "valid.txt"
     eval_path = Path(c.eval_file) if c.eval_file else root / "wikitext-2" / "test.txt"
-    blocks = lm.read_blocks(train_path, tokenizer, c.block)
+    blocks = read_blocks(train_path, tokenizer, c.block)
     n_val = max(1, int(round(c.val_fraction * len(blocks))))
     region = blocks[: len(blocks) - n_val]
     cut = int(cfg.gen0_fraction * len(region))
@@ -181,11 +184,11 @@ def load_crawl_data(cfg: PollutedConfig, tokenizer: PreTrainedTokenizerBase) -> 
     if cut < 2 or n_docs < cfg.n_human:
         raise ValueError(f"{train_path} is too short: {cut} generation-0 blocks and {n_docs} pool documents "
                          f"for crawls of {cfg.n_human} human documents")
-    gen0 = region[:cut][lm.spaced(cut, c.max_train_blocks)]
+    gen0 = region[:cut][spaced(cut, c.max_train_blocks)]
     pool = region[cut : cut + n_docs * cfg.doc_blocks].reshape(n_docs, cfg.doc_tokens)
-    val = blocks[len(blocks) - n_val :][lm.spaced(n_val, c.max_val_blocks)]
-    ev = lm.read_blocks(eval_path, tokenizer, c.block)
-    idx = torch.from_numpy(lm.spaced(len(ev) - cfg.doc_blocks, c.max_eval_blocks))
+    val = blocks[len(blocks) - n_val :][spaced(n_val, c.max_val_blocks)]
+    ev = read_blocks(eval_path, tokenizer, c.block)
+    idx = torch.from_numpy(spaced(len(ev) - cfg.doc_blocks, c.max_eval_blocks))
     eval_next = torch.cat([ev[idx + k] for k in range(1, cfg.doc_blocks + 1)], dim=1)
     split = {
         "file": str(train_path), "blocks": len(blocks), "block_tokens": c.block,
@@ -307,11 +310,9 @@ def run_polluted(
     """
     if only_run is not None and not 0 <= only_run < cfg.runs:
         raise ValueError(f"only_run must be in [0, {cfg.runs}), got {only_run}")
-    from collapse_sim.polluted_report import plot_chains, write_report
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_resumable(cfg, out)
+    check_resumable(_saved_config(out), config_dict(cfg), out, MAY_CHANGE)
     if detector is None and cfg.filter.synthetic.enabled:
         detector = load_default_detector(cfg.filter.synthetic.model)
     threshold = None
@@ -323,8 +324,8 @@ def run_polluted(
     try:
         if cfg.lm.train.threads:
             torch.set_num_threads(cfg.lm.train.threads)
-        base = lm.base_model_path(cfg.lm, progress)
-        tokenizer = lm.load_tokenizer(base)
+        base = base_model_path(cfg.lm, progress)
+        tokenizer = load_tokenizer(base)
         data = load_crawl_data(cfg, tokenizer)
         write_json(out / "run.json", {"config": config_dict(cfg), "base_model": base, "split": data.split,
                                       "synthetic_threshold": threshold})
@@ -370,13 +371,13 @@ def _run_one(
     human_ppl = document_perplexities(gen0, data.eval, data.eval_next, batch_size=cfg.lm.score_batch_size)
     if (g0 / "gen.json").is_file():
         rec0 = json.loads((g0 / "gen.json").read_text())
-        samples0 = load_file(str(g0 / "data.safetensors"))["samples"].long()
+        samples0 = load_tensors(g0 / "data.safetensors")["samples"].long()
     else:
         samples0, rec0 = measure(gen0, 0, info0)
         n0 = len(data.gen0)
         rec0.update(train_docs=n0 / cfg.doc_blocks, train_blocks=n0, train_human_docs=n0 / cfg.doc_blocks,
                     train_synthetic_docs=0, **{k: float("nan") for k in FILTER_MEASURES})
-        _save_tensors({"samples": samples0.to(torch.int32),
+        save_tensors({"samples": samples0.to(torch.int32),
                           "sample_perplexity": torch.from_numpy(rec0.pop("sample_perplexity"))},
                          g0 / "data.safetensors")
         write_json(g0 / "gen.json", rec0)
@@ -389,7 +390,7 @@ def _run_one(
             gdir = out / chain / f"gen-{g:02d}"
             if (gdir / "gen.json").is_file():  # finished earlier: resume after it
                 records[chain].append(json.loads((gdir / "gen.json").read_text()))
-                previous[chain] = load_file(str(gdir / "data.safetensors"))["samples"].long()
+                previous[chain] = load_tensors(gdir / "data.safetensors")["samples"].long()
                 continue
             t0 = time.perf_counter()
             ids = torch.cat([data.pool[draw["human"]], previous[chain]])[draw["order"]]
@@ -416,7 +417,7 @@ def _run_one(
                        train_synthetic_docs=int((labels[chosen] == 1).sum()), **crawl_stats,
                        seconds=time.perf_counter() - t0)
             _write_crawl(gdir / "crawl.jsonl", texts, labels, rows, chosen)
-            _save_tensors({"train_docs": torch.from_numpy(chosen), "samples": samples.to(torch.int32),
+            save_tensors({"train_docs": torch.from_numpy(chosen), "samples": samples.to(torch.int32),
                               "sample_perplexity": torch.from_numpy(rec.pop("sample_perplexity"))},
                              gdir / "data.safetensors")
             write_json(gdir / "gen.json", rec)
@@ -431,20 +432,11 @@ def _fine_tune(
     tokenizer: PreTrainedTokenizerBase, progress: bool,
 ) -> tuple[PreTrainedModel, dict[str, Any]]:
     """Fine-tune the base on ``blocks`` (or load the model an earlier, interrupted session saved)."""
-    info_path = model_dir.parent / "model.json"
-    if (model_dir / "config.json").is_file() and info_path.is_file():
-        return lm.load_model(model_dir, resolve_device(cfg.lm.train.device)), json.loads(info_path.read_text())
-    model, info = lm.finetune(base, blocks, cfg.train_config(len(blocks), seed), val_blocks=val, progress=progress)
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    lm.save_model(model, tokenizer, model_dir)
-    write_json(info_path, info)
-    return model, info
-
-
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Write tensors as safetensors, atomically."""
-    with atomic_open(path, "wb") as fh:
-        fh.write(save({k: v.contiguous() for k, v in tensors.items()}))
+    return train_or_load(
+        model_dir, model_dir.parent / "model.json",
+        lambda: finetune(base, blocks, cfg.train_config(len(blocks), seed), val_blocks=val, progress=progress),
+        tokenizer, cfg.lm.train.device,
+    )
 
 
 def _write_crawl(path: Path, texts: Sequence[str], labels: np.ndarray, rows: Sequence[dict[str, Any]],
@@ -458,19 +450,14 @@ def _write_crawl(path: Path, texts: Sequence[str], labels: np.ndarray, rows: Seq
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _check_resumable(cfg: PollutedConfig, out: Path) -> None:
-    """Refuse to resume a directory written with another configuration (generations and runs may grow)."""
+#: what may change when a run resumes: how many generations and runs, and where they run
+MAY_CHANGE = ("generations", "runs", "lm.train.device", "lm.train.threads")
+
+
+def _saved_config(out: Path) -> dict[str, Any] | None:
+    """The configuration of the run already in ``out`` (None: none there)."""
     path = out / "run.json"
-    if not path.is_file():
-        return
-    old = json.loads(path.read_text())["config"]
-    new = json.loads(json.dumps(config_dict(cfg)))
-    for c in (old, new):
-        c.pop("generations", None), c.pop("runs", None)
-        c["lm"]["train"].pop("device", None), c["lm"]["train"].pop("threads", None)
-    if old != new:
-        diff = sorted(k for k in new if old.get(k) != new.get(k))
-        raise ValueError(f"{out} holds a run with a different configuration ({', '.join(diff)}); use another --out")
+    return json.loads(path.read_text())["config"] if path.is_file() else None
 
 
 # --------------------------------------------------------------------------- results
@@ -510,6 +497,6 @@ def _result(cfg: PollutedConfig, records: list[dict[str, list[dict[str, Any]]]],
         "policy": cfg.policy, "beta": cfg.beta, "synthetic_fraction": cfg.synthetic_fraction, "runs": cfg.runs,
         "synthetic_threshold": threshold, "base_model": base,
         "detector": (cfg.filter.synthetic.model or "models/detector") if cfg.filter.synthetic.enabled else None,
-        "target": "filtered closes >= 80% of the collapse gap at the last generation (issue 6)",
+        "target": "filtered closes >= 80% of the collapse gap at the last generation",
     }
     return result

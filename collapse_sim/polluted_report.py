@@ -13,17 +13,21 @@ import numpy as np  # noqa: E402
 
 from collapse_sim.metrics import SimulationResult  # noqa: E402
 from collapse_sim.plots import save_figure  # noqa: E402
-from collapse_sim.polluted import CHAINS  # noqa: E402
 from hygiene.atomic import atomic_open  # noqa: E402
 
 _COLOURS = {"unfiltered": "tab:red", "filtered": "tab:blue", "oracle": "tab:green"}
+
+
+def _chains(result: SimulationResult) -> list[str]:
+    """The chains of a result, in its order (``<chain>/eval_perplexity`` for each)."""
+    return [k.split("/")[0] for k in result.metrics if k.endswith("/eval_perplexity")]
 
 
 def plot_chains(result: SimulationResult, path: Path) -> Path:
     """Human-test perplexity per generation: mean of each chain over runs, with the p10-p90 band."""
     gens = np.asarray(result.generations)
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for chain in CHAINS:
+    for chain in _chains(result):
         m = {k: np.asarray(v, dtype=float) for k, v in result.metrics[f"{chain}/eval_perplexity"].items()}
         ax.fill_between(gens, m["p10"], m["p90"], color=_COLOURS[chain], alpha=0.15)
         ax.plot(gens, m["mean"], marker="o", color=_COLOURS[chain], label=chain)
@@ -49,6 +53,7 @@ def write_report(out: Path, result: SimulationResult) -> Path:
     and the filter's recall and human-document retention."""
     s = result.summary
     spread = s["gap_closed_spread"]
+    chains = _chains(result)
     lines = [
         "# Recursive training on polluted crawls: unfiltered, filtered, oracle",
         "",
@@ -64,14 +69,14 @@ def write_report(out: Path, result: SimulationResult) -> Path:
         + f"). Collapse gap (unfiltered - oracle): {_fmt(s['collapse_gap_ppl'])} perplexity points; "
         f"generation 0: {_fmt(s['gen0_perplexity'])}.",
         "",
-        "| gen | " + " | ".join(f"ppl {c}" for c in CHAINS) + " | " + " | ".join(f"docs {c}" for c in CHAINS)
+        "| gen | " + " | ".join(f"ppl {c}" for c in chains) + " | " + " | ".join(f"docs {c}" for c in chains)
         + " | detector recall | human flagged | human kept | synthetic share (filtered) |",
         "|---" * 11 + "|",
     ]
     m = result.metrics
     for i, g in enumerate(result.generations):
-        ppl = [m[f"{c}/eval_perplexity"]["mean"][i] for c in CHAINS]
-        docs = [m[f"{c}/train_docs"]["mean"][i] for c in CHAINS]
+        ppl = [m[f"{c}/eval_perplexity"]["mean"][i] for c in chains]
+        docs = [m[f"{c}/train_docs"]["mean"][i] for c in chains]
         flt = [m[f"filtered/{k}"]["mean"][i] for k in
                ("detector_recall", "detector_human_flagged", "human_kept", "train_synthetic_share")]
         lines.append(f"| {g} | " + " | ".join(_fmt(v) for v in ppl + docs + flt) + " |")

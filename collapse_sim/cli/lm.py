@@ -8,14 +8,13 @@ from pathlib import Path
 import click
 
 from collapse_sim.cli import main
+from collapse_sim.cli.options import RESUMES, run_options
 from collapse_sim.generation import DECODINGS
 from collapse_sim.lm import PRESETS, SELECTIONS, build_corpus, preset, run_lm
 from collapse_sim.reuse import MODES
 
 
 @main.command("lm")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run directory; an interrupted run resumes at its last finished generation.")
 @click.option("--generations", type=click.IntRange(min=1), default=None,
               help="Model generations, generation 0 included [default: the preset's].")
 @click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default="cpu", show_default=True,
@@ -47,7 +46,7 @@ from collapse_sim.reuse import MODES
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast in training.")
 @click.option("--seed", type=int, default=None)
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@run_options("lm", resumes=RESUMES)
 def lm_cmd(out: Path, generations: int | None, preset_name: str, base_model: str | None, train_file: str | None,
            eval_file: str | None, modes: tuple[str, ...], real_fraction: float | None, decoding: str | None,
            sampling_arm: bool | None, num_beams: int | None, temperature: float | None, top_p: float | None,

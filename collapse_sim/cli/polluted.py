@@ -7,12 +7,11 @@ from pathlib import Path
 import click
 
 from collapse_sim.cli import main
+from collapse_sim.cli.options import RESUMES, run_options
 from collapse_sim.generation import DECODINGS
 
 
 @main.command("polluted")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run directory; an interrupted run resumes after its last finished generation.")
 @click.option("--synthetic-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Share of each crawl written by the chain's previous model [0.5].")
 @click.option("--generations", type=click.IntRange(min=1), default=None,
@@ -42,7 +41,7 @@ from collapse_sim.generation import DECODINGS
               help="Compute only this run (for parallel processes); a last call without it collects the runs.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
 @click.option("--seed", type=int, default=None)
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@run_options("polluted", resumes=RESUMES)
 def polluted_cmd(out: Path, synthetic_fraction: float | None, generations: int | None, runs: int | None,
                  policy: str | None, beta: float | None, crawl_docs: int | None, preset_name: str,
                  base_model: str | None, decoding: str | None, temperature: float | None, top_p: float | None,

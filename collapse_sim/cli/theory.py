@@ -12,12 +12,13 @@ import click
 
 from collapse_sim import gaussian as gaussian_sim
 from collapse_sim.cli import main
+from collapse_sim.cli.options import run_options
 from collapse_sim.metrics import SimulationResult
 from collapse_sim.reuse import MODES, Reuse
 
 
-def _common(generations: int, samples: int, runs: int, out: str) -> Callable:
-    """The options every simulation takes, with that simulation's defaults."""
+def _common(command: str, generations: int, samples: int, runs: int, resumes: str = "") -> Callable:
+    """The options every theory simulation takes, with that simulation's defaults."""
     options = [
         click.option("--generations", type=click.IntRange(min=1), default=generations, show_default=True,
                      help="Generations after the original."),
@@ -31,14 +32,12 @@ def _common(generations: int, samples: int, runs: int, out: str) -> Callable:
                           "accumulate: keep all data so far."),
         click.option("--real-fraction", type=click.FloatRange(0.0, 1.0), default=0.1, show_default=True,
                      help="Fraction of fresh original data per generation (--mode mix)."),
-        click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path(out),
-                     show_default=True, help="Output directory for metrics.json and PNG plots."),
     ]
 
     def decorate(fn: Callable) -> Callable:
         for option in reversed(options):
             fn = option(fn)
-        return fn
+        return run_options(command, resumes=resumes)(fn)
 
     return decorate
 
@@ -58,39 +57,40 @@ def _report(result: SimulationResult, out: Path, figures: list[Path]) -> None:
 
 
 @main.command()
-@_common(generations=1000, samples=100, runs=1000, out="runs/discrete")
+@_common("discrete", generations=1000, samples=100, runs=1000)
 @click.option("--states", type=click.IntRange(min=2), default=20, show_default=True, help="Number of states K.")
 @click.option("--zipf-exponent", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
               help="Original p_k proportional to k^-s (0: uniform).")
-def discrete(generations, samples, runs, seed, mode, real_fraction, out, states, zipf_exponent) -> None:
+def discrete(generations, samples, runs, seed, mode, real_fraction, out, quiet, states, zipf_exponent) -> None:
     """A categorical distribution re-estimated from M samples of itself each generation."""
     from collapse_sim import discrete as discrete_sim
 
     cfg = _config(discrete_sim.DiscreteConfig, generations=generations, samples=samples, runs=runs, seed=seed,
                   reuse=_config(Reuse, mode=mode, real_fraction=real_fraction), states=states,
                   zipf_exponent=zipf_exponent)
-    result = discrete_sim.simulate(cfg, progress=True)
+    result = discrete_sim.simulate(cfg, progress=not quiet)
     _report(result, out, discrete_sim.plot(result, out))
 
 
 @main.command()
-@_common(generations=1000, samples=100, runs=1000, out="runs/gaussian")
+@_common("gaussian", generations=1000, samples=100, runs=1000)
 @click.option("--growth", type=click.Choice(gaussian_sim.GROWTHS), default="constant", show_default=True,
               help="Sample size per generation: M, M(i+1) or M(i+1)^2.")
 @click.option("--mu", type=float, default=0.0, show_default=True, help="Original mean.")
 @click.option("--sigma", type=click.FloatRange(min=0.0, min_open=True), default=1.0, show_default=True,
               help="Original standard deviation.")
-def gaussian(generations, samples, runs, seed, mode, real_fraction, out, growth, mu, sigma) -> None:
+def gaussian(generations, samples, runs, seed, mode, real_fraction, out, quiet, growth, mu, sigma) -> None:
     """N(mu, sigma^2) re-fitted each generation by sample mean and unbiased variance."""
     cfg = _config(gaussian_sim.GaussianConfig, generations=generations, samples=samples, runs=runs, seed=seed,
                   reuse=_config(Reuse, mode=mode, real_fraction=real_fraction), growth=growth, mu=mu, sigma=sigma)
-    result = gaussian_sim.simulate(cfg, progress=True)
+    result = gaussian_sim.simulate(cfg, progress=not quiet)
     _report(result, out, gaussian_sim.plot(result, out))
 
 
 @main.command()
-@_common(generations=2000, samples=1000, runs=1, out="runs/gmm")
-def gmm(generations, samples, runs, seed, mode, real_fraction, out) -> None:
+@_common("gmm", generations=2000, samples=1000, runs=1,
+         resumes="finished runs are kept under OUT/checkpoints and reused by the same command")
+def gmm(generations, samples, runs, seed, mode, real_fraction, out, quiet) -> None:
     """The paper's experiment: a 2-component mixture fitted by EM to samples of the previous fit.
 
     Defaults are the paper's settings. Finished runs are checkpointed under
@@ -101,7 +101,7 @@ def gmm(generations, samples, runs, seed, mode, real_fraction, out) -> None:
     cfg = _config(gmm_sim.GMMConfig, generations=generations, samples=samples, runs=runs, seed=seed,
                   reuse=_config(Reuse, mode=mode, real_fraction=real_fraction))
     try:
-        result = gmm_sim.simulate(cfg, checkpoint_dir=out / "checkpoints", progress=True)
+        result = gmm_sim.simulate(cfg, checkpoint_dir=out / "checkpoints", progress=not quiet)
     except gmm_sim.CheckpointError as exc:
         raise click.ClickException(str(exc)) from exc
     _report(result, out, gmm_sim.plot(result, out))

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from collapse_sim.cli import main
+from collapse_sim.cli.options import RESUMES, run_options
 from collapse_sim.image_data import DATASETS
 from collapse_sim.reuse import MODES, Reuse
 
@@ -23,8 +24,6 @@ PIXELS = ("sample", "mean")
               help="MNIST labels idx(.gz) file (default: the shared t10k labels).")
 @click.option("--generations", type=click.IntRange(min=0), default=20, show_default=True,
               help="Generations trained on samples, after generation 0 (trained on real data).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output directory (metrics.json, metrics.png, samples.png, state/ for resuming).")
 @click.option("--mode", type=click.Choice(MODES), default="replace", show_default=True,
               help="What each generation trains on.")
 @click.option("--real-fraction", type=click.FloatRange(0.0, 1.0), default=0.1, show_default=True,
@@ -39,7 +38,7 @@ PIXELS = ("sample", "mean")
 @click.option("--device", default=None, help="Torch device of the VAEs (default cpu).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Torch CPU threads; the small MLPs run fastest on one.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@run_options("vae", resumes=RESUMES)
 def vae_cmd(dataset: str, images: Path | None, labels: Path | None, generations: int, out: Path, mode: str,
             real_fraction: float, runs: int, seed: int, pixels: str, epochs: int | None, latent_dim: int | None,
             device: str | None, threads: int, quiet: bool) -> None:
@@ -58,6 +57,8 @@ def vae_cmd(dataset: str, images: Path | None, labels: Path | None, generations:
         result = simulate(cfg, out, progress=not quiet)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if result.summary["undertrained"]:
+        click.echo(f"warning: {result.summary['undertrained']}", err=True)
     m = result.metrics
     click.echo(
         f"generation {result.generations[-1]}: recall {m['recall']['mean'][-1]:.3f} "

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from collapse_sim.metrics import SimulationResult  # noqa: E402
+from collapse_sim.plots import save_figure  # noqa: E402
 from hygiene.atomic import atomic_open  # noqa: E402
 
 
@@ -41,7 +42,7 @@ def plot_perplexity(result: SimulationResult, path: Path) -> None:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_histograms(per_generation: Sequence[np.ndarray], human: np.ndarray, path: Path, title: str = "") -> None:
@@ -59,13 +60,7 @@ def plot_histograms(per_generation: Sequence[np.ndarray], human: np.ndarray, pat
     ax.set(xlabel="perplexity of a sample under generation 0", ylabel="share of samples", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _save(fig: plt.Figure, path: Path) -> None:
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(out: Path, result: SimulationResult) -> Path:

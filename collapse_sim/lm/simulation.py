@@ -23,6 +23,7 @@ generation's model (safetensors), the blocks it trained on, the continuations it
 wrote and their scores; ``gen.json`` marks a generation done, so an interrupted run
 resumes at the last finished generation. Generation 0 of a mode is shared by its
 decodings (``<out>/<mode>/gen-00/model``).
+"""
 from __future__ import annotations
 
 import json
@@ -37,8 +38,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from collapse_sim.generation import Decoding, generate_continuations
 from collapse_sim.lm.config import PAPER, LMConfig
+from collapse_sim.lm.corpus import build_corpus
 from collapse_sim.lm.data import LMData, load_data
-from collapse_sim.lm.models import base_model_path, finetune, load_tokenizer, train_or_load
+from collapse_sim.lm.models import base_model_path, finetune, gen_dir, load_tokenizer, model_dir, train_or_load
+from collapse_sim.lm.report import plot_histograms, plot_perplexity, write_report
 from collapse_sim.metrics import SimulationResult, config_dict
 from collapse_sim.resume import check_resumable, load_tensors, save_tensors
 from collapse_sim.reuse import MODES, Reuse
@@ -52,15 +55,6 @@ def arms(cfg: LMConfig) -> Iterator[tuple[str, Decoding]]:
     for mode in cfg.modes:
         for dec in cfg.decodings:
             yield mode, dec
-
-
-def gen_dir(out: Path, mode: str, method: str, generation: int) -> Path:
-    return out / mode / method / f"gen-{generation:02d}"
-
-
-def _model_dir(out: Path, mode: str, method: str, generation: int) -> Path:
-    # generation 0 depends on the mode only (its epochs), so the mode's decodings share it
-    return out / mode / "gen-00" / "model" if generation == 0 else gen_dir(out, mode, method, generation) / "model"
 
 
 def _compose(
@@ -94,26 +88,22 @@ def trained_on(cfg: LMConfig, mode: str, generation: int) -> str:
 
 def _train_generation(
     cfg: LMConfig, base: str, mode: str, generation: int, blocks: torch.Tensor, val: torch.Tensor,
-    model_dir: Path, tokenizer: PreTrainedTokenizerBase, progress: bool,
+    model_path: Path, tokenizer: PreTrainedTokenizerBase, progress: bool,
 ) -> tuple[PreTrainedModel, dict[str, Any]]:
     """Train (or, when its model is saved, load) one generation's model."""
-    info_path = model_dir.parent / f"{model_dir.name}.json"
-    if (model_dir / "config.json").is_file() and info_path.is_file():
-        return load_model(model_dir, resolve_device(cfg.train.device)), json.loads(info_path.read_text())
-    model, info = finetune(base, blocks, cfg.train_config(mode, generation), val_blocks=val, progress=progress)
-    save_model(model, tokenizer, model_dir)
-    write_json(info_path, info)
-    return model, info
+    return train_or_load(
+        model_path, model_path.parent / f"{model_path.name}.json",
+        lambda: finetune(base, blocks, cfg.train_config(mode, generation), val_blocks=val, progress=progress),
+        tokenizer, cfg.train.device,
+    )
 
 
 def run_lm(cfg: LMConfig, out_dir: str | Path, progress: bool = True) -> SimulationResult:
     """Run every arm for ``cfg.generations`` generations (resuming finished ones), then write
     ``metrics.json``, the corpus, plots and ``report.md`` into ``out_dir``."""
-    from collapse_sim.lm_report import plot_histograms, plot_perplexity, write_report
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_resumable(cfg, out)
+    check_resumable(_saved_config(out), config_dict(cfg), out, MAY_CHANGE)
     threads = torch.get_num_threads()
     try:
         if cfg.train.threads:
@@ -123,7 +113,7 @@ def run_lm(cfg: LMConfig, out_dir: str | Path, progress: bool = True) -> Simulat
         torch.set_num_threads(threads)
     plot_perplexity(result, out / "perplexity.png")
     for mode, method in (k.split("/") for k in result.summary["arms"]):
-        hists = [load_file(str(gen_dir(out, mode, method, g) / "data.safetensors"))["sample_perplexity"].numpy()
+        hists = [load_tensors(gen_dir(out, mode, method, g) / "data.safetensors")["sample_perplexity"].numpy()
                  for g in range(cfg.generations)]
         plot_histograms(hists, human_ppl[mode], out / f"histograms-{mode}-{method}.png", title=f"{mode} / {method}")
     build_corpus(out)
@@ -140,14 +130,14 @@ def _run_arms(cfg: LMConfig, out: Path, progress: bool) -> tuple[SimulationResul
     write_json(out / "run.json", {"config": config_dict(cfg), "base_model": base, "train_file": data.train_name,
                                   "n_train_blocks": len(data.train), "n_val_blocks": len(data.val),
                                   "n_eval_blocks": len(data.eval)})
-    _save_tensors({"train": data.train, "train_ids": torch.from_numpy(data.train_ids)}, out / "human.safetensors")
+    save_tensors({"train": data.train, "train_ids": torch.from_numpy(data.train_ids)}, out / "human.safetensors")
     records: dict[tuple[str, str], list[dict[str, Any]]] = {}
     gen0: dict[str, tuple[PreTrainedModel, dict[str, Any]]] = {}
     human_ppl: dict[str, np.ndarray] = {}
     for mode, dec in arms(cfg):
         if mode not in gen0:
             gen0[mode] = _train_generation(
-                cfg, base, mode, 0, data.train, data.val, _model_dir(out, mode, dec.method, 0), tokenizer, progress
+                cfg, base, mode, 0, data.train, data.val, model_dir(out, mode, dec.method, 0), tokenizer, progress
             )
             human_ppl[mode] = sample_perplexities(
                 gen0[mode][0], data.eval, data.eval_next, batch_size=cfg.score_batch_size, progress=False
@@ -159,7 +149,7 @@ def _run_arms(cfg: LMConfig, out: Path, progress: bool) -> tuple[SimulationResul
         for g in bar:
             gdir = gen_dir(out, mode, dec.method, g)
             if (gdir / "gen.json").is_file():  # finished earlier: resume after it
-                saved = load_file(str(gdir / "data.safetensors"))
+                saved = load_tensors(gdir / "data.safetensors")
                 continuations.append(saved["continuations"].long())
                 val_continuations = saved["val_continuations"].long() if "val_continuations" in saved else None
                 recs.append(json.loads((gdir / "gen.json").read_text()))
@@ -196,7 +186,7 @@ def _generation(
     if g == 0:
         model, info = gen0
     else:
-        model, info = _train_generation(cfg, base, mode, g, blocks, val, _model_dir(out, mode, dec.method, g),
+        model, info = _train_generation(cfg, base, mode, g, blocks, val, model_dir(out, mode, dec.method, g),
                                         tokenizer, progress)
     eval_ppl = block_perplexity(model, data.eval, batch_size=cfg.score_batch_size)
     cont = generate_continuations(model, data.train, dec, pad_token_id=pad, batch_size=cfg.gen_batch_size,
@@ -210,7 +200,7 @@ def _generation(
     ppl = sample_perplexities(gen0[0], data.train, cont, batch_size=cfg.score_batch_size, progress=False)
     tensors["sample_perplexity"] = torch.from_numpy(ppl)
     gdir.mkdir(parents=True, exist_ok=True)
-    _save_tensors(tensors, gdir / "data.safetensors")
+    save_tensors(tensors, gdir / "data.safetensors")
     rec = {
         "generation": g, "mode": mode, "decoding": dec.to_dict(), "eval_perplexity": eval_ppl,
         "trained_on": trained_on(cfg, mode, g), "n_train_blocks": len(blocks),
@@ -223,6 +213,16 @@ def _generation(
     }
     write_json(gdir / "gen.json", rec)  # written last: marks the generation finished
     return rec, cont, val_cont
+
+
+#: what may change when a run resumes: how many generations, and where they run
+MAY_CHANGE = ("generations", "train.device", "train.threads")
+
+
+def _saved_config(out: Path) -> dict[str, Any] | None:
+    """The configuration of the run already in ``out`` (None: none there)."""
+    path = out / "run.json"
+    return json.loads(path.read_text())["config"] if path.is_file() else None
 
 
 METRICS = (
