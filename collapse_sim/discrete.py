@@ -118,7 +118,7 @@ def plot(result: SimulationResult, out_dir: str | Path) -> list[Path]:
         marks = {"support": {"expected absorption (theory)": result.summary["absorption_generation_theory"]}}
     return [
         plot_metric_curves(result, ["support"], out_dir / "support.png", marks=marks,
-                           title="Tails vanish: states left as a categorical is re-estimated from its own samples"),
+                           title="Tails vanish: states left, generation by generation"),
         plot_metric_curves(result, ["support", "entropy", "tv_distance"], out_dir / "metrics.png",
                            title="Categorical distribution re-estimated from its own samples"),
     ]
