@@ -131,6 +131,8 @@ class FilterConfig:
     group_field: str | None = None  # field the stats count by; None: "source", else "dataset", when a record has it
     txt_unit: str = "file"  # a .txt input is one record per "file", per "line", or per blank-line "paragraph"
     limit: int | None = None  # read only the first N records of the input (shards in order)
+    sample: int | None = None  # filter a random sample of N records of the input, in input order
+    sample_seed: int = 0  # seed of that sample
     batch_size: int = 1000  # records per stage call (and per datasets.map batch)
     max_errors: int | None = None  # abort once more records than this could not be read
     checkpoint_seconds: float = 30.0  # checkpoint at the first shard boundary after this long
@@ -150,6 +152,8 @@ class FilterConfig:
             (self.workers >= 1, "workers must be at least 1"),
             (self.max_errors is None or self.max_errors >= 0, "max_errors must be >= 0"),
             (self.limit is None or self.limit >= 1, "limit must be at least 1"),
+            (self.sample is None or self.sample >= 1, "sample must be at least 1"),
+            (self.limit is None or self.sample is None, "give limit or sample, not both"),
             (self.txt_unit in TXT_UNITS, f"txt_unit must be one of {', '.join(TXT_UNITS)}"),
             (self.near_dedup.bands >= 1 and self.near_dedup.rows >= 1, "near_dedup.bands and rows must be >= 1"),
             (self.near_dedup.ngram >= 1, "near_dedup.ngram must be >= 1"),
@@ -324,18 +328,20 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Effective config: the profile, then the file, then ``overrides`` (``{"dotted.key": value}``), then
     ``KEY=VALUE`` assignments.
 
-    The profile is ``profile``, else the file's ``profile`` key, else :data:`DEFAULT_PROFILE`.
+    The profile is ``profile``, else a ``profile`` override, else the file's ``profile`` key, else
+    :data:`DEFAULT_PROFILE`.
     """
     data = read_config_file(path) if path is not None else {}
-    name = profile or data.get("profile") or DEFAULT_PROFILE
+    extra: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        set_key(extra, key, value)
+    for assignment in assignments:
+        apply_override(extra, assignment)
+    name = profile or extra.get("profile") or data.get("profile") or DEFAULT_PROFILE
     if not isinstance(name, str):
         raise UserInputError(f"bad config: profile must be a name, got {name!r}")
-    data = {**merge(FilterConfig, read_profile(name), data), "profile": name}
-    for key, value in (overrides or {}).items():
-        set_key(data, key, value)
-    for assignment in assignments:
-        apply_override(data, assignment)
-    return config_from_dict(data)
+    base = merge(FilterConfig, read_profile(name), data)
+    return config_from_dict({**merge(FilterConfig, base, extra), "profile": name})
 
 
 def write_config(path: str | Path, config: FilterConfig) -> None:

@@ -15,6 +15,7 @@ of the saved outputs.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import functools
@@ -23,6 +24,7 @@ import itertools
 import json
 import logging
 import multiprocessing
+import random
 import shutil
 import signal
 import sys
@@ -38,7 +40,7 @@ from hygiene.batch import BatchBuilder
 from hygiene.config import FilterConfig, load_config
 from hygiene.errors import UserInputError
 from hygiene.filtering import Pipeline, build_pipeline, run_stages, synthetic_threshold
-from hygiene.records import (Item, ReadOptions, Shard, count_records, discover_shards, json_line, read_shard,
+from hygiene.records import (Item, ReadOptions, Shard, discover_shards, json_line, read_shard, shard_sizes,
                              shards_outside)
 from hygiene.run_output import OUTPUTS, Counts, RunOutput, error_outcome, output_row, run_stats
 from hygiene.stages import Detector
@@ -105,6 +107,21 @@ class FilterRun:
         self.position: dict[str, int] = {}  # a shard begun but not finished -> records of it done
         self.deltas: list[str] = []
         self.to_read = config.limit  # records left to read under --limit (None: all)
+        self.sample = self._sample() if config.sample is not None else None
+
+    def _sample(self) -> dict[str, set[int]]:
+        """The positions, within their shard, of a seeded random sample of ``config.sample`` records."""
+        sizes = shard_sizes(self.shards, self.options, max_bytes=None)
+        if sizes is None:
+            raise UserInputError("cannot count the records to sample from (an unreadable shard); use --limit")
+        total = sum(sizes)
+        chosen = sorted(random.Random(self.config.sample_seed).sample(range(total), min(self.config.sample, total)))
+        starts = list(itertools.accumulate(sizes, initial=0))
+        sample: dict[str, set[int]] = {shard.name: set() for shard in self.shards}
+        for k in chosen:
+            i = bisect.bisect_right(starts, k) - 1
+            sample[self.shards[i].name].add(k - starts[i])
+        return sample
 
     @property
     def counts(self) -> Counts:
@@ -160,19 +177,22 @@ class FilterRun:
         and once ``limit`` records are read.
         """
         for shard in shards:
-            position = self.position.get(shard.name, 0)
+            position = start = self.position.get(shard.name, 0)
+            chosen = self.sample[shard.name] if self.sample is not None else None
             items: list[Item] = []
-            for item in itertools.islice(read_shard(shard, self.options), position, None):
+            read = read_shard(shard, self.options) if chosen is None or chosen else iter(())
+            for position, item in enumerate(itertools.islice(read, start, None), start + 1):
+                if chosen is not None and position - 1 not in chosen:
+                    continue
                 items.append(item)
                 if self.to_read is not None:
                     self.to_read -= 1
                 if len(items) >= size or self.to_read == 0:
-                    position += len(items)
                     yield self._pack(shard, items, False, position)
                     items = []
                     if time.perf_counter() >= deadline or self.to_read == 0:
                         return
-            yield self._pack(shard, items, True, position + len(items))
+            yield self._pack(shard, items, True, position)
             if time.perf_counter() >= deadline:
                 return
 
@@ -243,7 +263,8 @@ class FilterRun:
         first_in = self.counts.records_in
         if self.to_read is not None:
             self.to_read -= first_in
-        total = count_records(self.shards, self.options) if self.progress else None
+        sizes = shard_sizes(self.shards, self.options) if self.progress and self.sample is None else None
+        total = sum(map(len, self.sample.values())) if self.sample is not None else sizes and sum(sizes)
         if total is not None and self.config.limit is not None:
             total = min(total, self.config.limit)
         # batches small enough that a small run shows progress, never larger than configured

@@ -426,6 +426,6 @@ def run_filter_ray(inputs: Sequence[str | Path], out_dir: str | Path | None, con
     if resume:
         raise UserInputError("the Ray engine cannot resume an interrupted run: rerun with --overwrite")
     config = config or load_config()
-    if config.limit is not None:
-        raise UserInputError("--limit needs the local engine (records are read in order there)")
+    if config.limit is not None or config.sample is not None:
+        raise UserInputError("--limit and --sample need the local engine (records are read in order there)")
     return RayFilterRun(inputs, out_dir, config, ray_config, detector, progress).run(overwrite)

@@ -269,35 +269,34 @@ def read_shard(shard: Shard, options: ReadOptions = ReadOptions()) -> Iterator[I
     return READERS[shard.kind](shard, options)
 
 
-def count_records(shards: Sequence[Shard], options: ReadOptions = ReadOptions(),
-                  max_bytes: int = 256 << 20) -> int | None:
-    """How many records (and errors) the shards hold, if that is cheap to know: from the metadata of
-    Parquet files and saved datasets, by counting lines in text files up to ``max_bytes`` in all; else ``None``."""
+def shard_sizes(shards: Sequence[Shard], options: ReadOptions = ReadOptions(),
+                max_bytes: int | None = 256 << 20) -> list[int] | None:
+    """How many records (and errors) each shard holds, if that is cheap to know: from the metadata of
+    Parquet files and saved datasets, by counting lines in text files up to ``max_bytes`` in all (``None``:
+    any size); else ``None``."""
     import pyarrow.parquet as pq
 
     text = [s for s in shards if s.kind in ("jsonl", "txt")]
-    if sum(s.path.stat().st_size for s in text) > max_bytes:
+    if max_bytes is not None and sum(s.path.stat().st_size for s in text) > max_bytes:
         return None
-    total = 0
+    sizes = []
     try:
         for shard in shards:
             if shard.kind == "parquet":
-                total += pq.ParquetFile(shard.path).metadata.num_rows
+                sizes.append(pq.ParquetFile(shard.path).metadata.num_rows)
             elif shard.kind == "jsonl":
                 with _open_binary(shard.path) as fh:
-                    total += sum(1 for line in fh if line.strip())
-            elif shard.kind == "txt" and options.txt_unit != "file":
-                total += sum(1 for _ in read_shard(shard, options))
+                    sizes.append(sum(1 for line in fh if line.strip()))
             elif shard.kind == "txt":
-                total += 1
+                sizes.append(sum(1 for _ in read_shard(shard, options)) if options.txt_unit != "file" else 1)
             else:
                 import datasets
 
                 ds = datasets.load_from_disk(str(shard.path))
-                total += (ds[shard.split] if shard.split is not None else ds).num_rows
+                sizes.append((ds[shard.split] if shard.split is not None else ds).num_rows)
     except Exception:  # an unreadable shard: its errors are reported by the run itself
         return None
-    return total
+    return sizes
 
 
 def _json_default(value: Any) -> Any:

@@ -104,7 +104,7 @@ def test_a_20mb_document_does_not_stop_the_run(tmp_path: Path) -> None:
     words = "lorem ipsum dolor sit amet "
     text = words * (20 * 2**20 // len(words))  # 20 MB, 3.6M words
     _write_jsonl(tmp_path / "big.jsonl", [{"text": text}, {"text": make_doc(1)}])
-    stats = run_filter([tmp_path / "big.jsonl"], tmp_path / "out", _config(), progress=False)
+    stats = run_filter([tmp_path / "big.jsonl"], tmp_path / "out", _config(profile="gopher"), progress=False)
     rejected = _lines(tmp_path / "out" / "rejected.jsonl")
     assert stats["kept"] == 1 and len(rejected) == 1
     assert rejected[0]["hygiene"]["reason"] == "too_many_words" and len(rejected[0]["text"]) == len(text)

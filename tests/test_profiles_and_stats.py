@@ -41,6 +41,7 @@ def test_a_config_file_extends_its_profile(tmp_path: Path) -> None:
     assert config.profile == "gopher" and config.quality.min_words == 100
     assert config.quality.min_alpha_words_ratio == FilterConfig().quality.min_alpha_words_ratio
     assert load_config(path, profile="human").quality.min_alpha_words_ratio is None  # --profile wins
+    assert load_config(path, assignments=["profile=human"]).to_dict() == load_config(path, profile="human").to_dict()
     with pytest.raises(UserInputError, match="unknown profile 'nope'"):
         load_config(profile="nope")
 
@@ -147,3 +148,36 @@ def test_human_profile_removes_every_duplicate_of_the_example_crawl() -> None:
         assert ids and all(stage[i] in by for i in ids), dup
     humans = [i for i, k in kind.items() if k == "human"]
     assert sum(stage[i] is None for i in humans) / len(humans) >= 0.97
+
+
+def test_sample_is_seeded_and_in_input_order(tmp_path: Path) -> None:
+    docs = [make_doc(i) for i in range(10)]
+    (tmp_path / "in").mkdir()
+    for s in range(2):
+        (tmp_path / "in" / f"s{s}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n"
+                                                             for t in docs[5 * s:5 * s + 5]))
+
+    def kept(out: str, **overrides) -> list[str]:
+        stats = run_filter([tmp_path / "in"], tmp_path / out, load_config(overrides=_no_detector(sample=4, **overrides)),
+                           progress=False)
+        assert stats["records_in"] == 4
+        return [json.loads(x)["text"] for x in (tmp_path / out / "kept.jsonl").read_text().splitlines()]
+
+    first = kept("a")
+    assert first == kept("b") and first == sorted(first, key=docs.index)
+    assert first != kept("c", sample_seed=1)
+
+
+def test_shard_sizes_give_the_progress_total(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hygiene.records import ReadOptions, discover_shards, shard_sizes
+
+    (tmp_path / "a.jsonl").write_text("{}\n\n{}\nnot json\n")
+    pq.write_table(pa.table({"text": ["x", "y"]}), tmp_path / "b.parquet")
+    (tmp_path / "c.txt").write_text("one\ntwo\n\nthree\n")
+    shards = discover_shards([tmp_path])
+    assert shard_sizes(shards) == [3, 2, 1]
+    assert shard_sizes(shards, ReadOptions(txt_unit="line")) == [3, 2, 3]
+    assert shard_sizes(shards, max_bytes=1) is None

@@ -33,6 +33,8 @@ def _common_options(func: Callable) -> Callable:
                           "paragraph [file]."),
         click.option("--limit", type=click.IntRange(1), default=None,
                      help="Filter only the first N records (inputs in order), to try a config on part of a corpus."),
+        click.option("--sample", type=click.IntRange(1), default=None,
+                     help="Filter a random sample of N records (seed: --set sample_seed=S) [all]."),
         click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default=None,
                      help="Format of kept/rejected [jsonl]."),
         click.option("--annotate", is_flag=True, default=None, help="Add a 'hygiene' field with scores to kept records."),
@@ -68,7 +70,7 @@ def _common_options(func: Callable) -> Callable:
 def _overrides(**values: Any) -> dict[str, Any]:
     """Dotted config keys for the options the user actually gave."""
     keys = {"text_field": "text_field", "id_field": "id_field", "group_field": "group_field",
-            "txt_unit": "txt_unit", "limit": "limit", "fmt": "output.format",
+            "txt_unit": "txt_unit", "limit": "limit", "sample": "sample", "fmt": "output.format",
             "annotate": "output.annotate", "annotate_only": "output.annotate_only", "max_errors": "max_errors",
             "batch_size": "batch_size", "workers": "workers", "exact_dedup": "exact_dedup.enabled", "near_dedup": "near_dedup.enabled",
             "bands": "near_dedup.bands", "rows": "near_dedup.rows", "normalize": "normalize.enabled",
