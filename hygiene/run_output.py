@@ -173,7 +173,7 @@ def stage_stats(counts: Counts, stages: Sequence[str], annotate_only: bool) -> l
                     for group, tally in sorted(counts.groups.items())}
         dropped = 0 if annotate_only else sum(reasons.values())
         out.append({"name": name, "records_in": reaching, "records_out": reaching - dropped,
-                    "seconds": round(counts.seconds.get(name, 0.0), 3), "reasons": reasons,
+                    "seconds": round(counts.seconds.get(name, 0.0), 6), "reasons": reasons,
                     "by_group": {g: r for g, r in by_group.items() if r},
                     "examples": {reason: [i for _, i in counts.examples[f"{name}/{reason}"]] for reason in reasons}})
         reaching -= dropped
