@@ -6,6 +6,7 @@ atomically, so an interrupted run never leaves a truncated figure.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -13,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from collapse_sim.metrics import SimulationResult  # noqa: E402
@@ -39,7 +41,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "l2": ("Density error", "L2 distance between densities"),
     "holdout_loglik": ("Fit to held-out original data", "mean log-likelihood (nats per point)"),
     # vae
-    "frechet_distance": ("Frechet distance", "to held-out real images, in the feature space (lower: closer)"),
+    "frechet_distance": ("Frechet distance", "to held-out real images (feature-space units; lower: closer)"),
     "precision": ("Precision", "share of samples inside the real manifold (0-1)"),
     "recall": ("Recall", "share of real images covered by the samples (0-1)"),
     "class_entropy": ("Class diversity", "entropy of the predicted digit classes (bits; 10 even: 3.32)"),
@@ -69,6 +71,14 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
+    return path
+
+
+def save_markdown(lines: Sequence[str], path: str | Path) -> Path:
+    """Write a report's ``lines`` to ``path`` atomically."""
+    path = Path(path)
+    with atomic_open(path) as fh:
+        fh.write("\n".join(lines))
     return path
 
 
@@ -115,8 +125,9 @@ def plot_metric_curves(
             ax.set_yscale("log")
         heading, unit = metric_label(name)
         ax.set_title(f"{heading} ({name})" if heading != name else name, fontsize=9)
-        ax.set_ylabel(unit, fontsize=8)
+        ax.set_ylabel(textwrap.fill(unit, 36), fontsize=8)
         ax.set_xlabel("generation")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)

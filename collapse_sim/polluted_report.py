@@ -12,8 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from collapse_sim.metrics import SimulationResult  # noqa: E402
-from collapse_sim.plots import save_figure  # noqa: E402
-from hygiene.atomic import atomic_open  # noqa: E402
+from collapse_sim.plots import save_figure, save_markdown  # noqa: E402
 
 _COLOURS = {"unfiltered": "tab:red", "filtered": "tab:blue", "oracle": "tab:green"}
 
@@ -90,7 +89,4 @@ def write_report(out: Path, result: SimulationResult) -> Path:
         "`<chain>/share_above_human_p95`, ...).",
         "",
     ]
-    path = out / "report.md"
-    with atomic_open(path) as fh:
-        fh.write("\n".join(lines))
-    return path
+    return save_markdown(lines, out / "report.md")

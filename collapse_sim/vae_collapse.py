@@ -290,7 +290,9 @@ def simulate(
     if not figures:
         return result
     reference = {name: {"real vs real": [baseline[name]] * len(result.generations)} for name in METRICS}
-    plot_metric_curves(result, METRICS, out / "metrics.png", theory=reference, title=_title(cfg))
+    title = _title(cfg) + ("\ngeneration 0 undertrained: see summary.undertrained" if result.summary["undertrained"]
+                           else "")
+    plot_metric_curves(result, METRICS, out / "metrics.png", theory=reference, title=title)
     plot_sample_grid(data.held_out[:GRID_COLUMNS], runs[0].first_samples, data.shape, out / "samples.png", _title(cfg))
     return result
 
