@@ -23,6 +23,7 @@ every detect-chat repository's training groups (never their held-out groups), wh
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
@@ -193,13 +194,11 @@ def _probes(det: Detector, chat: _Matrix, sample: list[int], seed: int, featuriz
     """The held-out sample as scored: clean, without its first sentence, and under each attack (machine rows)."""
     rows = [chat.records[i] for i in sample]
     out = {"clean": _Matrix(rows, chat.X[sample])}
-    cut = [LabelledText(drop_first_sentence(r.text), r.label, r.generator, r.domain, r.generation, r.group, r.source)
-           for r in rows]
+    cut = [dataclasses.replace(r, text=drop_first_sentence(r.text)) for r in rows]
     out["first-sentence-removed"] = _Matrix(cut, featurize(cut))
     for kind in ATTACKS:
         rng = random.Random(f"{seed}:{kind}")
-        hit = [LabelledText(attack(r.text, kind, rng) if r.label == 1 else r.text, r.label, r.generator, r.domain,
-                            r.generation, r.group, r.source) for r in rows]
+        hit = [dataclasses.replace(r, text=attack(r.text, kind, rng)) if r.label == 1 else r for r in rows]
         out[kind] = _Matrix(hit, featurize(hit))
     return out
 

@@ -33,9 +33,10 @@ def finetune_cmd(recipe_path: str, out: Path | None, device: str | None, time_bu
         cfg.train = dataclasses.replace(cfg.train, time_budget_s=time_budget or m.time_budget_s,
                                         **({"device": device} if device else {}))
         texts = machine_lm_texts(recipe)
-        note = (f"{len(texts):,} machine texts: the machine side of detect-chat's training groups, and up to "
-                f"{m.corpus_max:,} synthetic texts of `{recipe.corpus}/train.jsonl` and {m.dev_max:,} machine texts "
-                f"of detect-dev's training groups (recipe `{recipe_path}`, seed {recipe.seed}).")
+        extra = [f"up to {m.corpus_max:,} synthetic texts of `{recipe.corpus}/train.jsonl`"] if m.corpus_max else []
+        extra += [f"up to {m.dev_max:,} machine texts of detect-dev's training groups"] if m.dev_max else []
+        note = (f"{len(texts):,} machine texts: the machine side of detect-chat's training groups"
+                f"{', ' + ' and '.join(extra) if extra else ''} (recipe `{recipe_path}`, seed {recipe.seed}).")
         command = "collapse-sim " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         path = finetune_lm(texts, cfg, out or Path(m.out), progress=not quiet, command=command, data_note=note)
     except (UserInputError, ValueError, FileNotFoundError, OSError) as exc:
