@@ -222,6 +222,11 @@ def test_cli_train_evaluate_score_calibrate(cli_setup):
     # the detector reads the LM's hidden states; the scores file carries the scores, not those vectors
     assert any(n.startswith("hidden") for n in load_detector(det).feature_names)
     assert "fdg_std" in rows[0] and not any(k.startswith("hidden") for k in rows[0])
+    assert rows[0]["source_id"] == "doc0" and rows[0]["label"] == "human" and "text" not in rows[0]  # joins back
+    r = run(main, ["score", str(corpus), "--detector", str(det), "-o", str(root / "kept.jsonl"),
+                   "--keep-fields", "source_id"])
+    row = json.loads((root / "kept.jsonl").read_text().splitlines()[0])
+    assert r.exit_code == 0 and row["source_id"] == "doc0" and "label" not in row
     r = run(main, ["calibrate", "--detector", str(det), "--data", str(corpus), "--human-sources", "",
                    "--target-fpr", "0.05"])
     assert r.exit_code == 0, r.output

@@ -46,12 +46,15 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.option("--observer", default=None, help="with --lm: Binoculars observer model")
 @click.option("--performer", default=None, help="with --lm: Binoculars performer model")
 @click.option("--text-field", default="text", show_default=True)
+@click.option("--keep-fields", default=None,
+              help="comma-separated input fields copied next to the scores (default: every field but the text)")
 @click.option("--trust-remote-code", is_flag=True, help="allow model repositories to run their own code")
 @_scoring_options
 @_device_options
-def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, text_field, trust_remote_code,
-          max_tokens, batch_size, device, dtype):
-    """Per-record features and P(machine) of the texts in a JSONL file."""
+def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, text_field, keep_fields,
+          trust_remote_code, max_tokens, batch_size, device, dtype):
+    """Per-record features and P(machine) of the texts in INPUT (any format `filter` reads: JSONL, Parquet,
+    .txt, a saved dataset), with the record's fields, so scores join back to records."""
     from hygiene.detector import load_detector
     from hygiene.features import is_vector_feature
     from hygiene.lm import load_lm
@@ -82,7 +85,8 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
             scorer = Scorer(load(lm), load(sampler), load(observer), load(performer),
                             config=_scoring_config(ScoringConfig(), max_tokens, batch_size))
             fn = scorer.score
-        n = score_jsonl(input_path, out, fn, text_field=text_field)
+        n = score_jsonl(input_path, out, fn, text_field=text_field,
+                        keep_fields=[f for f in keep_fields.split(",") if f] if keep_fields is not None else None)
     except (UserInputError, ValueError, OSError) as exc:
         raise _fail(exc) from None
     click.echo(f"scored {n} records -> {out}")
