@@ -38,7 +38,7 @@ from hygiene.classifier import ArrayClassifier, ClassifierConfig, fit_classifier
 from hygiene.errors import UserInputError
 from hygiene.evaluation import roc_summary
 from hygiene.features import FeatureConfig, Featurizer
-from hygiene.lexical import LexicalConfig, LexicalModel, out_of_fold_scores
+from hygiene.lexical import LexicalConfig, LexicalModel, fit_out_of_fold
 from hygiene.lm import LanguageModel, model_fingerprint, resolve_model
 from hygiene.paths import models_dir
 from hygiene.scoring import ScoringConfig
@@ -177,8 +177,7 @@ class Detector:
             train_texts = [texts[i] for i in train]
             fold_groups = np.asarray(groups, dtype=object)[train] if groups is not None else train
             lexical = np.empty(len(y))
-            lexical[train] = out_of_fold_scores(train_texts, y[train], fold_groups, cfg.lexical)
-            self.lexical_ = LexicalModel(cfg.lexical).fit(train_texts, y[train])
+            lexical[train], self.lexical_ = fit_out_of_fold(train_texts, y[train], fold_groups, cfg.lexical)
             lexical[calib] = self.lexical_.decision_function([texts[i] for i in calib])
             X = np.column_stack([X, lexical])
         self.classifier_ = fit_classifier(X[train], y[train], cfg.classifier)

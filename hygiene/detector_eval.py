@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from hygiene.atomic import atomic_open, write_json
 from hygiene.classifier import fit_classifier
@@ -39,7 +38,7 @@ from hygiene.detector import Detector, threshold_for_fpr
 from hygiene.evaluation import roc_summary
 from hygiene.features import TEXT_STATS
 from hygiene.labelled import LabelledText
-from hygiene.lexical import LexicalModel, drop_first_sentence, out_of_fold_scores
+from hygiene.lexical import LexicalModel, drop_first_sentence, fit_out_of_fold
 from hygiene.recipe import DetectorRecipe, RecipeData, assemble, repository
 from hygiene.scoring import CONTRAST_FEATURES, LM_FEATURES, TOKEN_STATS
 
@@ -111,6 +110,8 @@ def attack(text: str, kind: str, rng: random.Random, rate: float = 0.3) -> str:
 
 
 ATTACKS = ("homoglyph", "zero-width", "whitespace", "typo")
+#: held-out detect-chat texts scored without their first sentence and under each attack
+PROBE_TEXTS = 600
 
 
 # -- the measurement ---------------------------------------------------------------------------------
@@ -120,6 +121,12 @@ class _Matrix:
 
     records: list[LabelledText]
     X: np.ndarray  # featurizer columns
+    #: the lexical model's score (fitted on all training rows), filled in once
+    lexical: np.ndarray | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        return [r.text for r in self.records]
 
     @property
     def y(self) -> np.ndarray:
@@ -152,25 +159,29 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
 
     evals = {name: _Matrix(rows, featurize(rows)) for name, rows in data.eval.items()}
     names = det.feature_names
-    lexical_oof = out_of_fold_scores([r.text for r in data.train], train.y, groups, recipe.detector.lexical)
+    lexical_all = det.lexical_
+    matrices = lexical_all.matrices(train.texts)
+    lexical_oof, _ = fit_out_of_fold(train.texts, train.y, groups, recipe.detector.lexical, matrices=matrices)
     full_train = np.column_stack([train.X, lexical_oof])
     chat = evals["detect-chat"]
-    sample = random.Random(recipe.seed).sample(range(len(chat.records)), min(1000, len(chat.records)))
+    sample = random.Random(recipe.seed).sample(range(len(chat.records)), min(PROBE_TEXTS, len(chat.records)))
     probes = _probes(det, chat, sample, recipe.seed, featurize)
 
+    for m in [threshold, *evals.values(), *probes.values()]:
+        m.lexical = lexical_all.decision_function(m.texts)
     results: dict = {"threshold": det.threshold_, "data": data.summary}
     variants = {"all features": np.ones(len(names), dtype=bool)}
     if ablation:
         variants.update({fam: np.array([pick(n) for n in names]) for fam, pick in FAMILIES.items()})
-    lexical_all = det.lexical_
     for label, cols in variants.items():
         if not cols.any():
             continue
         log(f"measuring: {label} ({int(cols.sum())} columns)")
-        results[label] = _measure(det, recipe, data, full_train, threshold, evals, probes, cols, lexical_all,
-                                  groups, loo=True, log=log)
+        # the leave-one-out refits (17 classifiers and lexical models) for all features only
+        results[label] = _measure(recipe, data, full_train, threshold, evals, probes, cols, matrices,
+                                  loo=label == "all features", log=log)
     # the shipped detector itself (its classifier, Platt map and threshold) on each set
-    results["shipped"] = {name: _shipped(det, det_matrix(det, m)) for name, m in evals.items()}
+    results["shipped"] = {name: _shipped(det, np.column_stack([m.X, m.lexical])) for name, m in evals.items()}
     results["seconds"] = time.perf_counter() - t0
     write_json(Path(recipe.out) / "evaluation.json", results)
     with atomic_open(Path(recipe.out) / "ablation.md") as fh:
@@ -203,17 +214,16 @@ def _probes(det: Detector, chat: _Matrix, sample: list[int], seed: int, featuriz
     return out
 
 
-def _measure(det: Detector, recipe: DetectorRecipe, data: RecipeData, full_train: np.ndarray, threshold: _Matrix,
-             evals: dict[str, _Matrix], probes: dict[str, _Matrix], cols: np.ndarray, lexical: LexicalModel,
-             groups: list[str], loo: bool, log: Callable[[str], None]) -> dict:
+def _measure(recipe: DetectorRecipe, data: RecipeData, full_train: np.ndarray, threshold: _Matrix,
+             evals: dict[str, _Matrix], probes: dict[str, _Matrix], cols: np.ndarray, matrices: tuple,
+             loo: bool, log: Callable[[str], None]) -> dict:
     """Every measure for a classifier refitted on the columns ``cols`` of all training rows."""
     y = np.array([r.label for r in data.train], dtype=int)
     cfg = recipe.detector.classifier
     clf = fit_classifier(full_train[:, cols], y, cfg)
 
-    def score(m: _Matrix, lex: LexicalModel = lexical, model=clf) -> np.ndarray:
-        X = np.column_stack([m.X, lex.decision_function([r.text for r in m.records])])
-        return model.decision_function(X[:, cols])
+    def score(m: _Matrix) -> np.ndarray:
+        return clf.decision_function(np.column_stack([m.X, m.lexical])[:, cols])
 
     # threshold on the decision function: per source of human text, the highest of their 1% points
     s_thr = score(threshold)
@@ -248,34 +258,35 @@ def _measure(det: Detector, recipe: DetectorRecipe, data: RecipeData, full_train
     out["machine_flagged_detect_chat"] = float(np.mean(s_chat[chat.y == 1] > thr))
     if loo:
         repos = {repository(r) for r in chat.records}
+        chat_whole = LexicalModel(recipe.detector.lexical).transform(chat.texts)
         out["leave-one-source-out"] = _leave_out(
-            data, full_train, y, cols, cfg, recipe, chat, lambda r: repository(r) if repository(r) in repos else None,
-            log)
+            data, full_train, y, cols, cfg, recipe, chat, chat_whole, matrices,
+            lambda r: repository(r) if repository(r) in repos else None, log)
         out["leave-one-family-out"] = _leave_out(
-            data, full_train, y, cols, cfg, recipe, chat, lambda r: family_of(r.generator) if r.label == 1 else None,
-            log)
+            data, full_train, y, cols, cfg, recipe, chat, chat_whole, matrices,
+            lambda r: family_of(r.generator) if r.label == 1 else None, log)
     return out
 
 
 def _leave_out(data: RecipeData, full_train: np.ndarray, y: np.ndarray, cols: np.ndarray, cfg, recipe: DetectorRecipe,
-               chat: _Matrix, key: Callable[[LabelledText], str | None], log: Callable[[str], None]) -> dict:
+               chat: _Matrix, chat_whole, matrices: tuple, key: Callable[[LabelledText], str | None],
+               log: Callable[[str], None]) -> dict:
     """Held-out AUROC on each value of ``key`` (a detect-chat repository, or a generator family) with the
     training rows of that value left out of the classifier and the lexical model; scored on the held-out
     rows of that value and their own human texts, or all held-out human texts where they have none."""
     values = sorted({key(r) for r in chat.records if key(r) is not None})
     out = {}
-    texts = [r.text for r in data.train]
+    whole, cut = matrices
     for v in values:
         drop = np.array([key(r) == v for r in data.train])
-        lex = LexicalModel(recipe.detector.lexical).fit([t for t, d in zip(texts, drop) if not d], y[~drop])
+        lex = LexicalModel(recipe.detector.lexical).fit_matrices(whole[~drop], cut[~drop], y[~drop])
         clf = fit_classifier(full_train[~drop][:, cols], y[~drop], cfg)
         own = np.array([key(r) == v for r in chat.records])
         has_human = (own & (chat.y == 0)).any()
         rows = own if has_human else own | (chat.y == 0)
-        m = _Matrix([r for r, k in zip(chat.records, rows) if k], chat.X[rows])
-        X = np.column_stack([m.X, lex.decision_function([r.text for r in m.records])])
+        X = np.column_stack([chat.X[rows], lex.decision_function_matrix(chat_whole[rows])])
         s = clf.decision_function(X[:, cols])
-        out[v] = {**roc_summary(m.y, s), "against": "own human texts" if has_human else "all held-out human texts"}
+        out[v] = {**roc_summary(chat.y[rows], s), "against": "own human texts" if has_human else "all held-out human texts"}
         log(f"  left out {v}: AUROC {out[v].get('auroc', float('nan')):.3f}")
     aucs = [r["auroc"] for r in out.values() if "auroc" in r]
     out["_summary"] = {"mean_auroc": float(np.mean(aucs)), "min_auroc": float(np.min(aucs))} if aucs else {}

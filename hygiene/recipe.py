@@ -65,6 +65,8 @@ class DevData:
 
     path: str = "detect-dev/pairs.jsonl"
     train_groups: int = 715
+    #: seeded sample of the training groups' texts scored for the classifier
+    train_max: int = 7000
     threshold_groups: int = 100
     eval_groups: int = 120
 
@@ -287,7 +289,7 @@ def assemble(recipe: DetectorRecipe) -> RecipeData:
         "human_passages": extra_human(h, seed),
         "human_documents": whole,
         "wikitext": wiki[:cut],
-        "detect_dev": dev["train"],
+        "detect_dev": _sample(dev["train"], recipe.dev.train_max, seed),
         "detect_chat": chat_train,
     }
     threshold = {

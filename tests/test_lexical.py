@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hygiene.detector_eval import ATTACKS, attack, family_of, variant_of
-from hygiene.lexical import LexicalConfig, LexicalModel, drop_first_sentence, out_of_fold_scores
+from hygiene.lexical import LexicalConfig, LexicalModel, drop_first_sentence, fit_out_of_fold
 from hygiene.normalize import confusables_table, normalize_for_detection, normalize_text
 
 TEXT = "Certainly! Here is a short answer. The experiment compared two optimisers over five seeds."
@@ -69,10 +69,11 @@ def _register_corpus(n: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarr
 def test_lexical_model_learns_a_register_and_round_trips_as_arrays():
     texts, y, groups = _register_corpus(200, seed=0)
     cfg = LexicalConfig(n_features=2**12, folds=4)
-    oof = out_of_fold_scores(texts, y, groups, cfg)
+    oof, full = fit_out_of_fold(texts, y, groups, cfg)
     from sklearn.metrics import roc_auc_score
     assert roc_auc_score(y, oof) > 0.95  # held-out folds: the stock phrases carry over
     model = LexicalModel(cfg).fit(texts, y)
+    np.testing.assert_allclose(full.decision_function(texts), model.decision_function(texts))
     back = LexicalModel.from_arrays(cfg, model.to_arrays())
     np.testing.assert_array_equal(back.decision_function(texts), model.decision_function(texts))
     with pytest.raises(ValueError, match="shape"):
@@ -86,5 +87,5 @@ def test_out_of_fold_scores_do_not_see_their_own_text():
     cfg = LexicalConfig(n_features=2**12, folds=4)
     from sklearn.metrics import roc_auc_score
     in_sample = roc_auc_score(y, LexicalModel(cfg).fit(texts, y).decision_function(texts))
-    oof = roc_auc_score(y, out_of_fold_scores(texts, y, groups, cfg))
+    oof = roc_auc_score(y, fit_out_of_fold(texts, y, groups, cfg)[0])
     assert in_sample > 0.9 and abs(oof - 0.5) < 0.15
