@@ -30,7 +30,7 @@ from hygiene.records import ReadOptions, Shard, read_shard
 EXCERPT_CHARS = 300
 MAX_GROUPS_PLOTTED = 8
 #: evaluation sets whose "machine_flagged" gives the TPR, in order of preference (real LLM text first)
-TPR_SETS = ("detect-dev", "corpus-test")
+TPR_SETS = ("detect-chat", "detect-dev", "corpus-test")
 
 
 @dataclass

@@ -89,3 +89,22 @@ def test_out_of_fold_scores_do_not_see_their_own_text():
     in_sample = roc_auc_score(y, LexicalModel(cfg).fit(texts, y).decision_function(texts))
     oof = roc_auc_score(y, fit_out_of_fold(texts, y, groups, cfg)[0])
     assert in_sample > 0.9 and abs(oof - 0.5) < 0.15
+
+
+def test_ablation_table_reports_each_variant_measured():
+    """The card's table shows each variant's own figures (worst attack, most-flagged source), not another's."""
+    from hygiene.detector_eval import ablation_table
+
+    def variant(auroc: float, drop: float, flagged: dict) -> dict:
+        s = {"auroc": auroc, "tpr_at_1pct_fpr": auroc / 2}
+        return {"detect-chat": s, "variants": {"plain": s}, "corpus": s, "detect-dev": s, "human_flagged": flagged,
+                "probes": {"clean": s, "typo": {**s, "auroc_drop": drop}, "homoglyph": {**s, "auroc_drop": drop / 2},
+                           "first-sentence-removed": {**s, "auroc_drop": 0.01}},
+                "leave-one-source-out": {"_summary": {"mean_auroc": 0.91, "min_auroc": 0.82}}}
+
+    table = ablation_table({"threshold": 0.9, "all features": variant(0.97, 0.04, {"web": 0.002, "books": 0.008}),
+                            "lexical n-grams": variant(0.9, 0.2, {"web": 0.03})})
+    rows = table.strip().splitlines()
+    assert len(rows) == 4 and rows[2].startswith("| all features | 0.970 | 0.485 | 0.910 / 0.820")
+    assert "+0.040" in rows[2] and "0.8% (books)" in rows[2]
+    assert rows[3].startswith("| lexical n-grams | 0.900") and "+0.200" in rows[3] and "| nan |" in rows[3]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -164,7 +166,8 @@ def _train_from_recipe(recipe_path: str, out_dir: str | None, ablation: bool) ->
         recipe = load_recipe(recipe_path)
         if out_dir:
             recipe = dataclasses.replace(recipe, out=out_dir)
-        det, results = train_and_measure(recipe, ablation=ablation)
+        command = "hygiene " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
+        det, results = train_and_measure(recipe, ablation=ablation, **({"command": command} if command else {}))
     except (UserInputError, ValueError, OSError) as exc:
         raise _fail(exc) from None
     full = results["all features"]
