@@ -13,7 +13,6 @@ of the model's context, with a seeded share of them held out for validation.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from collapse_sim.pretrain import encode_documents, pack_blocks
-from collapse_sim.training import TrainConfig, block_perplexity, resolve_device, train_lm
+from collapse_sim.training import TrainConfig, block_perplexity, run_summary, train_lm
 from hygiene.atomic import atomic_open, write_json
 from hygiene.lm import resolve_model
 
@@ -66,18 +65,8 @@ def finetune_lm(texts: Sequence[str], cfg: FinetuneConfig, out_dir: str | Path, 
     t0 = time.perf_counter()
     info = train_lm(model, train_blocks, cfg.train, val_blocks=val_blocks, progress=progress)
     model.to("cpu").float()
-    metrics = {
-        "texts": len(texts),
-        "train_tokens": int(train_blocks.numel()),
-        "val_tokens": int(val_blocks.numel()),
-        "steps": info["steps"],
-        "epochs_seen": info["steps"] * cfg.train.batch_size / max(1, len(train_blocks)),
-        "train_seconds": time.perf_counter() - t0,
-        "train_tokens_per_s": info["tokens_per_s"],
-        "device": str(resolve_device(cfg.train.device)),
-        "val_perplexity_before": before,
-        "val_perplexity": math.exp(info["best_val_loss"]) if info["best_val_loss"] is not None else None,
-    }
+    metrics = {"texts": len(texts), "val_perplexity_before": before,
+               **run_summary(info, cfg.train, train_blocks, val_blocks, time.perf_counter() - t0)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.to(getattr(torch, cfg.save_dtype)).save_pretrained(out, safe_serialization=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from collapse_sim.training import TrainConfig, block_perplexity, resolve_device, train_lm
+from collapse_sim.training import TrainConfig, block_perplexity, run_summary, train_lm
 from hygiene.atomic import atomic_open, write_json
 from hygiene.human_data import iter_documents
 from hygiene.paths import data_dir
@@ -208,14 +207,7 @@ def pretrain(
     root_dir = Path(root) if root is not None else data_dir()
     metrics = {
         "parameters": n_params,
-        "train_tokens": int(train_blocks.numel()),
-        "val_tokens": int(val_blocks.numel()),
-        "steps": info["steps"],
-        "epochs_seen": info["steps"] * cfg.train.batch_size / max(1, len(train_blocks)),
-        "train_seconds": time.perf_counter() - t0,
-        "train_tokens_per_s": info["tokens_per_s"],
-        "device": str(resolve_device(cfg.train.device)),
-        "val_perplexity": math.exp(info["best_val_loss"]) if info["best_val_loss"] is not None else None,
+        **run_summary(info, cfg.train, train_blocks, val_blocks, time.perf_counter() - t0),
         "wikitext2_test_perplexity": wikitext_perplexity(model, tok, root_dir / "wikitext-2" / "test.txt", cfg.context),
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -161,3 +161,18 @@ def train_lm(
         "best_step": best["step"] if best["state"] is not None else step,
         "best_val_loss": best["val_loss"] if best["state"] is not None else None,
     }
+
+
+def run_summary(info: dict[str, Any], cfg: TrainConfig, train_blocks: torch.Tensor, val_blocks: torch.Tensor,
+                seconds: float) -> dict[str, Any]:
+    """What a model card reports of a :func:`train_lm` run: data, steps, speed, device, best validation perplexity."""
+    return {
+        "train_tokens": int(train_blocks.numel()),
+        "val_tokens": int(val_blocks.numel()),
+        "steps": info["steps"],
+        "epochs_seen": info["steps"] * cfg.batch_size / max(1, len(train_blocks)),
+        "train_seconds": seconds,
+        "train_tokens_per_s": info["tokens_per_s"],
+        "device": str(resolve_device(cfg.device)),
+        "val_perplexity": math.exp(info["best_val_loss"]) if info["best_val_loss"] is not None else None,
+    }
