@@ -27,7 +27,7 @@ from torch import nn
 
 
 @dataclass(frozen=True)
-class FeatureConfig:
+class ImageFeatureConfig:
     """The fixed feature classifier: a two-layer MLP with a bounded (tanh) feature layer."""
 
     hidden: int = 256
@@ -47,7 +47,7 @@ class FeatureSpace:
 
     @classmethod
     def fit(
-        cls, x: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0, cfg: FeatureConfig = FeatureConfig()
+        cls, x: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0, cfg: ImageFeatureConfig = ImageFeatureConfig()
     ) -> "FeatureSpace":
         """Train the classifier on real images ``x`` (rows of pixels) with labels ``y``."""
         xt = torch.as_tensor(x, dtype=torch.float32)

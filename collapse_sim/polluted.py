@@ -60,6 +60,7 @@ from hygiene.config import FilterConfig, QualityConfig
 from hygiene.filtering import filter_records
 from hygiene.paths import data_dir
 from hygiene.stages.synthetic import Detector, load_default_detector
+from collapse_sim.presets import choose
 
 CHAINS = ("unfiltered", "filtered", "oracle")
 POLICIES = ("drop", "resample")
@@ -150,9 +151,7 @@ PRESETS: dict[str, PollutedConfig] = {
 
 def preset(name: str, **overrides: Any) -> PollutedConfig:
     """A copy of preset ``name`` with top-level fields replaced."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    return dataclasses.replace(PRESETS[name], **overrides)
+    return choose(PRESETS, name, **overrides)
 
 
 # --------------------------------------------------------------------------- human text

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -25,6 +25,7 @@ from collapse_sim.training import TrainConfig, block_perplexity, run_summary, tr
 from hygiene.atomic import atomic_open, write_json
 from hygiene.human_data import iter_documents
 from hygiene.paths import data_dir
+from collapse_sim.presets import choose
 
 EOS = "<|endoftext|>"
 
@@ -78,9 +79,7 @@ PRESETS: dict[str, PretrainConfig] = {
 
 def preset(name: str, **overrides) -> PretrainConfig:
     """A copy of preset ``name`` with top-level fields replaced."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+    return choose(PRESETS, name, **overrides)
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int):

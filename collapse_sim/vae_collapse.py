@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from collapse_sim.image_data import DATASETS, ImageSet, load_images  # noqa: E402
 from collapse_sim.image_metrics import (  # noqa: E402
-    FeatureConfig,
+    ImageFeatureConfig,
     FeatureSpace,
     class_coverage,
     frechet_distance,
@@ -99,7 +99,7 @@ class VAECollapseConfig:
     k: int = 3  # Kynkaanniemi et al. 2019's neighbourhood size
     tail_classes: int = 3  # the "tail": the 3 rarest of 10 classes
     vae: VAEConfig | None = None  # None: VAEConfig() with the dataset's DEFAULT_EPOCHS
-    features: FeatureConfig = FeatureConfig()
+    features: ImageFeatureConfig = ImageFeatureConfig()
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from collapse_sim.cli import main
 from collapse_sim.idx import IdxError, read_idx
 from collapse_sim.image_metrics import (
-    FeatureConfig,
+    ImageFeatureConfig,
     class_coverage,
     frechet_distance,
     mean_pairwise_distance,
@@ -26,7 +26,7 @@ from collapse_sim.vae import load_vae, sample_images, save_vae, train_vae
 from collapse_sim.vae_collapse import METRICS, config_for, simulate
 
 # Small enough for a few seconds a generation, good enough that generation 0 covers the digits.
-TINY = dict(generations=3, hidden=128, epochs=60, features=FeatureConfig(hidden=64, epochs=20))
+TINY = dict(generations=3, hidden=128, epochs=60, features=ImageFeatureConfig(hidden=64, epochs=20))
 
 
 @pytest.fixture(autouse=True, scope="module")

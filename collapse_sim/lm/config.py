@@ -10,6 +10,7 @@ from collapse_sim import pretrain as pretraining
 from collapse_sim.generation import Decoding
 from collapse_sim.reuse import MODES, Reuse
 from collapse_sim.training import TrainConfig
+from collapse_sim.presets import choose
 
 SELECTIONS = ("real", "synthetic")
 
@@ -100,9 +101,7 @@ PRESETS: dict[str, LMConfig] = {
 
 def preset(name: str, **overrides: Any) -> LMConfig:
     """A copy of preset ``name`` with top-level fields replaced."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-    return dataclasses.replace(PRESETS[name], **overrides)
+    return choose(PRESETS, name, **overrides)
 
 
 
