@@ -137,7 +137,7 @@ def detector_speed(texts: list[str], device: str, dtype: str) -> None:
     det = load_detector(device=device, dtype=dtype)
     f = det.config.features
     alone = Featurizer(dataclasses.replace(f, contrast_lm=None, observer=None, performer=None),
-                       device=device, dtype=dtype, models={f.lm: det.featurizer._model(f.lm)})
+                       device=device, dtype=dtype, models={f.lm: det.featurizer.model(f.lm)})
     n_tokens = sum(len(x) - 1 for x in det.featurizer.scorer.tokenize(texts) if len(x) >= 2)
     dev = det.featurizer.scorer.lm.device
     det.features(texts[:4])  # warm-up

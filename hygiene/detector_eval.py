@@ -153,7 +153,9 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
     det.fit_features(train.X, train.y, groups, texts=[r.text for r in data.train],
                      summary={"recipe": data.summary})
     threshold = _Matrix(data.threshold, featurize(data.threshold))
-    det.calibrate_features(det_matrix(det, threshold), domains=[r.domain for r in data.threshold])
+    threshold.lexical = det.lexical_.decision_function(threshold.texts)
+    det.calibrate_features(np.column_stack([threshold.X, threshold.lexical]),
+                           domains=[r.domain for r in data.threshold])
     det.training_["threshold_set_on"] = {"sources": sorted({r.domain or "" for r in data.threshold}),
                                          "n_texts": len(data.threshold), "target_holds": "for each source on its own"}
     det.save(recipe.out)
@@ -169,7 +171,7 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
     sample = random.Random(recipe.seed).sample(range(len(chat.records)), min(PROBE_TEXTS, len(chat.records)))
     probes = _probes(det, chat, sample, recipe.seed, featurize)
 
-    for m in [threshold, *evals.values(), *probes.values()]:
+    for m in [*evals.values(), *probes.values()]:
         m.lexical = lexical_all.decision_function(m.texts)
     results: dict = {"threshold": det.threshold_, "data": data.summary}
     variants = {"all features": np.ones(len(names), dtype=bool)}
@@ -192,13 +194,6 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
         fh.write(ablation_table(results))
     write_card(recipe, det, results, Path(recipe.out) / "CARD.md", command)
     return det, results
-
-
-def det_matrix(det: Detector, m: _Matrix) -> np.ndarray:
-    """The detector's full input for a set: its featurizer columns and the fitted lexical model's score."""
-    if det.lexical_ is None:
-        return m.X
-    return np.column_stack([m.X, det.lexical_.decision_function([r.text for r in m.records])])
 
 
 def at_threshold(det: Detector, X: np.ndarray, y: np.ndarray, domains: Sequence[str | None] = ()) -> dict:

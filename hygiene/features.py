@@ -167,7 +167,8 @@ class Featurizer:
         emb = tuple(f"emb_{i}" for i in range(_EMBED_DIM)) if self.config.embeddings else ()
         return self.scorer.feature_names + stats + emb
 
-    def _model(self, name: str | None) -> LanguageModel | None:
+    def model(self, name: str | None) -> LanguageModel | None:
+        """The language model of that name, loaded on first use (None for None)."""
         if name is None:
             return None
         if name not in self._models:
@@ -180,8 +181,8 @@ class Featurizer:
         if self._scorer is None:
             c = self.config
             self._scorer = Scorer(
-                self._model(c.lm), self._model(c.sampler), self._model(c.observer), self._model(c.performer),
-                config=c.scoring, contrast=self._model(c.contrast_lm),
+                self.model(c.lm), self.model(c.sampler), self.model(c.observer), self.model(c.performer),
+                config=c.scoring, contrast=self.model(c.contrast_lm),
             )
         return self._scorer
 

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from hygiene.detector_eval import ATTACKS, attack, family_of, variant_of
+from hygiene.detector_eval import attack, family_of, variant_of
 from hygiene.lexical import LexicalConfig, LexicalModel, drop_first_sentence, fit_out_of_fold
 from hygiene.normalize import confusables_table, normalize_for_detection, normalize_text
 
@@ -33,7 +33,6 @@ def test_cheap_attacks_are_undone_by_normalisation(kind):
 def test_typo_attack_changes_words_not_their_count():
     hit = attack(TEXT * 5, "typo", random.Random(1), rate=0.9)
     assert hit != TEXT * 5 and len(hit.split()) == len((TEXT * 5).split()) and sorted(hit) == sorted(TEXT * 5)
-    assert set(ATTACKS) == {"homoglyph", "zero-width", "whitespace", "typo"}
 
 
 def test_drop_first_sentence():

@@ -5,7 +5,7 @@ import pytest
 
 from hygiene.errors import UserInputError
 from hygiene.paths import models_dir
-from hygiene.recipe import ChatData, DetectorRecipe, chat_role, load_recipe
+from hygiene.recipe import ChatData, chat_role, load_recipe
 
 
 def test_the_shipped_recipe_loads_and_names_the_shipped_models():
@@ -36,4 +36,3 @@ def test_chat_groups_split_by_hash_in_the_configured_shares():
     assert share["eval"] == pytest.approx(0.15, abs=0.012) and share["threshold"] == pytest.approx(0.1, abs=0.012)
     assert roles == [chat_role(f"group-{i}", chat, seed=0) for i in range(20000)]  # deterministic
     assert roles != [chat_role(f"group-{i}", chat, seed=1) for i in range(20000)]  # the seed moves it
-    assert DetectorRecipe().chat == ChatData()
