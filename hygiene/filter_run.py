@@ -15,7 +15,6 @@ of the saved outputs.
 """
 from __future__ import annotations
 
-import bisect
 import contextlib
 import dataclasses
 import functools
@@ -24,7 +23,6 @@ import itertools
 import json
 import logging
 import multiprocessing
-import random
 import shutil
 import signal
 import sys
@@ -40,8 +38,8 @@ from hygiene.batch import BatchBuilder
 from hygiene.config import FilterConfig, load_config
 from hygiene.errors import UserInputError
 from hygiene.filtering import Pipeline, build_pipeline, run_stages, synthetic_threshold
-from hygiene.records import (Item, ReadOptions, Shard, discover_shards, json_line, read_shard, shard_sizes,
-                             shards_outside)
+from hygiene.records import (Item, ReadOptions, Shard, discover_shards, json_line, read_shard, sample_positions,
+                             shard_sizes, shards_outside)
 from hygiene.run_output import OUTPUTS, Counts, RunOutput, error_outcome, output_row, run_stats
 from hygiene.stages import Detector
 
@@ -107,21 +105,8 @@ class FilterRun:
         self.position: dict[str, int] = {}  # a shard begun but not finished -> records of it done
         self.deltas: list[str] = []
         self.to_read = config.limit  # records left to read under --limit (None: all)
-        self.sample = self._sample() if config.sample is not None else None
-
-    def _sample(self) -> dict[str, set[int]]:
-        """The positions, within their shard, of a seeded random sample of ``config.sample`` records."""
-        sizes = shard_sizes(self.shards, self.options, max_bytes=None)
-        if sizes is None:
-            raise UserInputError("cannot count the records to sample from (an unreadable shard); use --limit")
-        total = sum(sizes)
-        chosen = sorted(random.Random(self.config.sample_seed).sample(range(total), min(self.config.sample, total)))
-        starts = list(itertools.accumulate(sizes, initial=0))
-        sample: dict[str, set[int]] = {shard.name: set() for shard in self.shards}
-        for k in chosen:
-            i = bisect.bisect_right(starts, k) - 1
-            sample[self.shards[i].name].add(k - starts[i])
-        return sample
+        self.sample = (sample_positions(self.shards, self.options, config.sample, config.sample_seed)
+                       if config.sample is not None else None)
 
     @property
     def counts(self) -> Counts:

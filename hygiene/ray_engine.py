@@ -24,7 +24,10 @@ never leave their blocks for dedup.
 The output lines are made on the workers and written by the driver into the layout
 the local engine writes (:mod:`hygiene.run_output`): ``kept``, ``rejected`` and
 ``errors`` files, ``stats.json`` and ``config.yaml``. An interrupted run leaves no
-half-written output, and starts over (no resumption on this engine).
+half-written output, and starts over (no resumption on this engine). ``--limit`` and
+``--sample`` read the records the local engine reads: the driver picks each shard's
+positions (:func:`hygiene.records.sample_positions`, :func:`hygiene.records.limit_quotas`)
+and each read task keeps only those.
 """
 from __future__ import annotations
 
@@ -42,7 +45,8 @@ import pyarrow.compute as pc
 from hygiene.config import FilterConfig, load_config
 from hygiene.errors import UserInputError
 from hygiene.filtering import Pipeline, build_pipeline, synthetic_threshold
-from hygiene.records import discover_shards, json_line, shards_outside
+from hygiene.records import (ReadOptions, discover_shards, json_line, limit_quotas, sample_positions,
+                             shards_outside)
 from hygiene.run_output import Outcome, RunOutput, error_outcome, output_row, run_stats
 from hygiene.stages import Detector, KeyedDedup, Stage
 from hygiene.stages.base import FAILED, seconds_of, timed
@@ -294,6 +298,11 @@ class RayFilterRun:
         self.threshold = synthetic_threshold(self.pipeline)
         self.types = column_types(self.pipeline)
         self.progress = progress
+        # --sample and --limit: the records the local engine would read (positions and counts per shard)
+        options = ReadOptions(config.text_field, config.txt_unit)
+        self.positions = (sample_positions(self.shards, options, config.sample, config.sample_seed)
+                          if config.sample is not None else None)
+        self.quotas = limit_quotas(self.shards, options, config.limit) if config.limit is not None else None
         self._documents: Any = None  # the readable records, between reading and the first stages
 
     def _map(self, ds: Any, steps: Sequence[Step]) -> Any:
@@ -324,7 +333,8 @@ class RayFilterRun:
 
         from hygiene.ray_io import ShardDatasource
 
-        rows = ray.data.read_datasource(ShardDatasource(self.shards, self.config)).materialize()
+        source = ShardDatasource(self.shards, self.config, self.positions, self.quotas)
+        rows = ray.data.read_datasource(source).materialize()
         docs = rows.map_batches(lambda t: _where(t, "error", False).drop_columns(["error"]),
                                 batch_format="pyarrow", batch_size=None)
         errors = rows.map_batches(_error_lines, fn_args=(self.config,), batch_format="pyarrow",
@@ -426,6 +436,4 @@ def run_filter_ray(inputs: Sequence[str | Path], out_dir: str | Path | None, con
     if resume:
         raise UserInputError("the Ray engine cannot resume an interrupted run: rerun with --overwrite")
     config = config or load_config()
-    if config.limit is not None or config.sample is not None:
-        raise UserInputError("--limit and --sample need the local engine (records are read in order there)")
     return RayFilterRun(inputs, out_dir, config, ray_config, detector, progress).run(overwrite)

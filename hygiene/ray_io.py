@@ -12,6 +12,7 @@ allows (``"\\ud800"``) survives Arrow, which only stores valid UTF-8 strings.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from typing import Any, Iterator, Sequence
 
@@ -21,7 +22,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from hygiene.config import FilterConfig
 from hygiene.batch import check_record
-from hygiene.records import ReadOptions, Shard, dumps_record, json_line, read_shard
+from hygiene.records import Item, ReadOptions, Shard, dumps_record, json_line, read_shard
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,17 @@ def decode(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
 
 
-def shard_rows(shard: Shard, index: int, config: FilterConfig, rows_per_block: int) -> Iterator[pa.Table]:
-    """Blocks of rows (:data:`READ_SCHEMA`) of one shard, every record or error in order."""
+def shard_rows(shard: Shard, index: int, config: FilterConfig, rows_per_block: int,
+               positions: set[int] | None = None, quota: int | None = None) -> Iterator[pa.Table]:
+    """Blocks of rows (:data:`READ_SCHEMA`) of one shard, every record or error in order; with
+    ``positions``, only the records there (``--sample``), and at most ``quota`` records (``--limit``)."""
     cols: dict[str, list] = {name: [] for name in READ_SCHEMA.names}
     k = 0
-    for item in read_shard(shard, ReadOptions(config.text_field, config.txt_unit)):
+    items: Iterator[Item] = read_shard(shard, ReadOptions(config.text_field, config.txt_unit))
+    if positions is not None:  # read no further than the last position chosen
+        items = (item for pos, item in enumerate(itertools.islice(items, max(positions, default=-1) + 1))
+                 if pos in positions)
+    for item in itertools.islice(items, quota):
         text = rid = None
         if item.error is None:
             text, rid, error = check_record(item.record, config.text_field, config.id_field,
@@ -71,10 +78,16 @@ def shard_rows(shard: Shard, index: int, config: FilterConfig, rows_per_block: i
 
 
 class ShardDatasource(Datasource):
-    """The shards of a filter run as a Ray Data datasource: one read task per shard."""
+    """The shards of a filter run as a Ray Data datasource: one read task per shard.
 
-    def __init__(self, shards: Sequence[Shard], config: FilterConfig) -> None:
+    ``positions`` (shard name -> positions chosen by ``--sample``) and ``quotas`` (records of each
+    shard that ``--limit`` takes) select the records the local engine would read.
+    """
+
+    def __init__(self, shards: Sequence[Shard], config: FilterConfig, positions: dict[str, set[int]] | None = None,
+                 quotas: Sequence[int] | None = None) -> None:
         self.shards, self.config = list(shards), config
+        self.positions, self.quotas = positions, quotas
 
     def estimate_inmemory_data_size(self) -> int | None:
         sizes = [s.path.stat().st_size for s in self.shards if s.path.is_file()]
@@ -84,13 +97,16 @@ class ShardDatasource(Datasource):
                        data_context: Any = None) -> list[ReadTask]:
         """One task per shard (a shard is the unit that keeps its line numbers)."""
         tasks = []
-        config = self.config  # each task carries its own shard and the config, not the list of shards
+        config = self.config  # each task carries its own shard, selection and the config, not the lists of them
         for index, shard in enumerate(self.shards):
             size = shard.path.stat().st_size if shard.path.is_file() else None
             meta = BlockMetadata(num_rows=None, size_bytes=size, exec_stats=None, input_files=(str(shard.path),))
+            positions = self.positions[shard.name] if self.positions is not None else None
+            quota = self.quotas[index] if self.quotas is not None else None
 
-            def read(shard: Shard = shard, index: int = index) -> Iterator[pa.Table]:
-                return shard_rows(shard, index, config, config.batch_size)
+            def read(shard: Shard = shard, index: int = index, positions: set[int] | None = positions,
+                     quota: int | None = quota) -> Iterator[pa.Table]:
+                return shard_rows(shard, index, config, config.batch_size, positions, quota)
 
             tasks.append(ReadTask(read, meta, schema=READ_SCHEMA))
         return tasks

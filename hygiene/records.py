@@ -15,9 +15,12 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
+import bisect
 import glob
 import gzip
+import itertools
 import json
+import random
 import re
 import zlib
 from dataclasses import dataclass
@@ -297,6 +300,33 @@ def shard_sizes(shards: Sequence[Shard], options: ReadOptions = ReadOptions(),
     except Exception:  # an unreadable shard: its errors are reported by the run itself
         return None
     return sizes
+
+
+def sample_positions(shards: Sequence[Shard], options: ReadOptions, n: int, seed: int) -> dict[str, set[int]]:
+    """The positions, within their shard, of a seeded random sample of ``n`` of the shards' records (an
+    unreadable line counts as one): what ``--sample`` filters, the same on either engine."""
+    sizes = shard_sizes(shards, options, max_bytes=None)
+    if sizes is None:
+        raise UserInputError("cannot count the records to sample from (an unreadable shard); use --limit")
+    total = sum(sizes)
+    chosen = sorted(random.Random(seed).sample(range(total), min(n, total)))
+    starts = list(itertools.accumulate(sizes, initial=0))
+    sample: dict[str, set[int]] = {shard.name: set() for shard in shards}
+    for k in chosen:
+        i = bisect.bisect_right(starts, k) - 1
+        sample[shards[i].name].add(k - starts[i])
+    return sample
+
+
+def limit_quotas(shards: Sequence[Shard], options: ReadOptions, limit: int) -> list[int]:
+    """How many records (unreadable lines included) of each shard the first ``limit`` records of the shards,
+    in order, take: what ``--limit`` reads. Counted by reading, up to ``limit`` records in all, so that a
+    reader that does not go in order (the Ray engine) reads the same ones."""
+    quotas = []
+    for shard in shards:
+        left = limit - sum(quotas)
+        quotas.append(sum(1 for _ in itertools.islice(read_shard(shard, options), left)) if left else 0)
+    return quotas
 
 
 def _json_default(value: Any) -> Any:

@@ -174,6 +174,25 @@ def test_out_in_an_input_directory_never_reads_or_deletes_an_input(ray_cluster, 
     assert all(p.read_bytes() == data for p, data in before.items())
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("selection", [{"limit": 24}, {"sample": 20, "sample_seed": 3}])
+def test_limit_and_sample_choose_the_same_records_as_the_local_engine(ray_cluster, corpus: Path, tmp_path: Path,
+                                                                       selection: dict) -> None:
+    config = _config(**{"synthetic.enabled": False, **selection})  # 24: all of a.jsonl (19 lines), 5 of b.jsonl.gz
+    local = run_filter([corpus], tmp_path / "local", config, progress=False)
+    stats = run_filter_ray([corpus], tmp_path / "ray", config, RayConfig(workers=2), progress=False)
+    assert stats["records_in"] == local["records_in"] == next(iter(selection.values()))
+    for name in ("kept", "rejected"):
+        assert _by_id(_read(tmp_path / "ray", name)) == _by_id(_read(tmp_path / "local", name)), name
+    key = lambda e: (e["shard"], e["line"] or 0)  # noqa: E731
+    assert sorted(_read(tmp_path / "ray", "errors"), key=key) == sorted(_read(tmp_path / "local", "errors"), key=key)
+    for k in ("kept", "rejected", "errors", "by_stage", "groups"):
+        assert stats[k] == local[k], k
+    shards = {r["hygiene"]["id"].rsplit(":", 1)[0] for name in ("kept", "rejected") for r in _read(tmp_path / "ray", name)}
+    assert len(shards) > 1  # the selection spans shards
+
+
 def test_cluster_roots_follow_chains() -> None:
     child, root = cluster_roots(np.array([5, 2, 9, 7, 3]), np.array([2, 1, 7, 5, 0]))
     assert child.tolist() == [2, 3, 5, 7, 9] and root.tolist() == [1, 0, 1, 1, 1]
