@@ -32,6 +32,8 @@ from hygiene.errors import UserInputError
 DEFAULT_PROFILE = "human"
 #: how a ``.txt`` input becomes records
 TXT_UNITS = ("file", "line", "paragraph")
+#: the near-dedup signature schemes (:class:`hygiene.dedup.MinHasher`)
+HASH_SCHEMES = ("fast", "datasketch")
 
 
 @dataclass
@@ -57,6 +59,8 @@ class NearDedupConfig:
     rows: int = 8  # ditto; the LSH S-curve crosses 0.5 near Jaccard similarity 0.75
     ngram: int = 5  # FineWeb: word 5-grams
     seed: int = 1  # datasketch's default MinHash seed, so signatures match MinHash(num_perm=112)
+    # "fast": numpy shingle hashes and a bucketed MinHash; "datasketch": equal to datasketch's MinHash
+    hash_scheme: str = "fast"
 
     @property
     def num_perm(self) -> int:
@@ -157,6 +161,8 @@ class FilterConfig:
             (self.txt_unit in TXT_UNITS, f"txt_unit must be one of {', '.join(TXT_UNITS)}"),
             (self.near_dedup.bands >= 1 and self.near_dedup.rows >= 1, "near_dedup.bands and rows must be >= 1"),
             (self.near_dedup.ngram >= 1, "near_dedup.ngram must be >= 1"),
+            (self.near_dedup.hash_scheme in HASH_SCHEMES,
+             f"near_dedup.hash_scheme must be one of {', '.join(HASH_SCHEMES)}"),
             (self.synthetic.batch_size >= 1, "synthetic.batch_size must be at least 1"),
             (self.synthetic.threshold is None or 0.0 <= self.synthetic.threshold <= 1.0,
              "synthetic.threshold must lie in [0, 1]"),

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import click
 
 from hygiene.cli import main
-from hygiene.config import TXT_UNITS, profiles
+from hygiene.config import HASH_SCHEMES, TXT_UNITS, profiles
 from hygiene.errors import UserInputError
 
 
@@ -48,6 +48,9 @@ def _common_options(func: Callable) -> Callable:
         click.option("--near-dedup/--no-near-dedup", default=None, help="MinHash LSH near dedup [on]."),
         click.option("--bands", type=int, default=None, help="LSH bands [14]."),
         click.option("--rows", type=int, default=None, help="Hashes per band [8]."),
+        click.option("--hash-scheme", type=click.Choice(HASH_SCHEMES), default=None,
+                     help="MinHash signatures: 'fast' (numpy shingle hashes, bucketed MinHash) or 'datasketch' "
+                          "(equal to datasketch's MinHash, several times slower) [fast]."),
         click.option("--normalize/--no-normalize", default=None, help="Unicode normalisation [on]."),
         click.option("--stage", "stages", multiple=True, metavar="MODULE:CLASS",
                      help="A stage of your own (a hygiene.stages.Stage subclass; MODULE may be a .py file), "
@@ -73,7 +76,7 @@ def _overrides(**values: Any) -> dict[str, Any]:
             "txt_unit": "txt_unit", "limit": "limit", "sample": "sample", "fmt": "output.format",
             "annotate": "output.annotate", "annotate_only": "output.annotate_only", "max_errors": "max_errors",
             "batch_size": "batch_size", "workers": "workers", "exact_dedup": "exact_dedup.enabled", "near_dedup": "near_dedup.enabled",
-            "bands": "near_dedup.bands", "rows": "near_dedup.rows", "normalize": "normalize.enabled",
+            "bands": "near_dedup.bands", "rows": "near_dedup.rows", "hash_scheme": "near_dedup.hash_scheme", "normalize": "normalize.enabled",
             "quality": "quality.enabled", "synthetic": "synthetic.enabled", "detector": "synthetic.model",
             "threshold": "synthetic.threshold"}
     return {keys[k]: v for k, v in values.items() if v is not None}

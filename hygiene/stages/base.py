@@ -121,7 +121,14 @@ class KeyedDedup(Stage):
     reason: ClassVar[str] = "duplicate"
 
     def __init__(self, index: HashIndex | None = None) -> None:
-        self.index = index if index is not None else HashIndex()
+        self.index = index if index is not None else HashIndex(self.key_scheme)
+        if self.index.scheme != self.key_scheme:
+            raise ValueError(f"{self.name}: an index of {self.index.scheme!r} keys, not {self.key_scheme!r}")
+
+    @property
+    def key_scheme(self) -> str:
+        """How the keys are made, parameters included: recorded with the saved index, checked on resume."""
+        return self.name
 
     @property
     def key_column(self) -> str:

@@ -12,6 +12,7 @@ class ExactDedup(KeyedDedup):
     name = "exact_dedup"
     reason = "duplicate"
     columns = {"exact_duplicate_of": int}
+    key_scheme = "blake2b-64"
 
     def __init__(self, config: ExactDedupConfig | None = None, index: HashIndex | None = None) -> None:
         super().__init__(index)
