@@ -29,6 +29,7 @@ import hashlib
 import re
 import struct
 from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -78,8 +79,9 @@ _WORD_BYTES = _word_byte_table()
 
 @lru_cache(maxsize=1)
 def _bmp_word_chars() -> np.ndarray:
-    """Whether each code point below 0x10000 is a word character (``\\w``: alphanumeric or ``_``)."""
-    return np.fromiter((chr(c).isalnum() or c == 0x5F for c in range(0x10000)), bool, 0x10000)
+    """Whether each code point below 0x10000 is a word character (``\\w``)."""
+    marked = re.sub(r"\W", "\0", "".join(map(chr, range(0x10000))))
+    return np.frombuffer(marked.encode("utf-32-le", "surrogatepass"), np.uint32) != 0
 
 
 def _blank_non_word(values: np.ndarray, raw: np.ndarray) -> None:
@@ -97,7 +99,7 @@ def _blank_non_word(values: np.ndarray, raw: np.ndarray) -> None:
     bmp = code < 0x10000
     word[bmp] = _bmp_word_chars()[code[bmp]]
     for c in np.unique(code[~bmp]).tolist():
-        word[code == c] = chr(c).isalnum()
+        word[code == c] = _WORD.match(chr(c)) is not None
     lead, size = lead[~word], size[~word]
     ramp = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
     values[np.repeat(lead, size) + ramp] = 0
@@ -410,6 +412,39 @@ class HashIndex:
             hit = (out < 0) & (run_keys[pos] == keys)
             out[hit] = run_values[pos[hit]]
         return out
+
+    def link(self, keys: np.ndarray, ordinals: np.ndarray) -> np.ndarray:
+        """Per row of ``keys`` (m, k), in order, the value it links to; then store the rows' new keys.
+
+        A row links to the value of its first key (by column) in the sealed runs; else of its first
+        key among the pending entries, those stored by earlier rows counted; else to its own ordinal.
+        Each key not in the sealed runs is then stored with the value of the first row holding it,
+        unless it is pending already (the first value stored wins).
+        """
+        m, width = keys.shape
+        rows = np.arange(m)
+        found = self.lookup_sorted(keys)
+        flat = keys.ravel()
+        pending = np.fromiter(map(self.pending.get, flat.tolist(), repeat(-1)), np.int64, flat.size).reshape(m, width)
+        unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+        first_row = (first // width)[inverse.ravel()].reshape(m, width)
+        sealed = found >= 0
+        candidate = (pending >= 0) | (first_row < rows[:, None])  # pending, or stored by an earlier row
+        col = candidate.argmax(axis=1)
+        from_row = candidate[rows, col] & (pending[rows, col] < 0) & ~sealed.any(axis=1)
+        value = np.where(sealed.any(axis=1), found[rows, sealed.argmax(axis=1)],
+                         np.where(candidate.any(axis=1) & ~from_row, pending[rows, col], ordinals))
+        parent = np.where(from_row, first_row[rows, col], -1)  # always an earlier row
+        linked = np.flatnonzero(from_row)
+        while len(linked):  # pointer jumping: every row's parent becomes a row with a value of its own
+            grand = parent[parent[linked]]
+            deeper = grand >= 0
+            parent[linked[deeper]] = grand[deeper]
+            linked = linked[deeper]
+        value[from_row] = value[parent[from_row]]
+        new = (found.ravel()[first] < 0) & (pending.ravel()[first] < 0)
+        self.pending.update(zip(unique[new].tolist(), value[first[new] // width].tolist()))
+        return value
 
     def _seal(self) -> None:
         """Turn the pending entries into a sorted run."""

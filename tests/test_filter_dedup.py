@@ -251,6 +251,36 @@ def test_hash_scheme_round_trips_through_config_cli_and_resume(tmp_path: Path, m
     assert stats["records_in"] == 12 and stats["kept"] == 12
 
 
+def test_hash_index_link_equals_linking_row_by_row() -> None:
+    """The vectorised links equal the rule applied one row after another, with sealed runs and pending keys."""
+
+    def one_by_one(index: HashIndex, keys: np.ndarray, ordinals: list[int]) -> list[int]:
+        found, out = index.lookup_sorted(keys).tolist(), []
+        for row_keys, row_found, n in zip(keys.tolist(), found, ordinals):
+            hit = next((v for v in row_found if v >= 0), -1)
+            if hit < 0:
+                hit = next((index.pending[k] for k in row_keys if k in index.pending), -1)
+            out.append(hit if hit >= 0 else n)
+            for k, v in zip(row_keys, row_found):
+                if v < 0:
+                    index.pending.setdefault(k, out[-1])
+        return out
+
+    rng = np.random.default_rng(6)
+    fast, slow = HashIndex(flush_every=40), HashIndex(flush_every=40)
+    n = 0
+    for batch in range(30):
+        keys = rng.integers(0, 120, (int(rng.integers(1, 25)), 3)).astype(np.uint64)  # many shared keys and chains
+        ordinals = list(range(n, n + len(keys)))
+        n += len(keys)
+        assert fast.link(keys, np.array(ordinals)).tolist() == one_by_one(slow, keys, ordinals), batch
+        assert fast.pending == slow.pending
+        for index in (fast, slow):
+            index.maybe_compact()
+            if batch % 4 == 0:
+                index.flush()
+
+
 def test_hash_index_first_value_wins_after_compaction() -> None:
     index = HashIndex(flush_every=3)
     keys = np.array([5, 9, 1, 7], dtype=np.uint64)

@@ -177,15 +177,8 @@ class KeyedDedup(Stage):
         keyed = [i for i, k in enumerate(batch[self.key_column]) if k is not None]
         if keyed:
             keys = np.array([batch[self.key_column][i] for i in keyed], dtype=np.uint64)
-            found = self.index.lookup_sorted(keys)
-            pending = self.index.pending
-            for i, row_keys, row_found in zip(keyed, keys.tolist(), found.tolist()):
-                hit = next((v for v in row_found if v >= 0), -1)
-                if hit < 0:
-                    hit = next((pending[k] for k in row_keys if k in pending), -1)
-                earliest[i] = hit if hit >= 0 else ordinals[i]
-                for k, v in zip(row_keys, row_found):
-                    if v < 0:
-                        pending.setdefault(k, earliest[i])
+            linked = self.index.link(keys, np.array([ordinals[i] for i in keyed], np.int64))
+            for i, value in zip(keyed, linked.tolist()):
+                earliest[i] = value
             self.index.maybe_compact()
         return self.resolve(batch, earliest)
