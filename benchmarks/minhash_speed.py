@@ -1,10 +1,11 @@
-"""MinHash signatures: hygiene's batched hashing vs datasketch's per-shingle ``MinHash.update`` loop.
+"""MinHash signatures: hygiene's two hash schemes vs datasketch (``MinHash.update`` per shingle and ``MinHash.bulk``).
 
 Same documents (real web and news pages), same shingles, same 112 permutations:
 prints documents per wall second and per CPU second of each (CPU time is steadier on a
-shared machine) and the ratios, checks the signatures are identical, then
-checks detection behaviour on pairs with injected word edits: the measured LSH
-detection rate per Jaccard bin against 1-(1-s^r)^b. Writes JSON and a PNG plot with --out.
+shared machine) and the ratios, checks the ``datasketch`` scheme's signatures are identical to
+datasketch's, then checks detection behaviour of both schemes on pairs with injected word
+edits: the measured LSH detection rate per Jaccard bin against 1-(1-s^r)^b. Writes JSON and a
+PNG plot with --out.
 
     .venv/bin/python benchmarks/minhash_speed.py [--docs 1000] [--pairs 4000] [--out DIR]
 """
@@ -32,8 +33,8 @@ def real_docs(n: int) -> list[str]:
     return docs
 
 
-def datasketch_signatures(texts: list[str], num_perm: int, seed: int) -> np.ndarray:
-    """The baseline: one ``MinHash.update`` call per shingle."""
+def datasketch_update(texts: list[str], num_perm: int, seed: int) -> np.ndarray:
+    """datasketch, one ``MinHash.update`` call per shingle."""
     out = []
     for text in texts:
         m = MinHash(num_perm=num_perm, seed=seed)
@@ -41,6 +42,12 @@ def datasketch_signatures(texts: list[str], num_perm: int, seed: int) -> np.ndar
             m.update(s.encode("utf-8"))
         out.append(m.hashvalues)
     return np.array(out)
+
+
+def datasketch_bulk(texts: list[str], num_perm: int, seed: int) -> np.ndarray:
+    """datasketch ``MinHash.bulk`` over every text's shingles at once."""
+    sets = [[s.encode("utf-8") for s in shingles(t)] for t in texts]
+    return np.array([m.hashvalues for m in MinHash.bulk(sets, num_perm=num_perm, seed=seed)])
 
 
 def edited_pairs(docs: list[str], n_pairs: int, rng: np.random.Generator) -> tuple[list[str], list[str], np.ndarray]:
@@ -71,49 +78,55 @@ def main() -> None:
     num_perm = args.bands * args.rows
     docs = real_docs(args.docs)
     n_shingles = sum(len(shingles(d)) for d in docs)
-    hasher = MinHasher(num_perm, seed=1)
-
-    t, c = time.perf_counter(), time.process_time()
-    ours = hasher.signatures(docs)
-    t_ours, c_ours = time.perf_counter() - t, time.process_time() - c
-    t, c = time.perf_counter(), time.process_time()
-    ref = datasketch_signatures(docs, num_perm, 1)
-    t_ref, c_ref = time.perf_counter() - t, time.process_time() - c
-    identical = bool(np.array_equal(ours, ref))
+    hashers = {scheme: MinHasher(num_perm, seed=1, scheme=scheme) for scheme in ("fast", "datasketch")}
+    methods = {"datasketch MinHash.update per shingle": lambda: datasketch_update(docs, num_perm, 1),
+               "datasketch MinHash.bulk": lambda: datasketch_bulk(docs, num_perm, 1),
+               "hygiene MinHasher, scheme datasketch": lambda: hashers["datasketch"].signatures(docs),
+               "hygiene MinHasher, scheme fast": lambda: hashers["fast"].signatures(docs)}
+    timings, sigs = {}, {}
+    for name, method in methods.items():
+        t, c = time.perf_counter(), time.process_time()
+        sigs[name] = method()
+        timings[name] = (time.perf_counter() - t, time.process_time() - c)
+    names = list(methods)
+    identical = all(np.array_equal(sigs[names[2]], sigs[n]) for n in names[:2])
 
     rng = np.random.default_rng(0)
     a, b, sims = edited_pairs(docs, args.pairs, rng)
-    keys_a = band_keys(hasher.signatures(a), args.bands, args.rows)
-    keys_b = band_keys(hasher.signatures(b), args.bands, args.rows)
-    detected = (keys_a == keys_b).any(axis=1)
     edges = np.linspace(0.5, 1.0, 11)
-    rows = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (sims >= lo) & (sims < hi)
-        if m.sum() < 20:
-            continue
-        theory = float(detection_probability(sims[m], args.bands, args.rows).mean())
-        se = float(np.sqrt(theory * (1 - theory) / m.sum()))
-        rate = float(detected[m].mean())
-        rows.append({"jaccard": [round(lo, 2), round(hi, 2)], "pairs": int(m.sum()), "detected": rate,
-                     "theory": theory, "z": (rate - theory) / se if se > 0 else 0.0})
+    detection: dict[str, list[dict]] = {}
+    for scheme, hasher in hashers.items():
+        keys_a = band_keys(hasher.signatures(a), args.bands, args.rows)
+        keys_b = band_keys(hasher.signatures(b), args.bands, args.rows)
+        detected = (keys_a == keys_b).any(axis=1)
+        rows = detection[scheme] = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            m = (sims >= lo) & (sims < hi)
+            if m.sum() < 20:
+                continue
+            theory = float(detection_probability(sims[m], args.bands, args.rows).mean())
+            se = float(np.sqrt(theory * (1 - theory) / m.sum()))
+            rate = float(detected[m].mean())
+            rows.append({"jaccard": [round(lo, 2), round(hi, 2)], "pairs": int(m.sum()), "detected": rate,
+                         "theory": theory, "z": (rate - theory) / se if se > 0 else 0.0})
 
     print(f"{len(docs)} documents, {n_shingles} shingles, {num_perm} permutations")
     print("| method | docs/s (wall) | docs per CPU-second | shingles per CPU-second |\n|---|---|---|---|")
-    print(f"| datasketch MinHash.update loop | {len(docs) / t_ref:.0f} | {len(docs) / c_ref:.0f} | "
-          f"{n_shingles / c_ref:.0f} |")
-    print(f"| hygiene MinHasher (batched) | {len(docs) / t_ours:.0f} | {len(docs) / c_ours:.0f} | "
-          f"{n_shingles / c_ours:.0f} |")
-    print(f"speed ratio: {t_ref / t_ours:.1f}x wall, {c_ref / c_ours:.1f}x CPU; signatures identical: {identical}")
-    print(f"\nLSH {args.bands}x{args.rows} on {args.pairs} edited pairs")
-    print("| Jaccard | pairs | detected | 1-(1-s^r)^b | z |\n|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['jaccard'][0]:.2f}-{r['jaccard'][1]:.2f} | {r['pairs']} | {r['detected']:.3f} | "
-              f"{r['theory']:.3f} | {r['z']:+.1f} |")
-    result = {"docs": len(docs), "shingles": n_shingles, "num_perm": num_perm,
-              "datasketch_docs_per_s": len(docs) / t_ref, "hygiene_docs_per_s": len(docs) / t_ours,
-              "ratio": t_ref / t_ours, "ratio_cpu": c_ref / c_ours, "identical": identical, "bands": args.bands, "rows": args.rows,
-              "detection": rows}
+    for name, (wall, cpu) in timings.items():
+        print(f"| {name} | {len(docs) / wall:.0f} | {len(docs) / cpu:.0f} | {n_shingles / cpu:.0f} |")
+    bulk, fast = timings[names[1]], timings[names[3]]
+    print(f"scheme fast vs MinHash.bulk: {bulk[0] / fast[0]:.1f}x wall, {bulk[1] / fast[1]:.1f}x CPU; "
+          f"scheme datasketch signatures identical to datasketch's: {identical}")
+    for scheme, rows in detection.items():
+        print(f"\nLSH {args.bands}x{args.rows} on {args.pairs} edited pairs, scheme {scheme}")
+        print("| Jaccard | pairs | detected | 1-(1-s^r)^b | z |\n|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['jaccard'][0]:.2f}-{r['jaccard'][1]:.2f} | {r['pairs']} | {r['detected']:.3f} | "
+                  f"{r['theory']:.3f} | {r['z']:+.1f} |")
+    result = {"docs": len(docs), "shingles": n_shingles, "num_perm": num_perm, "bands": args.bands, "rows": args.rows,
+              "docs_per_s": {n: len(docs) / w for n, (w, _) in timings.items()},
+              "docs_per_cpu_s": {n: len(docs) / c for n, (_, c) in timings.items()},
+              "identical": identical, "detection": detection}
     print(json.dumps({k: v for k, v in result.items() if k != "detection"}))
     if args.out:
         import matplotlib
@@ -127,8 +140,9 @@ def main() -> None:
         s = np.linspace(0, 1, 200)
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.plot(s, detection_probability(s, args.bands, args.rows), label="1-(1-s^r)^b")
-        mids = [np.mean(r["jaccard"]) for r in rows]
-        ax.errorbar(mids, [r["detected"] for r in rows], fmt="o", label="measured (edited pairs)")
+        for (scheme, rows), marker in zip(detection.items(), "os"):
+            mids = [np.mean(r["jaccard"]) for r in rows]
+            ax.plot(mids, [r["detected"] for r in rows], marker, fillstyle="none", label=f"measured, scheme {scheme}")
         ax.set(xlabel="Jaccard similarity of 5-gram shingles", ylabel="detected as near-duplicate",
                title=f"MinHash LSH {args.bands}x{args.rows}")
         ax.legend()
