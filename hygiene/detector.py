@@ -38,7 +38,7 @@ from hygiene.classifier import ArrayClassifier, ClassifierConfig, fit_classifier
 from hygiene.errors import UserInputError
 from hygiene.evaluation import roc_summary
 from hygiene.features import FeatureConfig, Featurizer
-from hygiene.lexical import LexicalConfig, LexicalModel, fit_out_of_fold
+from hygiene.lexical import LexicalConfig, LexicalModel, LexicalRows, fit_out_of_fold
 from hygiene.lm import LanguageModel, model_fingerprint, resolve_model
 from hygiene.paths import models_dir
 from hygiene.scoring import ScoringConfig
@@ -47,6 +47,7 @@ FORMAT = "hygiene-detector"
 #: 2 added the lexical model and the language models' fingerprints; version 1 directories still load
 FORMAT_VERSION = 2
 _LEXICAL_PREFIX = "lexical/"
+_FIRST_PASS_PREFIX = "cascade/"
 _FILES = ("detector.json", "classifier.safetensors")
 #: suffixes of files that could only be loaded by unpickling; their presence refuses the directory
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".pt", ".pth", ".npy", ".dill", ".cloudpickle"}
@@ -59,6 +60,23 @@ class DetectorError(UserInputError):
 
 
 @dataclass(frozen=True)
+class CascadeConfig:
+    """The cheap first pass: the text statistics and the lexical score settle the texts they are sure of.
+
+    A classifier over those columns alone scores every text; only texts inside its uncertain band
+    pay for the language models. The band is the widest one for which at most ``max_disagreement``
+    of a held-out set would be decided differently than by the full detector (see :func:`cascade_band`).
+    """
+
+    #: share of the held-out texts whose decision may differ from the full detector's
+    max_disagreement: float = 0.005
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_disagreement < 1:
+            raise ValueError("cascade.max_disagreement must be in [0, 1)")
+
+
+@dataclass(frozen=True)
 class DetectorConfig:
     """Everything that defines a detector before it sees data."""
 
@@ -66,6 +84,8 @@ class DetectorConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     #: hashed n-gram model whose (out-of-fold) score is a feature; None = off
     lexical: LexicalConfig | None = None
+    #: the cheap first pass over text statistics and the lexical score; None = every text gets every feature
+    cascade: CascadeConfig | None = None
     #: share of the labelled data held out for calibration (by group)
     calib_fraction: float = 0.2
     #: the issue's bar: at most 1% of human documents flagged
@@ -103,6 +123,32 @@ def threshold_for_fpr(p_human: np.ndarray, target_fpr: float) -> float:
     return float(p[min(allowed, len(p) - 1)])
 
 
+def cascade_band(s: np.ndarray, flagged: np.ndarray, max_disagreement: float) -> tuple[float, float]:
+    """The widest band ``(low, high)`` of first-pass scores ``s`` such that deciding every text below
+    ``low`` human and every text above ``high`` machine disagrees with the full decisions ``flagged``
+    on at most ``max_disagreement`` of the texts. Texts inside the band go to the full detector."""
+    s, flagged = np.asarray(s, dtype=float), np.asarray(flagged, dtype=bool)
+    n = len(s)
+    if n == 0:
+        return -np.inf, np.inf
+    order = np.argsort(s, kind="stable")
+    s_sorted, f = s[order], flagged[order]
+    low_cost = np.concatenate([[0], np.cumsum(f)])  # disagreements when the k lowest are settled human
+    high_cost = np.concatenate([[0], np.cumsum(~f[::-1])])  # ... when the k highest are settled machine
+    budget = int(np.floor(max_disagreement * n))
+    best = (-1, 0, 0)
+    for spent in range(budget + 1):
+        k_low = int(np.searchsorted(low_cost, spent, side="right")) - 1
+        k_high = min(int(np.searchsorted(high_cost, budget - spent, side="right")) - 1, n - k_low)
+        if k_low + k_high > best[0]:
+            best = (k_low + k_high, k_low, k_high)
+    _, k_low, k_high = best
+    # cut half-way between neighbours; tied scores fall inside the band (strict inequalities)
+    low = -np.inf if k_low == 0 else (s_sorted[k_low - 1] + s_sorted[k_low]) / 2 if k_low < n else np.inf
+    high = np.inf if k_high == 0 else (s_sorted[n - k_high - 1] + s_sorted[n - k_high]) / 2 if k_high < n else -np.inf
+    return float(low), float(high)
+
+
 class Detector:
     """Machine-text detector with a scikit-learn-like interface over raw texts."""
 
@@ -115,6 +161,14 @@ class Detector:
         self.featurizer = Featurizer(config.features, device=device, dtype=dtype, models=models)
         self.classifier_: ArrayClassifier | None = None
         self.lexical_: LexicalModel | None = None
+        #: the cascade's first-pass classifier, its Platt map and its band (of its log-odds)
+        self.first_pass_: ArrayClassifier | None = None
+        self.first_pass_calibration_: tuple[float, float] = (1.0, 0.0)
+        self.band_: tuple[float, float] = (-np.inf, np.inf)
+        #: whether predictions use the cascade (when one is fitted); False scores every text with every feature
+        self.use_cascade = True
+        #: of the texts the last ``predict_proba`` call scored, how many the first pass settled
+        self.last_settled_: int = 0
         self.calibration_: tuple[float, float] = (1.0, 0.0)  # P = sigmoid(a * logodds + b)
         self.threshold_: float = 0.5
         self.target_fpr_: float = config.target_fpr
@@ -125,6 +179,27 @@ class Detector:
     def feature_names(self) -> tuple[str, ...]:
         """Names of the classifier's input columns: the featurizer's, then ``lexical`` when configured."""
         return self.featurizer.names + (("lexical",) if self.config.lexical is not None else ())
+
+    @property
+    def first_pass_names(self) -> tuple[str, ...]:
+        """The cascade's columns: the text statistics and the lexical score (those of them configured)."""
+        from hygiene.features import TEXT_STATS
+
+        return tuple(n for n in self.feature_names if n in TEXT_STATS or n == "lexical")
+
+    def _first_pass_columns(self) -> np.ndarray:
+        names = self.first_pass_names
+        return np.array([n in names for n in self.feature_names])
+
+    def first_pass_features(self, texts: Sequence[str]) -> np.ndarray:
+        """The cascade's columns for ``texts``, without running any language model."""
+        texts = list(texts)
+        cols = [self.featurizer.text_statistics(texts)] if self.config.features.text_stats else []
+        if self.config.lexical is not None:
+            if self.lexical_ is None:
+                raise DetectorError("the detector is not fitted")
+            cols.append(self.lexical_.decision_function(texts)[:, None])
+        return np.hstack(cols) if cols else np.zeros((len(texts), 0))
 
     def base_features(self, texts: Sequence[str], progress: bool = False,
                       cache: str | os.PathLike | None = None) -> np.ndarray:
@@ -149,13 +224,25 @@ class Detector:
         X = self.base_features(texts, progress=progress, cache=cache)
         return self.fit_features(X, labels, groups, summary=summary, texts=texts)
 
+    def split(self, labels: Sequence[int | str], groups: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices of the training and the calibration part (by group when groups are given; seeded)."""
+        y = encode_labels(labels)
+        cfg = self.config
+        if groups is not None:
+            split = GroupShuffleSplit(n_splits=1, test_size=cfg.calib_fraction, random_state=cfg.seed)
+            return next(split.split(np.zeros(len(y)), y, groups=np.asarray(groups, dtype=object).astype(str)))
+        return train_test_split(np.arange(len(y)), test_size=cfg.calib_fraction, stratify=y, random_state=cfg.seed)
+
     def fit_features(self, X: np.ndarray, labels: Sequence[int | str], groups: Sequence[Any] | None = None,
-                     summary: dict[str, Any] | None = None, texts: Sequence[str] | None = None) -> "Detector":
+                     summary: dict[str, Any] | None = None, texts: Sequence[str] | None = None,
+                     lexical_extra: LexicalRows | None = None) -> "Detector":
         """Train on one part of (X, labels), calibrate probabilities and threshold on the held-out part.
 
         ``X`` holds the featurizer's columns (:meth:`base_features`); with a lexical model configured,
         ``texts`` are needed too, and its column is added: out of fold on the training part, from the
-        model fitted on the whole training part on the held-out part.
+        model fitted on the whole training part on the held-out part. ``lexical_extra`` are labelled
+        texts that only the lexical model reads (it is cheap enough to read many more texts than the
+        language models score); those of a calibration group are left out.
         """
         y = encode_labels(labels)
         if self.config.lexical is not None and texts is None:
@@ -165,37 +252,63 @@ class Detector:
             raise DetectorError(f"expected a feature matrix with {len(self.featurizer.names)} columns, got shape {X.shape}")
         if len(np.unique(y)) < 2:
             raise DetectorError("training needs both human and machine texts")
-        idx = np.arange(len(y))
         cfg = self.config
-        if groups is not None:
-            split = GroupShuffleSplit(n_splits=1, test_size=cfg.calib_fraction, random_state=cfg.seed)
-            train, calib = next(split.split(X, y, groups=np.asarray(groups)))
-        else:
-            train, calib = train_test_split(idx, test_size=cfg.calib_fraction, stratify=y, random_state=cfg.seed)
+        train, calib = self.split(y, groups)
         if cfg.lexical is not None:
             texts = list(texts)
-            train_texts = [texts[i] for i in train]
-            fold_groups = np.asarray(groups, dtype=object)[train] if groups is not None else train
+            row_groups = [str(g) for g in groups] if groups is not None else [f"row:{i}" for i in range(len(y))]
+            pool = LexicalRows([texts[i] for i in train], y[train], [row_groups[i] for i in train])
+            if lexical_extra is not None:
+                pool = pool + lexical_extra.without_groups({row_groups[i] for i in calib})
             lexical = np.empty(len(y))
-            lexical[train], self.lexical_ = fit_out_of_fold(train_texts, y[train], fold_groups, cfg.lexical)
+            oof, self.lexical_ = fit_out_of_fold(pool.texts, pool.labels, pool.groups, cfg.lexical)
+            lexical[train] = oof[: len(train)]
             lexical[calib] = self.lexical_.decision_function([texts[i] for i in calib])
             X = np.column_stack([X, lexical])
         self.classifier_ = fit_classifier(X[train], y[train], cfg.classifier)
+        if cfg.cascade is not None and self.first_pass_names:
+            cols = self._first_pass_columns()
+            self.first_pass_ = fit_classifier(X[train][:, cols], y[train], cfg.classifier)
+            s = self.first_pass_.decision_function(X[calib][:, cols])
+            platt = LogisticRegression(C=1e6, max_iter=1000).fit(s[:, None], y[calib])
+            self.first_pass_calibration_ = (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
         self.calibrate_features(X[calib], y[calib])
+        if self.first_pass_ is not None:
+            self.fit_cascade(X[calib])
         self.training_ = {
             "n_train": {"human": int((y[train] == 0).sum()), "machine": int((y[train] == 1).sum())},
             "n_calib": {"human": int((y[calib] == 0).sum()), "machine": int((y[calib] == 1).sum())},
             "split": "by group" if groups is not None else "stratified by label",
+            **({"n_lexical": len(pool.texts)} if cfg.lexical is not None else {}),
             **(summary or {}),
         }
+        return self
+
+    def fit_cascade(self, X: np.ndarray) -> "Detector":
+        """Set the cascade's band on held-out feature rows (any mix of texts; no labels needed): the widest
+        one whose decisions differ from the full detector's, at the current threshold, on at most
+        ``cascade.max_disagreement`` of them. Call it again whenever the threshold moves."""
+        if self.first_pass_ is None or self.config.cascade is None:
+            raise DetectorError("this detector has no cascade (configure one and fit it)")
+        X = self._check_X(X)
+        flagged = self.predict_proba_features(X)[:, 1] > self.threshold_
+        s = self.first_pass_.decision_function(X[:, self._first_pass_columns()])
+        self.band_ = cascade_band(s, flagged, self.config.cascade.max_disagreement)
+        p, settled = self.cascade_proba_features(X)
+        self.metrics_["cascade"] = {"n": len(s), "band": [_finite(v) for v in self.band_],
+                                    "settled": float(settled.mean()),
+                                    "disagreement": float(np.mean((p > self.threshold_) != flagged))}
         return self
 
     # -- calibration ------------------------------------------------------------------------------
     def calibrate(self, texts: Sequence[str], labels: Sequence[int | str] | None = None,
                   target_fpr: float | None = None, progress: bool = False,
                   domains: Sequence[str] | None = None) -> "Detector":
-        """Refit Platt scaling (if both classes are given) and the threshold (on the human texts)."""
-        return self.calibrate_features(self.features(texts, progress=progress), labels, target_fpr, domains)
+        """Refit Platt scaling (if both classes are given) and the threshold (on the human texts), then the
+        cascade's band (if it has one) on the same texts."""
+        X = self.features(texts, progress=progress)
+        self.calibrate_features(X, labels, target_fpr, domains)
+        return self.fit_cascade(X) if self.first_pass_ is not None else self
 
     def calibrate_features(self, X: np.ndarray, labels: Sequence[int | str] | None = None,
                            target_fpr: float | None = None, domains: Sequence[str] | None = None) -> "Detector":
@@ -244,12 +357,50 @@ class Detector:
         return np.column_stack([1 - p, p])
 
     def predict_proba(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """Calibrated ``[P(human), P(machine)]`` for each text, shape (n, 2)."""
-        return self.predict_proba_features(self.features(texts, progress=progress))
+        """Calibrated ``[P(human), P(machine)]`` for each text, shape (n, 2).
+
+        With a cascade (and ``use_cascade``), the first pass scores every text and only those inside
+        its band get the language models; a settled text's P(machine) is the first pass's calibrated
+        probability, kept on its side of the threshold, so ``P > threshold_`` is the cascade's decision.
+        """
+        texts = list(texts)
+        if self.first_pass_ is None or not self.use_cascade:
+            self.last_settled_ = 0
+            return self.predict_proba_features(self.features(texts, progress=progress))
+        first = self.first_pass_features(texts)
+        p, settled = self._first_pass(first)
+        inside = np.flatnonzero(~settled)
+        self.last_settled_ = int(settled.sum())
+        if len(inside):
+            X = self.base_features([texts[i] for i in inside], progress=progress)
+            if self.config.lexical is not None:
+                X = np.column_stack([X, first[inside, -1]])
+            p[inside] = self.predict_proba_features(X)[:, 1]
+        return np.column_stack([1 - p, p])
 
     def predict(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """1 where the text is flagged as machine-made (``P(machine) > threshold_``), else 0."""
         return (self.predict_proba(texts, progress=progress)[:, 1] > self.threshold_).astype(int)
+
+    def cascade_proba_features(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """P(machine) as the cascade gives it for rows of every feature, and which rows its first pass settled
+        (for measuring the cascade against the full detector on the same rows)."""
+        X = self._check_X(X)
+        if self.first_pass_ is None:
+            raise DetectorError("this detector has no cascade")
+        p, settled = self._first_pass(X[:, self._first_pass_columns()])
+        p[~settled] = self.predict_proba_features(X[~settled])[:, 1]
+        return p, settled
+
+    def _first_pass(self, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first pass's calibrated P(machine), kept on its side of the threshold, and the rows it settles."""
+        s = self.first_pass_.decision_function(first)
+        a, b = self.first_pass_calibration_
+        p = 1.0 / (1.0 + np.exp(-(a * s + b)))
+        low, high = self.band_
+        p = np.where(s < low, np.minimum(p, self.threshold_), p)
+        p = np.where(s > high, np.maximum(p, np.nextafter(self.threshold_, 1.0)), p)
+        return p, (s < low) | (s > high)
 
     def _calibrated(self, s: np.ndarray) -> np.ndarray:
         a, b = self.calibration_
@@ -282,6 +433,8 @@ class Detector:
         arrays = dict(clf.arrays)
         if self.lexical_ is not None:
             arrays.update({_LEXICAL_PREFIX + k: v for k, v in self.lexical_.to_arrays().items()})
+        if self.first_pass_ is not None:
+            arrays.update({_FIRST_PASS_PREFIX + k: v for k, v in self.first_pass_.arrays.items()})
         header = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -289,6 +442,10 @@ class Detector:
             "models": self.model_fingerprints(),
             "feature_names": list(self.feature_names),
             "classifier": {"kind": clf.kind, "meta": clf.meta},
+            **({"cascade": {"kind": self.first_pass_.kind, "meta": self.first_pass_.meta,
+                            "columns": list(self.first_pass_names),
+                            "calibration": {"a": self.first_pass_calibration_[0], "b": self.first_pass_calibration_[1]},
+                            "band": [_finite(v) for v in self.band_]}} if self.first_pass_ is not None else {}),
             "calibration": {"a": self.calibration_[0], "b": self.calibration_[1]},
             "threshold": self.threshold_,
             "target_fpr": self.target_fpr_,
@@ -300,6 +457,11 @@ class Detector:
             fh.write(save_safetensors({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
         write_json(out / "manifest.json", {"format": FORMAT, "files": {f: _sha256(out / f) for f in _FILES}})
         return out
+
+
+def _finite(v: float) -> float | str:
+    """JSON has no infinity: an open end of the band is written as a string."""
+    return v if np.isfinite(v) else ("inf" if v > 0 else "-inf")
 
 
 def _sha256(path: Path) -> str:
@@ -316,8 +478,10 @@ def default_detector_path() -> Path:
 
 
 def load_detector(path: str | os.PathLike | None = None, device: str | None = None, dtype: str | None = "float32",
-                  models: dict[str, LanguageModel] | None = None) -> Detector:
-    """Load a detector directory (default: the shipped one), refusing pickles and tampered files."""
+                  models: dict[str, LanguageModel] | None = None, cascade: bool = True) -> Detector:
+    """Load a detector directory (default: the shipped one), refusing pickles and tampered files.
+
+    ``cascade=False`` scores every text with every feature even where the detector has a cascade."""
     root = Path(path) if path is not None else default_detector_path()
     if not root.is_dir():
         raise DetectorError(f"{root} is not a detector directory (expected a folder with manifest.json)")
@@ -341,9 +505,18 @@ def load_detector(path: str | os.PathLike | None = None, device: str | None = No
         arrays = load_file(str(root / "classifier.safetensors"))
         det = Detector(config, device=device, dtype=dtype, models=models)
         lexical = {k[len(_LEXICAL_PREFIX):]: v for k, v in arrays.items() if k.startswith(_LEXICAL_PREFIX)}
-        arrays = {k: v for k, v in arrays.items() if not k.startswith(_LEXICAL_PREFIX)}
+        first = {k[len(_FIRST_PASS_PREFIX):]: v for k, v in arrays.items() if k.startswith(_FIRST_PASS_PREFIX)}
+        arrays = {k: v for k, v in arrays.items() if not k.startswith((_LEXICAL_PREFIX, _FIRST_PASS_PREFIX))}
         if config.lexical is not None:
             det.lexical_ = LexicalModel.from_arrays(config.lexical, lexical)
+        if "cascade" in header:
+            c = header["cascade"]
+            det.first_pass_ = ArrayClassifier(c["kind"], first, c["meta"])
+            det.first_pass_calibration_ = (float(c["calibration"]["a"]), float(c["calibration"]["b"]))
+            det.band_ = (float(c["band"][0]), float(c["band"][1]))
+            if list(c["columns"]) != list(det.first_pass_names):
+                raise ValueError("the cascade's columns do not match the configuration")
+        det.use_cascade = cascade
         det.classifier_ = ArrayClassifier(header["classifier"]["kind"], arrays, header["classifier"]["meta"])
         det.calibration_ = (float(header["calibration"]["a"]), float(header["calibration"]["b"]))
         det.threshold_ = float(header["threshold"])
@@ -393,10 +566,12 @@ def _config_from_dict(d: dict[str, Any]) -> DetectorConfig:
         scoring["hidden_layers"] = feats.pop("hidden_states", ())
     feats["scoring"] = ScoringConfig(**scoring)
     lexical = d.get("lexical")
+    cascade = d.get("cascade")
     return DetectorConfig(
         features=FeatureConfig(**feats),
         classifier=ClassifierConfig(**d["classifier"]),
         lexical=LexicalConfig(**lexical) if lexical is not None else None,
+        cascade=CascadeConfig(**cascade) if cascade is not None else None,
         calib_fraction=d["calib_fraction"],
         target_fpr=d["target_fpr"],
         seed=d["seed"],

@@ -149,8 +149,8 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
         return det.base_features([r.text for r in records], progress=progress, cache=cache)
 
     train = _Matrix(data.train, featurize(data.train))
-    groups = [r.group or f"row:{i}" for i, r in enumerate(data.train)]
-    det.fit_features(train.X, train.y, groups, texts=[r.text for r in data.train],
+    groups = [str(r.group) if r.group is not None else f"row:{i}" for i, r in enumerate(data.train)]
+    det.fit_features(train.X, train.y, groups, texts=train.texts, lexical_extra=data.lexical_rows(data.lexical_extra),
                      summary={"recipe": data.summary})
     threshold = _Matrix(data.threshold, featurize(data.threshold))
     threshold.lexical = det.lexical_.decision_function(threshold.texts)
@@ -158,15 +158,23 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
                            domains=[r.domain for r in data.threshold])
     det.training_["threshold_set_on"] = {"sources": sorted({r.domain or "" for r in data.threshold}),
                                          "n_texts": len(data.threshold), "target_holds": "for each source on its own"}
+    if det.first_pass_ is not None:  # the band at the final threshold, on every held-out row training had
+        _, calib = det.split(train.y, groups)
+        calib_lexical = det.lexical_.decision_function([train.texts[i] for i in calib])
+        det.fit_cascade(np.vstack([np.column_stack([train.X[calib], calib_lexical]),
+                                   np.column_stack([threshold.X, threshold.lexical])]))
     det.save(recipe.out)
     log(f"detector -> {recipe.out}: threshold {det.threshold_:.4f} ({time.perf_counter() - t0:.0f} s)")
 
     evals = {name: _Matrix(rows, featurize(rows)) for name, rows in data.eval.items()}
     names = det.feature_names
     lexical_all = det.lexical_
-    matrices = lexical_all.matrices(train.texts)
-    lexical_oof, _ = fit_out_of_fold(train.texts, train.y, groups, recipe.detector.lexical, matrices=matrices)
-    full_train = np.column_stack([train.X, lexical_oof])
+    # the lexical model's rows for the refits: every training row, then the rows only it reads
+    pool = data.train + data.lexical_extra
+    rows = data.lexical_rows(data.train) + data.lexical_rows(data.lexical_extra)
+    matrices = lexical_all.matrices(rows.texts)
+    lexical_oof, _ = fit_out_of_fold(rows.texts, rows.labels, rows.groups, recipe.detector.lexical, matrices=matrices)
+    full_train = np.column_stack([train.X, lexical_oof[: len(train.records)]])
     chat = evals["detect-chat"]
     sample = random.Random(recipe.seed).sample(range(len(chat.records)), min(PROBE_TEXTS, len(chat.records)))
     probes = _probes(det, chat, sample, recipe.seed, featurize)
@@ -182,12 +190,15 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
             continue
         log(f"measuring: {label} ({int(cols.sum())} columns)")
         # the leave-one-out refits (17 classifiers and lexical models) for all features only
-        results[label] = _measure(recipe, data, full_train, threshold, evals, probes, cols, matrices,
+        results[label] = _measure(recipe, data, full_train, threshold, evals, probes, cols, (pool, rows, matrices),
                                   loo=label == "all features", log=log)
     # the shipped detector itself (its classifier, Platt map and threshold) on each set
     for name, m in evals.items():
         results[name] = {"at_threshold": at_threshold(det, np.column_stack([m.X, m.lexical]), m.y,
                                                       [r.domain for r in m.records])}
+    if det.first_pass_ is not None:
+        results["cascade"] = {name: cascade_agreement(det, np.column_stack([m.X, m.lexical]), m.y)
+                              for name, m in evals.items()}
     results["seconds"] = time.perf_counter() - t0
     write_json(Path(recipe.out) / "evaluation.json", results)
     with atomic_open(Path(recipe.out) / "ablation.md") as fh:
@@ -209,6 +220,19 @@ def at_threshold(det: Detector, X: np.ndarray, y: np.ndarray, domains: Sequence[
             "n_human": int((y == 0).sum()), "n_machine": int((y == 1).sum())}
 
 
+def cascade_agreement(det: Detector, X: np.ndarray, y: np.ndarray) -> dict:
+    """The cascade against scoring every row with every feature: the share of rows its first pass settles,
+    the share whose decision differs, and both AUROCs."""
+    full = det.predict_proba_features(X)[:, 1]
+    p, settled = det.cascade_proba_features(X)
+    out = {"n": len(y), "settled": float(settled.mean()),
+           "decisions_differ": float(np.mean((p > det.threshold_) != (full > det.threshold_)))}
+    if len(np.unique(y)) == 2:
+        out["auroc_full"], out["auroc_cascade"] = roc_summary(y, full)["auroc"], roc_summary(y, p)["auroc"]
+        out["auroc_drop"] = out["auroc_full"] - out["auroc_cascade"]
+    return out
+
+
 def _probes(det: Detector, chat: _Matrix, sample: list[int], seed: int, featurize) -> dict[str, _Matrix]:
     """The held-out sample as scored: clean, without its first sentence, and under each attack (machine rows)."""
     rows = [chat.records[i] for i in sample]
@@ -223,7 +247,7 @@ def _probes(det: Detector, chat: _Matrix, sample: list[int], seed: int, featuriz
 
 
 def _measure(recipe: DetectorRecipe, data: RecipeData, full_train: np.ndarray, threshold: _Matrix,
-             evals: dict[str, _Matrix], probes: dict[str, _Matrix], cols: np.ndarray, matrices: tuple,
+             evals: dict[str, _Matrix], probes: dict[str, _Matrix], cols: np.ndarray, lexical: tuple,
              loo: bool, log: Callable[[str], None]) -> dict:
     """Every measure for a classifier refitted on the columns ``cols`` of all training rows."""
     y = np.array([r.label for r in data.train], dtype=int)
@@ -268,26 +292,28 @@ def _measure(recipe: DetectorRecipe, data: RecipeData, full_train: np.ndarray, t
         repos = {repository(r) for r in chat.records}
         chat_whole = LexicalModel(recipe.detector.lexical).transform(chat.texts)
         out["leave-one-source-out"] = _leave_out(
-            data, full_train, y, cols, cfg, recipe, chat, chat_whole, matrices,
+            data, full_train, y, cols, cfg, recipe, chat, chat_whole, lexical,
             lambda r: repository(r) if repository(r) in repos else None, log)
         out["leave-one-family-out"] = _leave_out(
-            data, full_train, y, cols, cfg, recipe, chat, chat_whole, matrices,
+            data, full_train, y, cols, cfg, recipe, chat, chat_whole, lexical,
             lambda r: family_of(r.generator) if r.label == 1 else None, log)
     return out
 
 
 def _leave_out(data: RecipeData, full_train: np.ndarray, y: np.ndarray, cols: np.ndarray, cfg, recipe: DetectorRecipe,
-               chat: _Matrix, chat_whole, matrices: tuple, key: Callable[[LabelledText], str | None],
+               chat: _Matrix, chat_whole, lexical: tuple, key: Callable[[LabelledText], str | None],
                log: Callable[[str], None]) -> dict:
     """Held-out AUROC on each value of ``key`` (a detect-chat repository, or a generator family) with the
     training rows of that value left out of the classifier and the lexical model; scored on the held-out
     rows of that value and their own human texts, or all held-out human texts where they have none."""
     values = sorted({key(r) for r in chat.records if key(r) is not None})
     out = {}
-    whole, cut = matrices
+    pool, lexical_rows, (whole, cut) = lexical
     for v in values:
         drop = np.array([key(r) == v for r in data.train])
-        lex = LexicalModel(recipe.detector.lexical).fit_matrices(whole[~drop], cut[~drop], y[~drop])
+        drop_pool = np.array([key(r) == v for r in pool])
+        lex = LexicalModel(recipe.detector.lexical).fit_matrices(whole[~drop_pool], cut[~drop_pool],
+                                                                 lexical_rows.labels[~drop_pool])
         clf = fit_classifier(full_train[~drop][:, cols], y[~drop], cfg)
         own = np.array([key(r) == v for r in chat.records])
         has_human = (own & (chat.y == 0)).any()
@@ -437,12 +463,29 @@ def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path,
           f"{_pct(results[k]['at_threshold']['machine_flagged'])} |"
           for k in data["eval"] if k in results],
         "",
+        *_cascade_lines(results.get("cascade"), det),
         "Human eval texts flagged by the shipped detector, per source: " + ", ".join(
             f"{d} {v:.1%}" for d, v in results.get("human-eval", {}).get("at_threshold", {})
             .get("human_flagged_by_domain", {}).items()) + ".",
     ]
     with atomic_open(path) as fh:
         fh.write("\n".join(lines) + "\n")
+
+
+def _cascade_lines(cascade: dict | None, det: Detector) -> list[str]:
+    """The card's cascade section: settled share, decisions that differ and AUROC, per evaluation set."""
+    if not cascade:
+        return []
+    out = ["### Cascade (on by default)",
+           f"A first pass over the text statistics and the lexical score settles the texts outside its band "
+           f"(set on held-out rows for at most {det.config.cascade.max_disagreement:.1%} differing decisions); "
+           "only the rest are scored with the language models.", "",
+           "| set | settled by the first pass | decisions that differ | AUROC, all scored | AUROC, cascade |",
+           "|---|---|---|---|---|"]
+    for name, c in cascade.items():
+        out.append(f"| {name} | {c['settled']:.1%} | {c['decisions_differ']:.2%} | "
+                   f"{c.get('auroc_full', float('nan')):.4f} | {c.get('auroc_cascade', float('nan')):.4f} |")
+    return out + [""]
 
 
 def _pct(x: float | None) -> str:

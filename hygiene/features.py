@@ -212,6 +212,10 @@ class Featurizer:
         bar.close()
         return X
 
+    def text_statistics(self, texts: Sequence[str]) -> np.ndarray:
+        """The :data:`TEXT_STATS` columns alone (no model runs), as :meth:`transform` computes them."""
+        return np.array([text_statistics(self.config.prepare(t)) for t in texts]).reshape(len(texts), len(TEXT_STATS))
+
     def _compute(self, texts: list[str]) -> np.ndarray:
         texts = [self.config.prepare(t) for t in texts]
         scores = self.scorer.score(texts)

@@ -126,6 +126,24 @@ class LexicalModel:
         return model
 
 
+@dataclass(frozen=True)
+class LexicalRows:
+    """Labelled texts with their groups: what the lexical model learns from."""
+
+    texts: list[str]
+    labels: np.ndarray
+    groups: list[str]
+
+    def __add__(self, other: "LexicalRows") -> "LexicalRows":
+        return LexicalRows(self.texts + other.texts, np.concatenate([self.labels, other.labels]).astype(int),
+                           self.groups + other.groups)
+
+    def without_groups(self, groups: set[str]) -> "LexicalRows":
+        """These rows less those of ``groups``."""
+        keep = [i for i, g in enumerate(self.groups) if g not in groups]
+        return LexicalRows([self.texts[i] for i in keep], self.labels[keep], [self.groups[i] for i in keep])
+
+
 def fit_out_of_fold(texts: Sequence[str], y: Sequence[int], groups: Sequence[object],
                     config: LexicalConfig = LexicalConfig(),
                     matrices: tuple[sp.csr_matrix, sp.csr_matrix] | None = None) -> tuple[np.ndarray, LexicalModel]:

@@ -29,15 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from hygiene.classifier import ClassifierConfig
-from hygiene.detector import DetectorConfig
+from hygiene.detector import CascadeConfig, DetectorConfig
 from hygiene.errors import UserInputError
 from hygiene.features import FeatureConfig
 from hygiene.human_data import iter_documents, passages
 from hygiene.labelled import LabelledText, human_pool, read_labelled
-from hygiene.lexical import LexicalConfig
+from hygiene.lexical import LexicalConfig, LexicalRows
 from hygiene.paths import data_dir
 from hygiene.scoring import ScoringConfig
 
@@ -57,6 +58,8 @@ class ChatData:
     train_max: int = 6000
     eval_max: int = 2500
     threshold_human_max: int = 600
+    #: texts of the training groups the lexical model reads besides the scored sample (None: all of them)
+    lexical_max: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class DevData:
     train_groups: int = 715
     #: seeded sample of the training groups' texts scored for the classifier
     train_max: int = 7000
+    #: texts of the training groups the lexical model reads besides the scored sample (None: all of them)
+    lexical_max: int | None = None
     threshold_groups: int = 100
     eval_groups: int = 120
 
@@ -153,6 +158,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (DetectorConfig, "features"): FeatureConfig,
     (DetectorConfig, "classifier"): ClassifierConfig,
     (DetectorConfig, "lexical"): LexicalConfig,
+    (DetectorConfig, "cascade"): CascadeConfig,
     (FeatureConfig, "scoring"): ScoringConfig,
 }
 
@@ -268,6 +274,13 @@ class RecipeData:
     eval: dict[str, list[LabelledText]]
     #: counts by part, for the detector's training summary
     summary: dict[str, Any]
+    #: texts of the training groups that only the lexical model reads (not in ``train``)
+    lexical_extra: list[LabelledText] = field(default_factory=list)
+
+    def lexical_rows(self, records: list[LabelledText]) -> LexicalRows:
+        """``records`` as the lexical model's rows (a record without a group is its own)."""
+        return LexicalRows([r.text for r in records], np.array([r.label for r in records], dtype=int),
+                           [str(r.group) if r.group is not None else f"text:{r.text}" for r in records])
 
 
 def assemble(recipe: DetectorRecipe) -> RecipeData:
@@ -284,12 +297,13 @@ def assemble(recipe: DetectorRecipe) -> RecipeData:
     whole = [dataclasses.replace(r, group=f"pool:{r.group}")
              for r in capped(human_pool("train", sources=POOL_SOURCES), h.documents_per_source, seed)]
     chat_train = _sample(chat["train"], recipe.chat.train_max, seed)
+    dev_train = _sample(dev["train"], recipe.dev.train_max, seed)
     parts = {
         "corpus": read_labelled(corpus / "train.jsonl"),
         "human_passages": extra_human(h, seed),
         "human_documents": whole,
         "wikitext": wiki[:cut],
-        "detect_dev": _sample(dev["train"], recipe.dev.train_max, seed),
+        "detect_dev": dev_train,
         "detect_chat": chat_train,
     }
     threshold = {
@@ -307,7 +321,11 @@ def assemble(recipe: DetectorRecipe) -> RecipeData:
         "detect-dev": dev["eval"],
         "detect-chat": chat_eval,
     }
+    extra = {"detect_chat": _rest(chat["train"], chat_train, recipe.chat.lexical_max, seed),
+             "detect_dev": _rest(dev["train"], dev_train, recipe.dev.lexical_max, seed)}
     summary = {
+        "lexical_only": {k: {"human": sum(r.label == 0 for r in v), "machine": sum(r.label == 1 for r in v)}
+                         for k, v in extra.items()},
         "train": {k: {"human": sum(r.label == 0 for r in v), "machine": sum(r.label == 1 for r in v)}
                   for k, v in parts.items()},
         "threshold": {k: len(v) for k, v in threshold.items()},
@@ -315,7 +333,14 @@ def assemble(recipe: DetectorRecipe) -> RecipeData:
         "detect_chat_groups": {role: len({r.group for r in rows}) for role, rows in chat.items()},
     }
     return RecipeData([r for v in parts.values() for r in v], [r for v in threshold.values() for r in v],
-                      evaluation, summary)
+                      evaluation, summary, [r for v in extra.values() for r in v])
+
+
+def _rest(rows: list[LabelledText], taken: list[LabelledText], n: int | None, seed: int) -> list[LabelledText]:
+    """A seeded sample of at most ``n`` (None: all) of ``rows`` not in ``taken``."""
+    used = {id(r) for r in taken}
+    rest = [r for r in rows if id(r) not in used]
+    return rest if n is None else _sample(rest, n, seed)
 
 
 def machine_lm_texts(recipe: DetectorRecipe) -> list[str]:

@@ -323,3 +323,65 @@ def test_a_lexical_detector_needs_texts_to_fit():
     det = Detector(DetectorConfig(features=SCORES_ONLY, lexical=LexicalConfig()))
     with pytest.raises(DetectorError, match="fitted on texts"):
         det.fit_features(np.zeros((4, n_features())), [0, 1, 0, 1])
+
+
+def test_cascade_band_is_the_widest_within_the_disagreement_budget():
+    """Against a brute force over every pair of cut points: no band settles more texts within the budget."""
+    from hygiene.detector import cascade_band
+
+    rng = np.random.default_rng(4)
+    s = rng.normal(size=150)
+    flagged = (s + rng.normal(scale=0.8, size=150)) > 0.3
+    for budget in (0.0, 0.02, 0.1):
+        low, high = cascade_band(s, flagged, budget)
+        settled_low, settled_high = s < low, s > high
+        differ = (settled_low & flagged).sum() + (settled_high & ~flagged).sum()
+        assert differ <= np.floor(budget * len(s))
+        order = np.sort(s)
+        best = 0
+        for k_low in range(len(s) + 1):
+            for k_high in range(len(s) - k_low + 1):
+                lo_set, hi_set = s < (order[k_low] if k_low < len(s) else np.inf), s >= order[len(s) - k_high] if k_high else np.zeros(len(s), bool)
+                if (lo_set & flagged).sum() + (hi_set & ~flagged).sum() <= np.floor(budget * len(s)):
+                    best = max(best, lo_set.sum() + hi_set.sum())
+        assert settled_low.sum() + settled_high.sum() == best
+
+
+def test_cascade_settles_without_the_language_models_and_round_trips(tmp_path, tiny_corpus):
+    """With a cascade, settled texts never reach the LMs; its P(machine) is on the side of the threshold its
+    decision is; saved and loaded, it gives the same scores; turned off, every text is scored in full."""
+    from hygiene.detector import CascadeConfig
+    from hygiene.lexical import LexicalConfig, LexicalRows
+
+    lm, texts, y = tiny_corpus
+    cfg = DetectorConfig(features=FeatureConfig(lm="tiny", scoring=ScoringConfig()),
+                         classifier=ClassifierConfig(kind="logistic"),
+                         lexical=LexicalConfig(n_features=2**10, folds=3), cascade=CascadeConfig(0.02))
+    groups = [f"g{i // 2}" for i in range(len(y))]
+    extra = LexicalRows(texts[:10], y[:10], groups[:10])  # texts already seen: only the calib groups' are dropped
+    det = Detector(cfg, models={"tiny": lm}).fit(texts, y, groups=groups)
+    _, calib = det.split(y, groups)
+    n_train = len(y) - len(calib)
+    refit = Detector(cfg, models={"tiny": lm}).fit_features(det.base_features(texts), y, groups, texts=texts,
+                                                            lexical_extra=extra)
+    assert refit.training_["n_lexical"] == n_train + sum(g not in {groups[i] for i in calib} for g in groups[:10])
+
+    seen: list[str] = []
+    transform = det.featurizer.transform
+    det.featurizer.transform = lambda t, **kw: seen.extend(t) or transform(t, **kw)
+    p = det.predict_proba(texts)[:, 1]
+    det.featurizer.transform = transform
+    assert det.last_settled_ > 0 and len(seen) == len(texts) - det.last_settled_
+    X = det.features(texts)
+    p_cascade, settled = det.cascade_proba_features(X)
+    np.testing.assert_allclose(p, p_cascade, rtol=1e-9)
+    assert set(seen) == {t for t, s in zip(texts, settled) if not s}
+    full = det.predict_proba_features(X)[:, 1]
+    assert np.mean((p > det.threshold_) != (full > det.threshold_)) <= 0.05
+
+    det.save(tmp_path / "det")
+    back = load_detector(tmp_path / "det", models={"tiny": lm})
+    np.testing.assert_allclose(back.predict_proba(texts)[:, 1], p, rtol=1e-9)
+    off = load_detector(tmp_path / "det", models={"tiny": lm}, cascade=False)
+    np.testing.assert_allclose(off.predict_proba(texts)[:, 1], full, rtol=1e-9)
+    assert off.last_settled_ == 0

@@ -78,7 +78,7 @@ def _overrides(**values: Any) -> dict[str, Any]:
             "batch_size": "batch_size", "workers": "workers", "exact_dedup": "exact_dedup.enabled", "near_dedup": "near_dedup.enabled",
             "bands": "near_dedup.bands", "rows": "near_dedup.rows", "hash_scheme": "near_dedup.hash_scheme", "normalize": "normalize.enabled",
             "quality": "quality.enabled", "synthetic": "synthetic.enabled", "detector": "synthetic.model",
-            "threshold": "synthetic.threshold"}
+            "threshold": "synthetic.threshold", "cascade": "synthetic.cascade", "device": "synthetic.device"}
     return {keys[k]: v for k, v in values.items() if v is not None}
 
 
@@ -133,6 +133,10 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
 @click.option("--detector", type=click.Path(), default=None, help="Detector directory [models/detector].")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Reject above this detector probability [the detector's calibrated threshold].")
+@click.option("--cascade/--no-cascade", default=None,
+              help="Let the detector's cheap first pass settle the texts it is sure of; the language models score "
+                   "only the rest [on].")
+@click.option("--device", default=None, help="torch device of the detector, e.g. cpu or cuda:1 [cuda when available, else cpu].")
 def filter_cmd(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
                resume: bool, overwrite: bool, dry_run: bool, progress: bool, **options: Any) -> None:
     """Drop duplicates, pages that are not prose and likely synthetic text from INPUT shards.

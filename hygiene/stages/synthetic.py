@@ -30,8 +30,8 @@ class Detector(Protocol):
         """(n, 2) class probabilities; column 1 is 'machine-generated'."""
 
 
-def load_default_detector(path: str | Path | None = None) -> Detector:
-    """Load the detector at ``path`` (default ``models/detector``), or fail with a one-line error."""
+def load_default_detector(path: str | Path | None = None, device: str | None = None, cascade: bool = True) -> Detector:
+    """Load the detector at ``path`` (default ``models/detector``) onto ``device``, or fail with a one-line error."""
     path = Path(path) if path is not None else models_dir() / "detector"
     if not path.exists():
         raise UserInputError(
@@ -43,7 +43,7 @@ def load_default_detector(path: str | Path | None = None) -> Detector:
     except ImportError as exc:
         raise UserInputError(f"the synthetic-text detector is unavailable ({exc}); use --no-synthetic") from None
     try:
-        return load_detector(str(path))
+        return load_detector(str(path), device=device, cascade=cascade)
     except (OSError, ValueError, KeyError) as exc:
         raise UserInputError(f"cannot load the detector at {path}: {exc}") from None
 
@@ -70,7 +70,7 @@ class SyntheticFilter(Filter):
         if self._given is not None:
             return self._given
         if self._loaded is None:
-            self._loaded = load_default_detector(self.config.model)
+            self._loaded = load_default_detector(self.config.model, self.config.device, self.config.cascade)
         return self._loaded
 
     @property
