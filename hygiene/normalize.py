@@ -31,8 +31,13 @@ _LINE_ENDINGS = re.compile(r"\r\n?|[\u2028\u2029\x85]")
 
 
 def normalize_text(text: str) -> str:
-    """NFKC-normalise ``text``, drop invisible format characters and turn every line ending into ``\\n``."""
+    """NFKC-normalise ``text``, drop invisible format characters and turn every line ending into ``\\n``.
+
+    ASCII text is its own NFKC form and holds no format character: only its line endings change.
+    """
     text = _LINE_ENDINGS.sub("\n", text)
+    if text.isascii():
+        return text
     text = unicodedata.normalize("NFKC", text)
     return text.translate(_FORMAT_TABLE)
 
@@ -64,4 +69,5 @@ def confusables_table() -> dict[int, str]:
 
 def normalize_for_detection(text: str) -> str:
     """What the detector scores: :func:`normalize_text`, homoglyphs folded to Latin, whitespace runs as one space."""
-    return " ".join(normalize_text(text).translate(confusables_table()).split())
+    text = normalize_text(text)
+    return " ".join((text if text.isascii() else text.translate(confusables_table())).split())
