@@ -142,7 +142,7 @@ class FilterConfig:
     batch_size: int = 1000  # records per stage call (and per datasets.map batch)
     max_errors: int | None = None  # abort once more records than this could not be read
     checkpoint_seconds: float = 30.0  # checkpoint at the first shard boundary after this long
-    workers: int = 1  # processes for the pure stages (normalise, quality, MinHash); 1: all in this process
+    workers: int = 1  # processes for the pure stages (normalise, quality, MinHash) and, on CPU, the detector; 1: all in this process
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)

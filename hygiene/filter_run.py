@@ -23,6 +23,7 @@ import itertools
 import json
 import logging
 import multiprocessing
+import os
 import shutil
 import signal
 import sys
@@ -60,15 +61,19 @@ class _Packet:
 
 
 def _worker_pool(workers: int) -> Any:
-    """A process pool for the pure stages: forked where the platform can (fast start, nothing to
-    re-import; the workers never touch the detector's threads), spawned elsewhere."""
+    """A process pool for the stages that may run apart: forked where the platform can (fast start,
+    nothing to re-import, a detector loaded here is shared copy-on-write), spawned elsewhere."""
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method).Pool(workers, initializer=_ignore_sigint)
+    return multiprocessing.get_context(method).Pool(workers, initializer=_init_worker, initargs=(workers,))
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the main process, which stops them (no traceback per worker)."""
+def _init_worker(workers: int) -> None:
+    """Workers leave Ctrl-C to the main process, which stops them (no traceback per worker), and share
+    the cores among them: a worker's torch uses its share of the threads (with one thread, torch
+    never starts the thread pool that a forked child cannot use)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def _apply(stages: Sequence[Any], packet: _Packet) -> _Packet:

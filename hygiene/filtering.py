@@ -69,13 +69,15 @@ class Pipeline:
         return [s for s in self.stages if isinstance(s, KeyedDedup)]
 
     def segments(self) -> list[tuple[bool, list[Step]]]:
-        """Runs of consecutive steps that are all pure or all not: ``(pure, steps)``.
+        """Runs of consecutive steps that may all run in worker processes, or all not: ``(parallel, steps)``.
 
-        A dedup stage splits in two: its keys are pure (computed in parallel), its index is not.
+        A step may when its stage is pure or ``per_process``. A dedup stage splits in two: its keys
+        are pure (computed in parallel), its index is not.
         """
         out: list[tuple[bool, list[Step]]] = []
         for stage in self.stages:
-            steps = [(True, stage.add_keys), (False, stage)] if isinstance(stage, KeyedDedup) else [(stage.pure, stage)]
+            steps = ([(True, stage.add_keys), (False, stage)] if isinstance(stage, KeyedDedup)
+                     else [(stage.pure or stage.per_process, stage)])
             for pure, step in steps:
                 if out and out[-1][0] == pure:
                     out[-1][1].append(step)

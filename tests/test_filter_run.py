@@ -318,3 +318,34 @@ def test_parquet_output_survives_lone_surrogates(tmp_path):
     rows = pq.read_table(tmp_path / "a.parquet").to_pylist()
     assert rows[0]["text"] == "bad \ufffd x" and rows[0]["tags"] == ["\ufffd"]
     assert rows[1]["text"] == "ok \U0001F600"
+
+
+def test_a_detector_loaded_from_its_folder_scores_in_the_worker_processes(tmp_path: Path) -> None:
+    """On CPU the detector stage runs in the worker pool, each process with its own copy, and decides as one
+    process does; a detector the caller passes stays in the main process."""
+    from hygiene.classifier import ClassifierConfig
+    from hygiene.detector import Detector, DetectorConfig
+    from hygiene.features import FeatureConfig
+    from hygiene.filtering import build_pipeline
+    from hygiene.scoring import ScoringConfig
+    from tiny_lm import tiny_lms
+
+    (lm,) = tiny_lms(1, seed=3)
+    lm.model.save_pretrained(tmp_path / "lm")
+    lm.tokenizer.save_pretrained(tmp_path / "lm")
+    texts = [make_doc(i) + (" machine words" * (i % 2)) for i in range(40)]
+    cfg = DetectorConfig(features=FeatureConfig(lm=str(tmp_path / "lm"), scoring=ScoringConfig()),
+                         classifier=ClassifierConfig(kind="logistic"))
+    Detector(cfg).fit(texts, [i % 2 for i in range(40)]).save(tmp_path / "det")
+    d = _shards(tmp_path)
+    settings = {"synthetic.enabled": True, "synthetic.model": str(tmp_path / "det"), "synthetic.device": "cpu",
+                "batch_size": 3}
+    one = run_filter([d], tmp_path / "one", _config(**settings), progress=False)
+    two = run_filter([d], tmp_path / "two", _config(**settings, workers=2), progress=False)
+    for name in ("kept", "rejected", "errors"):
+        assert (tmp_path / "one" / f"{name}.jsonl").read_bytes() == (tmp_path / "two" / f"{name}.jsonl").read_bytes()
+    assert one["by_stage"] == two["by_stage"]
+    parallel = {getattr(step, "name", ""): p for p, steps in build_pipeline(_config(**settings)).segments() for step in steps}
+    assert parallel["synthetic"] is True
+    given = build_pipeline(_config(**settings), detector=FlakyDetector())
+    assert {getattr(step, "name", ""): p for p, steps in given.segments() for step in steps}["synthetic"] is False

@@ -23,6 +23,9 @@ Every call adds the seconds it took, shared out over the batch's rows, to the co
 ``pure`` says whether a stage is a cheap function of its batch alone (it may run in
 any worker process); a stage that is not (it loads a model, or holds an index)
 runs in the caller's process locally and, on Ray, on actors that call ``setup`` once.
+``per_process`` says that a stage that is not pure may still run in the local engine's
+worker processes, each holding its own copy of what it loads (a model, once per process);
+one that holds state across batches (a dedup index) may not.
 """
 from __future__ import annotations
 
@@ -63,6 +66,8 @@ class Stage:
     columns: Mapping[str, type] = {}
     #: a cheap function of its batch alone: may run in worker processes
     pure: ClassVar[bool] = True
+    #: not pure, but each worker process may hold its own copy of what it loads (no state across batches)
+    per_process: bool = False
     #: score every document and drop nothing (set by the pipeline for the whole run)
     annotate_only: bool = False
 

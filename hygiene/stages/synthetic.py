@@ -48,6 +48,10 @@ def load_default_detector(path: str | Path | None = None, device: str | None = N
         raise UserInputError(f"cannot load the detector at {path}: {exc}") from None
 
 
+#: detectors this process loaded, by (directory, device, cascade)
+_LOADED: dict[tuple[str | None, str | None, bool], Detector] = {}
+
+
 class SyntheticFilter(Filter):
     """Score undecided documents with the detector; reject those above the threshold. Adds ``synthetic_p``."""
 
@@ -65,12 +69,22 @@ class SyntheticFilter(Filter):
         return {**self.__dict__, "_loaded": None}
 
     @property
+    def per_process(self) -> bool:
+        """On CPU each worker process scores with its own copy; a GPU stays with the main process."""
+        from hygiene.lm import select_device
+
+        return self._given is None and select_device(self.config.device).type == "cpu"
+
+    @property
     def detector(self) -> Detector:
         """The given detector, else the configured one, loaded on first use (once per process)."""
         if self._given is not None:
             return self._given
         if self._loaded is None:
-            self._loaded = load_default_detector(self.config.model, self.config.device, self.config.cascade)
+            key = (self.config.model, self.config.device, self.config.cascade)
+            if key not in _LOADED:  # a process loads it once, however often the stage is unpickled
+                _LOADED[key] = load_default_detector(*key)
+            self._loaded = _LOADED[key]
         return self._loaded
 
     @property
