@@ -9,6 +9,9 @@ evaluation never sees. A text is flagged when ``P(machine) > threshold_``.
 
 With a lexical model configured (:mod:`hygiene.lexical`) its score is one more feature:
 out of fold for the training rows, from the model fitted on all training rows elsewhere.
+With a cascade configured, a first-pass classifier over the cheap columns (text statistics,
+lexical score) settles the texts outside its band, and only the rest are scored with the
+language models (:class:`CascadeConfig`).
 
 Saved as a directory: ``detector.json`` (config, feature names, calibration,
 threshold, training summary, metrics, and the SHA-256 of every language model it
