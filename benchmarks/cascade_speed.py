@@ -1,10 +1,13 @@
 """The default filter on the example crawl with the detector's cascade on, against scoring every document in full.
 
-Both runs in this process, one after the other, on the same documents (the example crawl: human pages,
-exact and near duplicates, machine pages; ``examples/crawl``). Baseline: the same filter with
-``synthetic.cascade: false``, which is what the filter did before the cascade. Prints documents per
-second (wall and CPU) of each, the ratio, how many documents the two runs decide differently, and the
-synthetic pages each removes; writes ``cascade_speed.json`` and ``cascade_speed.md`` to ``--out``.
+Runs one after the other, on the same documents (the example crawl, ``examples/crawl``:
+human pages, boilerplate, exact and near duplicates, machine pages, with its truth file). Baseline: the
+default (human) profile with ``synthetic.cascade: false``, which is what the filter did before the
+cascade. Then the default with the cascade, in one process (torch on every core) and in two worker
+processes (one torch thread each), and the gopher profile with it (the pre-``human`` default: the
+crawl's removals to compare). CPU seconds count this process only (workers excluded). Prints documents per second (wall and CPU), the ratio, the documents
+the two default runs decide differently, and what each run removes of each kind of page; writes
+``cascade_speed.json`` and ``cascade_speed.md`` to ``--out``.
 
     .venv/bin/python benchmarks/cascade_speed.py [--limit N] [--out benchmarks/results]
 """
@@ -15,6 +18,7 @@ import gzip
 import json
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from hygiene.atomic import atomic_open, write_json
@@ -22,9 +26,14 @@ from hygiene.config import load_config
 from hygiene.filter_run import FilterRun
 
 CRAWL = Path(__file__).resolve().parents[1] / "examples" / "crawl"
+#: (label, profile, cascade, worker processes)
+RUNS = (("human profile, every document scored in full (baseline)", "human", False, 1),
+        ("human profile, cascade (the default)", "human", True, 1),
+        ("human profile, cascade, --workers 2 (one torch thread each)", "human", True, 2),
+        ("gopher profile, cascade", "gopher", True, 1))
 
 
-def decisions(out: Path) -> dict[str, str]:
+def outcomes(out: Path) -> dict[str, str]:
     """Each record id's outcome: ``kept`` or its rejection reason."""
     result = {}
     for name in ("kept", "rejected"):
@@ -34,15 +43,15 @@ def decisions(out: Path) -> dict[str, str]:
     return result
 
 
-def timed(crawl: Path, out: Path, limit: int | None, cascade: bool) -> dict:
-    """One run of the default filter: docs/s (wall, CPU) and every record's outcome."""
-    config = load_config(overrides={"synthetic.cascade": cascade, "limit": limit})
+def timed(crawl: Path, out: Path, limit: int | None, profile: str, cascade: bool, workers: int) -> dict:
+    """One filter run: docs/s (wall, CPU of this process) and every record's outcome."""
+    config = load_config(profile=profile, overrides={"synthetic.cascade": cascade, "limit": limit, "workers": workers})
     run = FilterRun([crawl], out, config, progress=False)
     t, c = time.perf_counter(), time.process_time()
     stats = run.run()
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     n = stats["records_in"]
-    return {"docs": n, "docs_per_s": n / wall, "docs_per_cpu_s": n / cpu, "outcome": decisions(out)}
+    return {"docs": n, "docs_per_s": n / wall, "docs_per_cpu_s": n / cpu, "outcome": outcomes(out)}
 
 
 def main() -> None:
@@ -53,41 +62,34 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="folder for cascade_speed.json and .md")
     args = ap.parse_args()
     with gzip.open(args.truth, "rt", encoding="utf-8") as fh:
-        kind = {r["id"]: r["kind"] for r in map(json.loads, fh)}
+        kind = {r["id"]: "synthetic" if r["kind"].startswith("synthetic") else r["kind"] for r in map(json.loads, fh)}
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        cascade = timed(args.crawl, Path(tmp) / "cascade", args.limit, True)
-        full = timed(args.crawl, Path(tmp) / "full", args.limit, False)
-    differ = [i for i, o in full["outcome"].items() if cascade["outcome"].get(i) != o]
-
-    def removed(run: dict) -> int:
-        return sum(o == "machine_generated" and kind.get(i, "").startswith("synthetic") for i, o in run["outcome"].items())
-
-    def human_removed(run: dict) -> int:
-        return sum(o == "machine_generated" and kind.get(i) == "human" for i, o in run["outcome"].items())
-
-    result = {"docs": full["docs"], "cascade_docs_per_s": cascade["docs_per_s"], "full_docs_per_s": full["docs_per_s"],
-              "cascade_docs_per_cpu_s": cascade["docs_per_cpu_s"], "full_docs_per_cpu_s": full["docs_per_cpu_s"],
-              "ratio_wall": cascade["docs_per_s"] / full["docs_per_s"],
-              "ratio_cpu": cascade["docs_per_cpu_s"] / full["docs_per_cpu_s"],
-              "decisions_differ": len(differ), "decisions_differ_share": len(differ) / max(full["docs"], 1),
-              "synthetic_removed": {"cascade": removed(cascade), "full": removed(full)},
-              "human_removed_as_machine": {"cascade": human_removed(cascade), "full": human_removed(full)},
-              "synthetic_pages": sum(k.startswith("synthetic") for i, k in kind.items() if i in full["outcome"])}
-    table = "\n".join([
-        f"Default filter (human profile) on the example crawl, {result['docs']} documents, one process",
-        "",
-        "| run | docs/s (wall) | docs per CPU-second | synthetic pages removed | human pages removed as machine |",
-        "|---|---|---|---|---|",
-        f"| baseline: every document scored in full (`synthetic.cascade: false`) | {full['docs_per_s']:.1f} | "
-        f"{full['docs_per_cpu_s']:.1f} | {result['synthetic_removed']['full']} of {result['synthetic_pages']} | "
-        f"{result['human_removed_as_machine']['full']} |",
-        f"| cascade (default) | {cascade['docs_per_s']:.1f} | {cascade['docs_per_cpu_s']:.1f} | "
-        f"{result['synthetic_removed']['cascade']} of {result['synthetic_pages']} | "
-        f"{result['human_removed_as_machine']['cascade']} |",
-        "",
-        f"ratio cascade / full: {result['ratio_wall']:.1f}x wall, {result['ratio_cpu']:.1f}x CPU; decisions that "
-        f"differ: {len(differ)} of {result['docs']} ({result['decisions_differ_share']:.2%})",
-    ])
+        for i, (label, profile, cascade, workers) in enumerate(RUNS):
+            runs[label] = timed(args.crawl, Path(tmp) / str(i), args.limit, profile, cascade, workers)
+    full, fast = runs[RUNS[0][0]], runs[RUNS[1][0]]
+    differ = sum(fast["outcome"].get(i) != o for i, o in full["outcome"].items())
+    pages = Counter(kind[i] for i in full["outcome"])
+    result = {"docs": full["docs"], "pages": dict(pages),
+              "ratio_wall": fast["docs_per_s"] / full["docs_per_s"],
+              "ratio_cpu": fast["docs_per_cpu_s"] / full["docs_per_cpu_s"],
+              "decisions_differ": differ, "decisions_differ_share": differ / max(full["docs"], 1), "runs": {}}
+    lines = [f"The example crawl, {full['docs']} documents ({', '.join(f'{k} {v}' for k, v in sorted(pages.items()))}), "
+             "one process", "",
+             "| run | docs/s (wall) | docs per CPU-second | synthetic removed | exact / near duplicates removed | "
+             "human pages removed (as machine) |", "|---|---|---|---|---|---|"]
+    for label, run in runs.items():
+        removed = Counter(kind[i] for i, o in run["outcome"].items() if o != "kept")
+        as_machine = sum(o == "machine_generated" and kind[i] == "human" for i, o in run["outcome"].items())
+        result["runs"][label] = {"docs_per_s": run["docs_per_s"], "docs_per_cpu_s": run["docs_per_cpu_s"],
+                                 "removed": dict(removed), "human_removed_as_machine": as_machine}
+        lines.append(f"| {label} | {run['docs_per_s']:.1f} | {run['docs_per_cpu_s']:.1f} | "
+                     f"{removed['synthetic']} of {pages['synthetic']} | {removed['exact_duplicate']} of "
+                     f"{pages['exact_duplicate']} / {removed['near_duplicate']} of {pages['near_duplicate']} | "
+                     f"{removed['human']} of {pages['human']} ({as_machine}) |")
+    lines += ["", f"ratio cascade / full: {result['ratio_wall']:.1f}x wall, {result['ratio_cpu']:.1f}x CPU; decisions "
+              f"that differ: {differ} of {full['docs']} ({result['decisions_differ_share']:.2%})"]
+    table = "\n".join(lines)
     print(table)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

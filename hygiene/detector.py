@@ -126,30 +126,36 @@ def threshold_for_fpr(p_human: np.ndarray, target_fpr: float) -> float:
     return float(p[min(allowed, len(p) - 1)])
 
 
-def cascade_band(s: np.ndarray, flagged: np.ndarray, max_disagreement: float) -> tuple[float, float]:
-    """The widest band ``(low, high)`` of first-pass scores ``s`` such that deciding every text below
-    ``low`` human and every text above ``high`` machine disagrees with the full decisions ``flagged``
-    on at most ``max_disagreement`` of the texts. Texts inside the band go to the full detector."""
+def cascade_band(s: np.ndarray, flagged: np.ndarray, max_disagreement: float,
+                 sources: Sequence[str] | None = None) -> tuple[float, float]:
+    """The band ``(low, high)`` of first-pass scores ``s`` that settles the most texts (every text below
+    ``low`` decided human, every one above ``high`` machine) while disagreeing with the full decisions
+    ``flagged`` on at most ``max_disagreement`` of the texts of each source (one source when ``sources``
+    is None). Texts inside the band go to the full detector."""
     s, flagged = np.asarray(s, dtype=float), np.asarray(flagged, dtype=bool)
-    n = len(s)
-    if n == 0:
+    src = np.asarray(sources if sources is not None else [""] * len(s), dtype=object)
+    if len(s) == 0:
         return -np.inf, np.inf
-    order = np.argsort(s, kind="stable")
-    s_sorted, f = s[order], flagged[order]
-    low_cost = np.concatenate([[0], np.cumsum(f)])  # disagreements when the k lowest are settled human
-    high_cost = np.concatenate([[0], np.cumsum(~f[::-1])])  # ... when the k highest are settled machine
-    budget = int(np.floor(max_disagreement * n))
-    best = (-1, 0, 0)
-    for spent in range(budget + 1):
-        k_low = int(np.searchsorted(low_cost, spent, side="right")) - 1
-        k_high = min(int(np.searchsorted(high_cost, budget - spent, side="right")) - 1, n - k_low)
-        if k_low + k_high > best[0]:
-            best = (k_low + k_high, k_low, k_high)
-    _, k_low, k_high = best
-    # cut half-way between neighbours; tied scores fall inside the band (strict inequalities)
-    low = -np.inf if k_low == 0 else (s_sorted[k_low - 1] + s_sorted[k_low]) / 2 if k_low < n else np.inf
-    high = np.inf if k_high == 0 else (s_sorted[n - k_high - 1] + s_sorted[n - k_high]) / 2 if k_high < n else -np.inf
-    return float(low), float(high)
+    names = sorted(set(src))
+    lows = np.concatenate([[-np.inf], np.unique(s), [np.inf]])  # settle s < low
+    best = (-1, -np.inf, np.inf)
+    for low in lows:
+        high = low  # never below low: a text is settled one way at most
+        for d in names:
+            rows = src == d
+            spare = int(np.floor(max_disagreement * rows.sum())) - int((flagged[rows] & (s[rows] < low)).sum())
+            if spare < 0:
+                break
+            # the unflagged texts of d above high are decided otherwise: at most ``spare`` of them
+            above = np.sort(s[rows & ~flagged & (s >= low)])[::-1]
+            if len(above) > spare:
+                high = max(high, above[spare])
+        else:
+            settled = int((s < low).sum() + (s > high).sum())
+            if settled > best[0]:
+                best = (settled, low, high)
+    _, low, high = best
+    return float(low), float(high if np.isfinite(high) or high > 0 else np.inf)
 
 
 class Detector:
@@ -287,20 +293,29 @@ class Detector:
         }
         return self
 
-    def fit_cascade(self, X: np.ndarray) -> "Detector":
-        """Set the cascade's band on held-out feature rows (any mix of texts; no labels needed): the widest
-        one whose decisions differ from the full detector's, at the current threshold, on at most
-        ``cascade.max_disagreement`` of them. Call it again whenever the threshold moves."""
+    def fit_cascade(self, X: np.ndarray, sources: Sequence[str] | None = None) -> "Detector":
+        """Set the cascade's band on held-out feature rows (any mix of texts; no labels needed): the one that
+        settles the most of them while its decisions differ from the full detector's, at the current
+        threshold, on at most ``cascade.max_disagreement`` of them (:func:`cascade_band`). With
+        ``sources`` (one per row: the data set a row comes from) that bound holds for each source on its
+        own, as the threshold's target does, so a small source the first pass reads badly is not
+        outvoted by the large ones. Call it again whenever the threshold moves."""
         if self.first_pass_ is None or self.config.cascade is None:
             raise DetectorError("this detector has no cascade (configure one and fit it)")
         X = self._check_X(X)
+        by_source = np.asarray(sources if sources is not None else [""] * len(X), dtype=object)
+        if len(by_source) != len(X):
+            raise DetectorError(f"got {len(by_source)} sources for {len(X)} rows")
         flagged = self.predict_proba_features(X)[:, 1] > self.threshold_
         s = self.first_pass_.decision_function(X[:, self._first_pass_columns()])
-        self.band_ = cascade_band(s, flagged, self.config.cascade.max_disagreement)
+        self.band_ = cascade_band(s, flagged, self.config.cascade.max_disagreement, by_source)
         p, settled = self.cascade_proba_features(X)
-        self.metrics_["cascade"] = {"n": len(s), "band": [_finite(v) for v in self.band_],
-                                    "settled": float(settled.mean()),
-                                    "disagreement": float(np.mean((p > self.threshold_) != flagged))}
+        differ = (p > self.threshold_) != flagged
+        self.metrics_["cascade"] = {
+            "n": len(s), "band": [_finite(v) for v in self.band_], "settled": float(settled.mean()),
+            "disagreement": float(differ.mean()),
+            **({"disagreement_by_source": {src: float(differ[by_source == src].mean()) for src in sorted(set(by_source))}}
+               if sources is not None else {})}
         return self
 
     # -- calibration ------------------------------------------------------------------------------

@@ -159,10 +159,7 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
     det.training_["threshold_set_on"] = {"sources": sorted({r.domain or "" for r in data.threshold}),
                                          "n_texts": len(data.threshold), "target_holds": "for each source on its own"}
     if det.first_pass_ is not None:  # the band at the final threshold, on every held-out row training had
-        _, calib = det.split(train.y, groups)
-        calib_lexical = det.lexical_.decision_function([train.texts[i] for i in calib])
-        det.fit_cascade(np.vstack([np.column_stack([train.X[calib], calib_lexical]),
-                                   np.column_stack([threshold.X, threshold.lexical])]))
+        fit_band(det, data, train, groups, threshold)
     det.save(recipe.out)
     log(f"detector -> {recipe.out}: threshold {det.threshold_:.4f} ({time.perf_counter() - t0:.0f} s)")
 
@@ -205,6 +202,17 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
         fh.write(ablation_table(results))
     write_card(recipe, det, results, Path(recipe.out) / "CARD.md", command)
     return det, results
+
+
+def fit_band(det: Detector, data: RecipeData, train: _Matrix, groups: list[str], threshold: _Matrix) -> None:
+    """The cascade's band at the final threshold, on every held-out row training had (the calibration
+    groups and the threshold set), its bound holding for each data set on its own."""
+    _, calib = det.split(train.y, groups)
+    calib_lexical = det.lexical_.decision_function([train.texts[i] for i in calib])
+    X = np.vstack([np.column_stack([train.X[calib], calib_lexical]), np.column_stack([threshold.X, threshold.lexical])])
+    train_parts = data.parts("train")
+    sources = [train_parts[i] for i in calib] + data.parts("threshold")
+    det.fit_cascade(X, sources)
 
 
 def at_threshold(det: Detector, X: np.ndarray, y: np.ndarray, domains: Sequence[str | None] = ()) -> dict:
@@ -401,6 +409,10 @@ def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path,
         "|---|---|---|",
         *[f"| train: {k} | {v['human']:,} | {v['machine']:,} |" for k, v in train.items()],
         "",
+        *([f"The lexical model also reads more texts of the same training groups, which the language models "
+           f"do not score: " + ", ".join(f"{k} {v['human']:,} human / {v['machine']:,} machine"
+                                         for k, v in data["lexical_only"].items()) + ".", ""]
+          if data.get("lexical_only") else []),
         f"Threshold set: {', '.join(f'{k} {v:,}' for k, v in data['threshold'].items())} human texts. "
         f"Evaluation only: {', '.join(f'{k} {v:,}' for k, v in data['eval'].items())} texts. detect-chat groups "
         f"by role: {', '.join(f'{k} {v:,}' for k, v in data['detect_chat_groups'].items())}.",
@@ -478,13 +490,14 @@ def _cascade_lines(cascade: dict | None, det: Detector) -> list[str]:
         return []
     out = ["### Cascade (on by default)",
            f"A first pass over the text statistics and the lexical score settles the texts outside its band "
-           f"(set on held-out rows for at most {det.config.cascade.max_disagreement:.1%} differing decisions); "
+           f"(set on held-out rows for at most {det.config.cascade.max_disagreement:.1%} differing decisions in each "
+           "data set); "
            "only the rest are scored with the language models.", "",
            "| set | settled by the first pass | decisions that differ | AUROC, all scored | AUROC, cascade |",
            "|---|---|---|---|---|"]
     for name, c in cascade.items():
-        out.append(f"| {name} | {c['settled']:.1%} | {c['decisions_differ']:.2%} | "
-                   f"{c.get('auroc_full', float('nan')):.4f} | {c.get('auroc_cascade', float('nan')):.4f} |")
+        auroc = [format(c[k], ".4f") if k in c else "-" for k in ("auroc_full", "auroc_cascade")]
+        out.append(f"| {name} | {c['settled']:.1%} | {c['decisions_differ']:.2%} | {auroc[0]} | {auroc[1]} |")
     return out + [""]
 
 

@@ -277,6 +277,12 @@ class RecipeData:
     #: texts of the training groups that only the lexical model reads (not in ``train``)
     lexical_extra: list[LabelledText] = field(default_factory=list)
 
+    def parts(self, role: str) -> list[str]:
+        """The data set each row of ``train`` or ``threshold`` comes from (``detect_chat``, ``wikitext``, ...)."""
+        counts = self.summary[role]
+        return [part for part, n in counts.items()
+                for _ in range(n["human"] + n["machine"] if isinstance(n, dict) else n)]
+
     def lexical_rows(self, records: list[LabelledText]) -> LexicalRows:
         """``records`` as the lexical model's rows (a record without a group is its own)."""
         return LexicalRows([r.text for r in records], np.array([r.label for r in records], dtype=int),

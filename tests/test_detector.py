@@ -325,26 +325,36 @@ def test_a_lexical_detector_needs_texts_to_fit():
         det.fit_features(np.zeros((4, n_features())), [0, 1, 0, 1])
 
 
-def test_cascade_band_is_the_widest_within_the_disagreement_budget():
-    """Against a brute force over every pair of cut points: no band settles more texts within the budget."""
+def test_cascade_band_settles_the_most_within_each_sources_budget():
+    """Against a brute force over every pair of cut points: no band settles more texts while keeping each
+    source's disagreements within its budget."""
     from hygiene.detector import cascade_band
 
     rng = np.random.default_rng(4)
-    s = rng.normal(size=150)
-    flagged = (s + rng.normal(scale=0.8, size=150)) > 0.3
-    for budget in (0.0, 0.02, 0.1):
-        low, high = cascade_band(s, flagged, budget)
-        settled_low, settled_high = s < low, s > high
-        differ = (settled_low & flagged).sum() + (settled_high & ~flagged).sum()
-        assert differ <= np.floor(budget * len(s))
-        order = np.sort(s)
-        best = 0
-        for k_low in range(len(s) + 1):
-            for k_high in range(len(s) - k_low + 1):
-                lo_set, hi_set = s < (order[k_low] if k_low < len(s) else np.inf), s >= order[len(s) - k_high] if k_high else np.zeros(len(s), bool)
-                if (lo_set & flagged).sum() + (hi_set & ~flagged).sum() <= np.floor(budget * len(s)):
-                    best = max(best, lo_set.sum() + hi_set.sum())
-        assert settled_low.sum() + settled_high.sum() == best
+    n = 80
+    s = rng.normal(size=n)
+    flagged = (s + rng.normal(scale=0.8, size=n)) > 0.3
+    sources = np.where(rng.random(n) < 0.3, "small", "large")
+    cuts = np.concatenate([[-np.inf], np.unique(s), [np.inf]])
+
+    def cost(low: float, high: float, src) -> np.ndarray:
+        """Disagreements per source, and texts settled, of settling s < low human and s > high machine."""
+        out = []
+        for d in sorted(set(src)):
+            rows = src == d
+            out.append(((flagged & (s < low) & rows).sum() + (~flagged & (s > high) & rows).sum()) / rows.sum())
+        return np.array(out), (s < low).sum() + (s > high).sum()
+
+    for budget in (0.0, 0.05, 0.15):
+        for src in (np.array([""] * n, dtype=object), sources):
+            low, high = cascade_band(s, flagged, budget, src)
+            assert low <= high
+            spent, settled = cost(low, high, src)
+            limits = np.array([np.floor(budget * (src == d).sum()) / (src == d).sum() for d in sorted(set(src))])
+            assert np.all(spent <= limits + 1e-12)
+            best = max(c[1] for lo in cuts for hi in cuts if hi >= lo
+                       for c in [cost(lo, hi, src)] if np.all(c[0] <= limits + 1e-12))
+            assert settled == best
 
 
 def test_cascade_settles_without_the_language_models_and_round_trips(tmp_path, tiny_corpus):
