@@ -395,3 +395,7 @@ def test_cascade_settles_without_the_language_models_and_round_trips(tmp_path, t
     off = load_detector(tmp_path / "det", models={"tiny": lm}, cascade=False)
     np.testing.assert_allclose(off.predict_proba(texts)[:, 1], full, rtol=1e-9)
     assert off.last_settled_ == 0
+
+    # moving the threshold refits the band on the same texts, at the new threshold
+    back.calibrate(texts[:120], target_fpr=0.05)
+    assert back.metrics_["cascade"]["n"] == 120 and back.metrics_["cascade"]["disagreement"] <= 0.02
