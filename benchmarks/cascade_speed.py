@@ -21,9 +21,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from hygiene.atomic import atomic_open, write_json
 from hygiene.config import load_config
 from hygiene.filter_run import FilterRun
+
+from _results import save  # benchmarks/_results.py, beside this script
 
 CRAWL = Path(__file__).resolve().parents[1] / "examples" / "crawl"
 #: (label, profile, cascade, worker processes)
@@ -92,10 +93,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_json(args.out / "cascade_speed.json", result)
-        with atomic_open(args.out / "cascade_speed.md") as fh:
-            fh.write(table + "\n")
+        save(args.out, "cascade_speed", result, table)
 
 
 if __name__ == "__main__":

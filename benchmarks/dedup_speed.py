@@ -33,7 +33,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -84,43 +84,38 @@ def exact_keep(texts: list[str]) -> list[bool]:
     return keep
 
 
-def datasketch_job(shard: Path, out: Path) -> int:
-    """datasketch ``MinHash.bulk`` + ``MinHashLSH`` whole job; returns the documents dropped."""
-    from datasketch import MinHash, MinHashLSH
-
+def lsh_job(shard: Path, out: Path, lsh: Any, signatures: Callable[[list[str]], Iterable[Any]]) -> int:
+    """The peers' whole job around an LSH index with ``query`` / ``insert``: read, exact dedup, a batch of
+    ``signatures`` at a time (query, then insert the documents with no near duplicate), write; returns
+    the documents dropped."""
     records = read_shard(shard)
     texts = [r["text"] for r in records]
     keep = exact_keep(texts)
-    lsh = MinHashLSH(num_perm=NUM_PERM, params=(BANDS, ROWS))
     for start in range(0, len(texts), BATCH):
         rows = [i for i in range(start, min(start + BATCH, len(texts))) if keep[i]]
-        sets = [[s.encode("utf-8") for s in shingles(texts[i])] for i in rows]
-        for i, m in zip(rows, MinHash.bulk(sets, num_perm=NUM_PERM, seed=1)):
+        for i, m in zip(rows, signatures([texts[i] for i in rows])):
             if lsh.query(m):
                 keep[i] = False
             else:
                 lsh.insert(i, m)
     write_split(out, records, keep)
     return keep.count(False)
+
+
+def datasketch_job(shard: Path, out: Path) -> int:
+    """datasketch ``MinHash.bulk`` + ``MinHashLSH`` whole job; returns the documents dropped."""
+    from datasketch import MinHash, MinHashLSH
+
+    return lsh_job(shard, out, MinHashLSH(num_perm=NUM_PERM, params=(BANDS, ROWS)), lambda texts: MinHash.bulk(
+        [[s.encode("utf-8") for s in shingles(t)] for t in texts], num_perm=NUM_PERM, seed=1))
 
 
 def rensa_lsh_job(shard: Path, out: Path) -> int:
     """rensa ``RMinHash.from_token_sets`` + ``RMinHashLSH`` whole job; returns the documents dropped."""
     from rensa import RMinHash, RMinHashLSH
 
-    records = read_shard(shard)
-    texts = [r["text"] for r in records]
-    keep = exact_keep(texts)
     lsh = RMinHashLSH(threshold=RENSA_THRESHOLD, num_perm=NUM_PERM, num_bands=BANDS)
-    for start in range(0, len(texts), BATCH):
-        rows = [i for i in range(start, min(start + BATCH, len(texts))) if keep[i]]
-        for i, m in zip(rows, RMinHash.from_token_sets([shingles(texts[i]) for i in rows], NUM_PERM, 1)):
-            if lsh.query(m):
-                keep[i] = False
-            else:
-                lsh.insert(i, m)
-    write_split(out, records, keep)
-    return keep.count(False)
+    return lsh_job(shard, out, lsh, lambda texts: RMinHash.from_token_sets([shingles(t) for t in texts], NUM_PERM, 1))
 
 
 def rensa_dedup_job(shard: Path, out: Path) -> int:

@@ -23,17 +23,17 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
-import re
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from hygiene.atomic import write_json
 from hygiene.human_data import iter_documents
 from hygiene.normalize import normalize_text
-from hygiene.quality import TOKEN_PATTERN, quality_reasons, quality_scores
+from hygiene.quality import TOKEN_PATTERN, datatrove_tokenizer, quality_reasons, quality_scores
+
+from _results import save  # benchmarks/_results.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ("web", "news", "forums", "docs")
@@ -64,19 +64,7 @@ def datatrove_verdicts(texts: list[str], tokenizer: str) -> list[str | None]:
     from datatrove.utils.typeshelper import Languages
     from datatrove.utils.word_tokenizers import WordTokenizer
 
-    class RegexTokenizer(WordTokenizer):
-        """hygiene's tokens as datatrove's words; the Gopher rules need no sentences."""
-
-        def word_tokenize(self, text: str) -> list[str]:
-            return re.findall(TOKEN_PATTERN, text)
-
-        def sent_tokenize(self, text: str) -> list[str]:
-            return [text]
-
-        def span_tokenize(self, text: str) -> list[tuple[int, int]]:
-            return [(0, len(text))]
-
-    language: str | WordTokenizer = RegexTokenizer() if tokenizer == "regex" else Languages.english
+    language: str | WordTokenizer = datatrove_tokenizer() if tokenizer == "regex" else Languages.english
     quality, repetition = GopherQualityFilter(language=language), GopherRepetitionFilter(language=language)
     out: list[str | None] = []
     for i, text in enumerate(texts):
@@ -171,11 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         result["runs"][name] = {"tokenizer": TOKENIZERS[name], **compare(ours, theirs, sources, scores["alpha_words"]),
                                 "datatrove_docs_per_s": len(texts) / t_theirs, "ratio": t_theirs / t_ours}
     text = markdown(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "gopher_agreement.json", result)
-    (args.out / "gopher_agreement.md").write_text(text + "\n", encoding="utf-8")
+    path = save(args.out, "gopher_agreement", result, text)
     print(text)
-    print(f"\n{args.out / 'gopher_agreement.json'}")
+    print(f"\n{path}")
     return 0
 
 

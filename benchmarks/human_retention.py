@@ -31,6 +31,8 @@ from hygiene.filtering import filter_records
 from hygiene.human_data import passages, split_of
 from hygiene.paths import data_dir
 
+from _results import save  # benchmarks/_results.py, beside this script
+
 HERE = Path(__file__).resolve().parent
 #: source -> file under the data directory (books: a glob of whole books, cut into passages)
 SOURCES = {
@@ -123,14 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     report = {"split": args.split, "per_source": args.per_source, "seed": args.seed,
               "with_detector": args.with_detector, "seconds": round(time.perf_counter() - start, 1),
               "sources": table}
-    from hygiene.atomic import write_json
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "human_retention.json", report)
     text = markdown(table, args.profiles)
-    (args.out / "human_retention.md").write_text(text + "\n", encoding="utf-8")
+    path = save(args.out, "human_retention", report, text)
     print(text)
-    print(f"\n{args.out / 'human_retention.json'} ({report['seconds']} s)")
+    print(f"\n{path} ({report['seconds']} s)")
     return 0
 
 

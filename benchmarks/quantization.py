@@ -48,11 +48,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from hygiene.atomic import write_json
 from hygiene.detector import Detector, default_detector_path, load_detector
 from hygiene.lm import LanguageModel, wrap_lm
 from hygiene.recipe import chat_records, load_recipe
 from hygiene.scoring import Scorer
+
+from _results import save  # benchmarks/_results.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parent / "models" / "detector" / "recipe.yaml"
@@ -310,11 +311,9 @@ def main(argv: list[str] | None = None) -> int:
             summary.update(compare(runs["float32"], run, det))
         result["variants"][name] = summary
     text = markdown(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "quantization.json", result)
-    (args.out / "quantization.md").write_text(text + "\n", encoding="utf-8")
+    path = save(args.out, "quantization", result, text)
     print(text)
-    print(f"\n{args.out / 'quantization.json'}")
+    print(f"\n{path}")
     return 0
 
 

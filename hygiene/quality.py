@@ -218,3 +218,22 @@ def quality_failures(scores: QualityScores, config: QualityConfig | None = None)
 def quality_reasons(scores: QualityScores, config: QualityConfig | None = None) -> list[str | None]:
     """The first failed Gopher check of each document (``None``: passes all; NaN or absent metrics pass)."""
     return [f[0] if f else None for f in quality_failures(scores, config)]
+
+
+def datatrove_tokenizer():  # -> datatrove.utils.word_tokenizers.WordTokenizer (an optional dependency)
+    """These rules' tokens (``TOKEN_PATTERN``) as a datatrove ``WordTokenizer``, one sentence per text, so
+    datatrove's Gopher filters can be checked against these rules on the same words: the heuristics
+    compared, not two tokenisers. Needs datatrove."""
+    from datatrove.utils.word_tokenizers import WordTokenizer
+
+    class RegexTokenizer(WordTokenizer):
+        def word_tokenize(self, text: str) -> list[str]:
+            return _TOKEN.findall(text)
+
+        def sent_tokenize(self, text: str) -> list[str]:
+            return [text]
+
+        def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+            return [(0, len(text))]
+
+    return RegexTokenizer()

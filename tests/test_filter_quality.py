@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hygiene.config import QualityConfig
-from hygiene.quality import TOKEN_PATTERN, quality_reasons, quality_scores
+from hygiene.quality import TOKEN_PATTERN, datatrove_tokenizer, quality_reasons, quality_scores
 from hygiene.stages import QualityFilter
 
 CLEAN = (
@@ -95,19 +95,7 @@ def test_stage_scores_only_undecided_rows_and_keeps_earlier_rejections() -> None
 def test_agrees_with_datatrove_gopher_on_built_texts() -> None:
     filters = pytest.importorskip("datatrove.pipeline.filters")
     from datatrove.data import Document
-    from datatrove.utils.word_tokenizers import WordTokenizer
-
-    class RegexTokenizer(WordTokenizer):  # datatrove's English default needs spaCy; compare the heuristics
-        def word_tokenize(self, text: str) -> list[str]:
-            return re.findall(TOKEN_PATTERN, text)
-
-        def sent_tokenize(self, text: str) -> list[str]:
-            return [text]
-
-        def span_tokenize(self, text: str) -> list[tuple[int, int]]:
-            return [(0, len(text))]
-
-    tok = RegexTokenizer()
+    tok = datatrove_tokenizer()  # datatrove's English default needs spaCy; compare the heuristics
     quality, repetition = filters.GopherQualityFilter(language=tok), filters.GopherRepetitionFilter(language=tok)
     texts = [CLEAN, "the cat and the dog", CLEAN + " #tag" * 20, "\n\n".join([CLEAN] * 3),
              "\n".join(f"- the point {i} of the plan with care" for i in range(30))]
