@@ -323,10 +323,10 @@ class Detector:
                   target_fpr: float | None = None, progress: bool = False,
                   domains: Sequence[str] | None = None) -> "Detector":
         """Refit Platt scaling (if both classes are given) and the threshold (on the human texts), then the
-        cascade's band (if it has one) on the same texts."""
+        cascade's band (if it has one) on the same texts; with ``domains``, both hold for each domain."""
         X = self.features(texts, progress=progress)
         self.calibrate_features(X, labels, target_fpr, domains)
-        return self.fit_cascade(X) if self.first_pass_ is not None else self
+        return self.fit_cascade(X, domains) if self.first_pass_ is not None else self
 
     def calibrate_features(self, X: np.ndarray, labels: Sequence[int | str] | None = None,
                            target_fpr: float | None = None, domains: Sequence[str] | None = None) -> "Detector":
@@ -541,6 +541,8 @@ def load_detector(path: str | os.PathLike | None = None, device: str | None = No
         det.target_fpr_ = float(header["target_fpr"])
         det.training_ = header.get("training", {})
         det.metrics_ = header.get("metrics", {})
+    except UserInputError:
+        raise  # e.g. a device this machine lacks: its own message
     except (KeyError, TypeError, ValueError) as exc:
         raise DetectorError(f"{root}: malformed detector ({exc})") from exc
     if list(det.feature_names) != header["feature_names"]:

@@ -210,8 +210,7 @@ def fit_band(det: Detector, data: RecipeData, train: _Matrix, groups: list[str],
     _, calib = det.split(train.y, groups)
     calib_lexical = det.lexical_.decision_function([train.texts[i] for i in calib])
     X = np.vstack([np.column_stack([train.X[calib], calib_lexical]), np.column_stack([threshold.X, threshold.lexical])])
-    train_parts = data.parts("train")
-    sources = [train_parts[i] for i in calib] + data.parts("threshold")
+    sources = [data.train_parts[i] for i in calib] + data.threshold_parts
     det.fit_cascade(X, sources)
 
 

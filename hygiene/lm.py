@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from hygiene.errors import UserInputError
 from hygiene.paths import models_dir
 
 #: Name of the shipped reference LM inside ``models_dir()``.
@@ -85,10 +86,16 @@ def model_fingerprint(path: str | os.PathLike) -> str:
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, or CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The requested device, or CUDA when available, else CPU; a device this machine lacks is a one-line error."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserInputError(f"unknown torch device {device!r} (e.g. cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"device {device!r}: this torch sees no CUDA GPU (use cpu)")
+    return dev
 
 
 def select_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

@@ -276,12 +276,9 @@ class RecipeData:
     summary: dict[str, Any]
     #: texts of the training groups that only the lexical model reads (not in ``train``)
     lexical_extra: list[LabelledText] = field(default_factory=list)
-
-    def parts(self, role: str) -> list[str]:
-        """The data set each row of ``train`` or ``threshold`` comes from (``detect_chat``, ``wikitext``, ...)."""
-        counts = self.summary[role]
-        return [part for part, n in counts.items()
-                for _ in range(n["human"] + n["machine"] if isinstance(n, dict) else n)]
+    #: the data set each row of ``train`` and of ``threshold`` comes from (``detect_chat``, ``wikitext``, ...)
+    train_parts: list[str] = field(default_factory=list)
+    threshold_parts: list[str] = field(default_factory=list)
 
     def lexical_rows(self, records: list[LabelledText]) -> LexicalRows:
         """``records`` as the lexical model's rows (a record without a group is its own)."""
@@ -339,7 +336,8 @@ def assemble(recipe: DetectorRecipe) -> RecipeData:
         "detect_chat_groups": {role: len({r.group for r in rows}) for role, rows in chat.items()},
     }
     return RecipeData([r for v in parts.values() for r in v], [r for v in threshold.values() for r in v],
-                      evaluation, summary, [r for v in extra.values() for r in v])
+                      evaluation, summary, [r for v in extra.values() for r in v],
+                      [k for k, v in parts.items() for _ in v], [k for k, v in threshold.items() for _ in v])
 
 
 def _rest(rows: list[LabelledText], taken: list[LabelledText], n: int | None, seed: int) -> list[LabelledText]:

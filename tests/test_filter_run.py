@@ -349,3 +349,18 @@ def test_a_detector_loaded_from_its_folder_scores_in_the_worker_processes(tmp_pa
     assert parallel["synthetic"] is True
     given = build_pipeline(_config(**settings), detector=FlakyDetector())
     assert {getattr(step, "name", ""): p for p, steps in given.segments() for step in steps}["synthetic"] is False
+
+
+@pytest.mark.parametrize(("device", "message"), [("foo", "unknown torch device 'foo'"),
+                                                 ("cuda:7", "this torch sees no CUDA GPU")])
+def test_a_device_the_machine_lacks_is_a_one_line_error_before_anything_is_written(
+        tmp_path: Path, device: str, message: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": make_doc(0)}) + "\n")
+    result = CliRunner().invoke(main, ["filter", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "o"),
+                                       "--device", device, "--no-progress"])
+    assert result.exit_code != 0 and "Traceback" not in result.output and result.output.count("\n") == 1
+    assert message in result.output and not (tmp_path / "o").exists()

@@ -42,6 +42,9 @@ def load_default_detector(path: str | Path | None = None, device: str | None = N
         from hygiene.detector import load_detector
     except ImportError as exc:
         raise UserInputError(f"the synthetic-text detector is unavailable ({exc}); use --no-synthetic") from None
+    from hygiene.lm import select_device
+
+    select_device(device)  # an unknown or absent device: its own one-line error
     try:
         return load_detector(str(path), device=device, cascade=cascade)
     except (OSError, ValueError, KeyError) as exc:
