@@ -29,9 +29,11 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
 
 # Remake the shipped detector end to end (see models/detector/recipe.yaml and CARD.md for the CPU time):
-# the generational corpus, the machine LM, then the detector with its measured figures.
+# the generational corpus, the simulator's pages, the machine LM, then the detector with its measured figures.
 detector: setup
 	test -f runs/lm-cpu/corpus/train.jsonl || $(VENV)/bin/collapse-sim lm --out runs/lm-cpu --quiet
+	test -f runs/pages/train.jsonl || $(VENV)/bin/collapse-sim pages --out runs/pages/train.jsonl --n 600 --split train
+	test -f runs/pages/eval.jsonl || $(VENV)/bin/collapse-sim pages --out runs/pages/eval.jsonl --n 150 --split eval --seed 1
 	$(VENV)/bin/collapse-sim finetune-lm --recipe models/detector/recipe.yaml --quiet
 	$(VENV)/bin/hygiene train-detector --recipe models/detector/recipe.yaml
 

@@ -150,7 +150,7 @@ def detector_speed(texts: list[str], device: str, dtype: str) -> None:
     if det.first_pass_ is not None:  # what predict_proba costs with its cascade (the default)
         fast, fast_s = tokens_per_second(lambda: det.predict_proba(texts), n_tokens, dev)
         print(f"shipped detector, cascade (default)  : {fast:9.0f} tokens/s ({fast_s:.1f} s); "
-              f"{det.last_settled_} of {len(texts)} texts settled by the first pass")
+              f"{int(det.last_settled_.sum())} of {len(texts)} texts settled by the first pass")
         print(f"ratio: {fast / base:.2f}x")
 
 

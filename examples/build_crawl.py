@@ -30,10 +30,8 @@ from pathlib import Path
 
 import torch
 
-from collapse_sim import lm
-from collapse_sim.generation import Decoding
-from collapse_sim.polluted import write_documents
-from hygiene.human_data import iter_documents, passages
+from collapse_sim.pages import continue_openings, page_documents
+from hygiene.human_data import iter_documents
 from hygiene.paths import data_dir, models_dir
 
 HERE = Path(__file__).resolve().parent
@@ -61,10 +59,7 @@ def human_documents(mix: CrawlMix, rng: random.Random) -> tuple[list[dict], list
     crawl, spare = [], []
     for source, n in mix.human.items():
         docs = list(iter_documents(sources=[source], splits=["eval"]))
-        if source == "books":  # a whole book is not a page: passages of ~300 words
-            docs_text = [(f"{d.id}#{i}", t) for d in docs for i, t in enumerate(passages(d.text, 300, 40))]
-        else:
-            docs_text = [(d.id, d.text) for d in docs if 60 <= len(d.text.split()) <= 3000]
+        docs_text = [(i, t) for i, _, t in page_documents(docs)]
         rng.shuffle(docs_text)
         crawl += [{"text": t, "source": f"{source}:{i}"} for i, t in docs_text[:n]]
         spare += [t for _, t in docs_text[n:]]
@@ -74,20 +69,8 @@ def human_documents(mix: CrawlMix, rng: random.Random) -> tuple[list[dict], list
 
 def machine_pages(mix: CrawlMix, openings: list[str], model_path: str, seed: int) -> list[dict]:
     """Pages the LM writes after human openings, a third per decoding."""
-    tok = lm.load_tokenizer(model_path)
-    model = lm.load_model(model_path)
-    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in openings]
-    prompts = torch.tensor([i[: mix.prompt_tokens] for i in ids if len(i) >= mix.prompt_tokens][: mix.synthetic])
-    decodings = [Decoding("beam", num_beams=5), Decoding("sample"), Decoding("sample", top_p=0.95)]
-    out = []
-    for k, dec in enumerate(decodings):
-        part = prompts[k::3]
-        docs = write_documents(model, part, dec, mix.doc_blocks, pad_token_id=tok.pad_token_id, batch_size=32,
-                               seed=seed + k)
-        label = f"{dec.method}" + (f"-top_p{dec.top_p}" if dec.top_p < 1 else "")
-        out += [{"text": t.strip(), "source": f"lm:{Path(model_path).name}:{label}"}
-                for t in tok.batch_decode(docs.tolist(), skip_special_tokens=True)]
-    return out
+    pages = continue_openings(model_path, openings, mix.synthetic, seed, mix.prompt_tokens, mix.doc_blocks)
+    return [{"text": text, "source": f"lm:{Path(model_path).name}:{label}"} for _, label, text in pages]
 
 
 def other_llm_pages(n: int, rng: random.Random) -> list[dict]:

@@ -176,8 +176,8 @@ class Detector:
         self.band_: tuple[float, float] = (-np.inf, np.inf)
         #: whether predictions use the cascade (when one is fitted); False scores every text with every feature
         self.use_cascade = True
-        #: of the texts the last ``predict_proba`` call scored, how many the first pass settled
-        self.last_settled_: int = 0
+        #: of the texts the last ``predict_proba`` call scored, which the first pass settled (no LM read them)
+        self.last_settled_: np.ndarray = np.zeros(0, dtype=bool)
         self.calibration_: tuple[float, float] = (1.0, 0.0)  # P = sigmoid(a * logodds + b)
         self.threshold_: float = 0.5
         self.target_fpr_: float = config.target_fpr
@@ -383,12 +383,12 @@ class Detector:
         """
         texts = list(texts)
         if self.first_pass_ is None or not self.use_cascade:
-            self.last_settled_ = 0
+            self.last_settled_ = np.zeros(len(texts), dtype=bool)
             return self.predict_proba_features(self.features(texts, progress=progress))
         first = self.first_pass_features(texts)
         p, settled = self._first_pass(first)
         inside = np.flatnonzero(~settled)
-        self.last_settled_ = int(settled.sum())
+        self.last_settled_ = settled
         if len(inside):
             X = self.base_features([texts[i] for i in inside], progress=progress)
             if self.config.lexical is not None:

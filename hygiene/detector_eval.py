@@ -291,6 +291,8 @@ def _measure(recipe: DetectorRecipe, data: RecipeData, full_train: np.ndarray, t
         for g in sorted({r.generation for r in corpus.records if r.generation})
         for gen in [np.array([r.generation == g for r in corpus.records])]}
     out["detect-dev"] = roc_summary(evals["detect-dev"].y, scores["detect-dev"])
+    if "simulator-pages" in evals:
+        out["simulator-pages"] = roc_summary(evals["simulator-pages"].y, scores["simulator-pages"])
     he = evals["human-eval"]
     hd = np.array([r.domain or "" for r in he.records], dtype=object)
     out["human_flagged"] = {d: float(np.mean(scores["human-eval"][hd == d] > thr)) for d in sorted(set(hd))}
@@ -343,8 +345,8 @@ def ablation_table(results: dict) -> str:
     """Markdown: one row per feature family (alone) and all features, one column per measure."""
     head = ("| features | detect-chat AUROC | TPR at 1% FPR | leave-one-source-out mean / min | "
             "leave-one-family-out min | plain | first sentence removed (drop) | worst attack drop | "
-            "corpus AUROC | detect-dev AUROC | most human flagged |")
-    lines = [head, "|" + "---|" * 11]
+            "corpus AUROC | detect-dev AUROC | simulator pages AUROC | most human flagged |")
+    lines = [head, "|" + "---|" * 12]
     for label, r in results.items():
         if not isinstance(r, dict) or "probes" not in r:
             continue
@@ -358,7 +360,8 @@ def ablation_table(results: dict) -> str:
             f"{loso.get('mean_auroc', float('nan')):.3f} / {loso.get('min_auroc', float('nan')):.3f} | "
             f"{logo.get('min_auroc', float('nan')):.3f} | {r['variants'].get('plain', {}).get('auroc', float('nan')):.3f} | "
             f"{first.get('auroc', float('nan')):.3f} ({first.get('auroc_drop', float('nan')):+.3f}) | {worst:+.3f} | "
-            f"{r['corpus']['auroc']:.4f} | {r['detect-dev']['auroc']:.3f} | {flagged[1]:.1%} ({flagged[0]}) |")
+            f"{r['corpus']['auroc']:.4f} | {r['detect-dev']['auroc']:.3f} | "
+            f"{r.get('simulator-pages', {}).get('auroc', float('nan')):.3f} | {flagged[1]:.1%} ({flagged[0]}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -463,6 +466,9 @@ def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path,
         + ", ".join(f"{g}: {fig(v, 'auroc', '.4f')}" for g, v in full["corpus_by_generation"].items()) + ";",
         f"- detect-dev held-out groups: AUROC {fig(full['detect-dev'])}, TPR at 1% FPR "
         f"{fig(full['detect-dev'], 'tpr_at_1pct_fpr')};",
+        *([f"- the simulator's pages (`collapse-sim pages`, the pool's eval split) against the pool's eval "
+           f"documents: AUROC {fig(full['simulator-pages'])}, TPR at 1% FPR "
+           f"{fig(full['simulator-pages'], 'tpr_at_1pct_fpr')};"] if "simulator-pages" in full else []),
         "- human eval texts flagged at the threshold: "
         + ", ".join(f"{k} {v:.1%}" for k, v in full["human_flagged"].items()) + ".",
         "",

@@ -102,6 +102,16 @@ class MachineLM:
 
 
 @dataclass(frozen=True)
+class PagesData:
+    """Pages the simulator's LM wrote after the openings of human-pool documents (``collapse-sim pages``)."""
+
+    #: from the pool's train split: training rows
+    train: str = "runs/pages/train.jsonl"
+    #: from its eval split: measured against the pool's eval documents
+    eval: str = "runs/pages/eval.jsonl"
+
+
+@dataclass(frozen=True)
 class DetectorRecipe:
     """Everything that defines the shipped detector: its configuration, data and where it goes."""
 
@@ -114,6 +124,8 @@ class DetectorRecipe:
     dev: DevData = field(default_factory=DevData)
     human: HumanData = field(default_factory=HumanData)
     machine_lm: MachineLM = field(default_factory=MachineLM)
+    #: the simulator's pages in the pool's domains (None: none)
+    pages: PagesData | None = None
     seed: int = 0
 
 
@@ -155,6 +167,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (DetectorRecipe, "dev"): DevData,
     (DetectorRecipe, "human"): HumanData,
     (DetectorRecipe, "machine_lm"): MachineLM,
+    (DetectorRecipe, "pages"): PagesData,
     (DetectorConfig, "features"): FeatureConfig,
     (DetectorConfig, "classifier"): ClassifierConfig,
     (DetectorConfig, "lexical"): LexicalConfig,
@@ -264,6 +277,13 @@ def corpus_split(path: Path) -> list[LabelledText]:
             for r, row in zip(records, rows)]
 
 
+def simulator_pages(path: str) -> list[LabelledText]:
+    """The simulator's pages of one split (``collapse-sim pages``)."""
+    if not Path(path).is_file():
+        raise UserInputError(f"no simulator pages at {path} (make them with: collapse-sim pages --out {path})")
+    return read_labelled(path)
+
+
 # -- the assembled sets ------------------------------------------------------------------------------
 @dataclass
 class RecipeData:
@@ -308,6 +328,7 @@ def assemble(recipe: DetectorRecipe) -> RecipeData:
         "wikitext": wiki[:cut],
         "detect_dev": dev_train,
         "detect_chat": chat_train,
+        **({"simulator_pages": simulator_pages(recipe.pages.train)} if recipe.pages else {}),
     }
     threshold = {
         "human_pool_calib": capped(human_pool("calib", sources=POOL_SOURCES), h.threshold_per_source, seed),
@@ -317,12 +338,13 @@ def assemble(recipe: DetectorRecipe) -> RecipeData:
             [r for r in chat["threshold"] if r.label == 0], recipe.chat.threshold_human_max, seed)],
     }
     chat_eval = _sample(chat["eval"], recipe.chat.eval_max, seed)
+    pool_eval = capped(human_pool("eval", sources=POOL_SOURCES), h.eval_per_source, seed)
     evaluation = {
         "corpus-test": corpus_split(corpus / "test.jsonl"),
-        "human-eval": capped(human_pool("eval", sources=POOL_SOURCES), h.eval_per_source, seed)
-        + [dataclasses.replace(r, domain="detect-chat") for r in chat_eval if r.label == 0],
+        "human-eval": pool_eval + [dataclasses.replace(r, domain="detect-chat") for r in chat_eval if r.label == 0],
         "detect-dev": dev["eval"],
         "detect-chat": chat_eval,
+        **({"simulator-pages": simulator_pages(recipe.pages.eval) + pool_eval} if recipe.pages else {}),
     }
     extra = {"detect_chat": _rest(chat["train"], chat_train, recipe.chat.lexical_max, seed),
              "detect_dev": _rest(dev["train"], dev_train, recipe.dev.lexical_max, seed)}

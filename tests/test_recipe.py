@@ -5,7 +5,7 @@ import pytest
 
 from hygiene.errors import UserInputError
 from hygiene.paths import models_dir
-from hygiene.recipe import ChatData, chat_role, load_recipe
+from hygiene.recipe import ChatData, PagesData, chat_role, load_recipe, simulator_pages
 
 
 def test_the_shipped_recipe_loads_and_names_the_shipped_models():
@@ -14,6 +14,15 @@ def test_the_shipped_recipe_loads_and_names_the_shipped_models():
     assert f.lm == "reference-lm" and f.contrast_lm == recipe.machine_lm.out.split("/")[-1]
     assert recipe.detector.lexical is not None and recipe.detector.target_fpr == 0.01
     assert isinstance(recipe.human.passage_words, tuple) and isinstance(f.scoring.hidden_layers, tuple)
+    assert isinstance(recipe.pages, PagesData) and recipe.pages.train != recipe.pages.eval
+
+
+def test_missing_simulator_pages_name_the_command_that_makes_them(tmp_path):
+    with pytest.raises(UserInputError, match=r"no simulator pages at .*p.jsonl \(make them with: collapse-sim pages"):
+        simulator_pages(str(tmp_path / "p.jsonl"))
+    (tmp_path / "p.jsonl").write_text('{"text": "a page", "label": "synthetic", "group": "pool:web/web.jsonl:1"}\n')
+    (page,) = simulator_pages(str(tmp_path / "p.jsonl"))
+    assert page.label == 1 and page.group == "pool:web/web.jsonl:1"
 
 
 def test_unknown_and_malformed_keys_name_the_file_and_key(tmp_path):

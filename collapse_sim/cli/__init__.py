@@ -20,6 +20,7 @@ from collapse_sim.cli import vae  # noqa: E402,F401
 from collapse_sim.cli import lm  # noqa: E402,F401
 from collapse_sim.cli import polluted  # noqa: E402,F401
 from collapse_sim.cli import finetune  # noqa: E402,F401
+from collapse_sim.cli import pages  # noqa: E402,F401
 
 
 if __name__ == "__main__":

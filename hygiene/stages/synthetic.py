@@ -56,10 +56,12 @@ _LOADED: dict[tuple[str | None, str | None, bool], Detector] = {}
 
 
 class SyntheticFilter(Filter):
-    """Score undecided documents with the detector; reject those above the threshold. Adds ``synthetic_p``."""
+    """Score undecided documents with the detector; reject those above the threshold. Adds ``synthetic_p``, and
+    ``synthetic_settled`` (1: the cascade's first pass decided, no language model read the text; 0: scored in
+    full) where the detector says which (``last_settled_``)."""
 
     name = "synthetic"
-    columns = {"synthetic_p": float}
+    columns = {"synthetic_p": float, "synthetic_settled": int}
     pure = False  # one model per process
 
     def __init__(self, config: SyntheticConfig | None = None, detector: Detector | None = None) -> None:
@@ -102,6 +104,7 @@ class SyntheticFilter(Filter):
 
     def score(self, texts: list[str]) -> tuple[list[str | None], dict[str, list]]:
         probs: list[float] = []
+        settled: list[int | None] = []
         step = self.config.batch_size
         for start in range(0, len(texts), step):
             chunk = texts[start : start + step]
@@ -109,5 +112,9 @@ class SyntheticFilter(Filter):
             if p.shape != (len(chunk), 2):
                 raise ValueError(f"detector returned shape {p.shape} for {len(chunk)} texts, expected ({len(chunk)}, 2)")
             probs += p[:, 1].tolist()
+            mask = getattr(self.detector, "last_settled_", None)
+            settled += ([int(v) for v in mask] if mask is not None and len(mask) == len(chunk)
+                        else [None] * len(chunk))
         threshold = self.threshold if probs else None
-        return ["machine_generated" if p > threshold else None for p in probs], {"synthetic_p": probs}
+        return (["machine_generated" if p > threshold else None for p in probs],
+                {"synthetic_p": probs, "synthetic_settled": settled})

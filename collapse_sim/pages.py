@@ -1,0 +1,100 @@
+"""Pages a language model writes after the openings of human documents.
+
+The simulator's machine text in the human pool's own domains (web pages, news, forum posts, PEPs, passages
+of books): each page continues the first block of one human document for a few blocks, in the ``lm``
+simulation's three decodings (beam search, pure sampling, nucleus sampling), a third each. The example
+crawl's synthetic pages are written this way from the pool's ``eval`` split; the detector recipe trains on
+pages written the same way from the ``train`` split, so it knows the simulator's model where the crawl and
+the polluted loop meet it (a generational corpus alone holds WikiText-style blocks only).
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from collapse_sim import lm
+from collapse_sim.generation import Decoding
+from collapse_sim.polluted import write_documents
+from hygiene.atomic import atomic_open
+from hygiene.human_data import SPLITS, HumanDoc, iter_documents, passages
+
+#: the decodings pages are written in, a third of the pages each
+DECODINGS = (Decoding("beam", num_beams=5), Decoding("sample"), Decoding("sample", top_p=0.95))
+POOL_DOMAINS = ("web", "news", "forums", "docs", "books")
+
+
+@dataclass(frozen=True)
+class PagesConfig:
+    """Which openings, how many pages and how long."""
+
+    n: int = 900  # pages in all, a third per decoding
+    split: str = "train"  # the human pool's split the openings come from
+    domains: tuple[str, ...] = POOL_DOMAINS
+    prompt_tokens: int = 64  # the opening the model continues (one block)
+    doc_blocks: int = 3  # the model writes 3 x 64 = 192 tokens, about 140 words
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.n < 1 or self.prompt_tokens < 1 or self.doc_blocks < 1:
+            raise ValueError("n, prompt_tokens and doc_blocks must be positive")
+
+
+def page_documents(docs: Sequence[HumanDoc]) -> list[tuple[str, str, str]]:
+    """(id, domain, text) of the documents a page may open with: whole documents of 60 to 3,000 words, and
+    books cut into passages of about 300 words (a whole book is not a page)."""
+    out = []
+    for d in docs:
+        if d.source == "books":
+            out += [(f"{d.id}#{i}", d.source, t) for i, t in enumerate(passages(d.text, 300, 40))]
+        elif 60 <= len(d.text.split()) <= 3000:
+            out.append((d.id, d.source, d.text))
+    return out
+
+
+def continue_openings(model_path: str, openings: Sequence[str], n: int, seed: int, prompt_tokens: int = 64,
+                      doc_blocks: int = 3, batch_size: int = 32) -> list[tuple[int, str, str]]:
+    """Pages the model writes after the first ``prompt_tokens`` tokens of each opening (those long enough),
+    up to ``n``, a third per decoding: (index into ``openings``, decoding label, page text)."""
+    tok = lm.load_tokenizer(model_path)
+    model = lm.load_model(model_path)
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in openings]
+    usable = [i for i, x in enumerate(ids) if len(x) >= prompt_tokens][:n]
+    prompts = torch.tensor([ids[i][:prompt_tokens] for i in usable])
+    out = []
+    for k, dec in enumerate(DECODINGS):
+        part = prompts[k::3]
+        docs = write_documents(model, part, dec, doc_blocks, pad_token_id=tok.pad_token_id, batch_size=batch_size,
+                               seed=seed + k)
+        label = f"{dec.method}" + (f"-top_p{dec.top_p}" if dec.top_p < 1 else "")
+        texts = tok.batch_decode(docs.tolist(), skip_special_tokens=True)
+        out += [(usable[k + 3 * j], label, t.strip()) for j, t in enumerate(texts)]
+    return out
+
+
+def write_pages(model_path: str, out: str | Path, config: PagesConfig = PagesConfig()) -> dict[str, int]:
+    """Write ``config.n`` labelled pages (JSON lines: ``text``, ``label`` synthetic, ``generator``, ``decoding``,
+    ``domain``, ``group`` = the opened document's pool id, so a page and its document share a group) to
+    ``out``; return the count per domain. Deterministic for a model, config and machine."""
+    torch.manual_seed(config.seed)
+    docs = page_documents(list(iter_documents(sources=config.domains, splits=[config.split])))
+    random.Random(config.seed).shuffle(docs)
+    pages = continue_openings(model_path, [t for _, _, t in docs], config.n, config.seed, config.prompt_tokens,
+                              config.doc_blocks, config.batch_size)
+    name = Path(model_path).name
+    counts: dict[str, int] = {}
+    with atomic_open(Path(out)) as fh:
+        for i, decoding, text in pages:
+            doc_id, domain, _ = docs[i]
+            row = {"text": text, "label": "synthetic", "generator": f"lm:{name}:{decoding}", "decoding": decoding,
+                   "domain": domain, "group": f"pool:{doc_id.split('#')[0]}", "split": config.split}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            counts[domain] = counts.get(domain, 0) + 1
+    return counts

@@ -1,0 +1,50 @@
+"""The simulator's pages: human openings continued by the shipped base LM, labelled for the detector recipe."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from collapse_sim.pages import DECODINGS, PagesConfig, page_documents, write_pages
+from hygiene.human_data import HumanDoc, split_of
+from hygiene.labelled import read_labelled
+from hygiene.paths import models_dir
+
+BASE_LM = models_dir() / "base-lm"
+
+
+def test_page_documents_cut_books_and_skip_short_or_huge_documents():
+    paragraphs = ["\n\n".join(" ".join(f"w{i}" for i in range(50)) for _ in range(20))]
+    book = HumanDoc("books/a.txt", "books", "train", paragraphs[0])
+    short = HumanDoc("web/web.jsonl:1", "web", "train", "too short to be a page")
+    page = HumanDoc("web/web.jsonl:2", "web", "train", " ".join(["word"] * 100))
+    huge = HumanDoc("web/web.jsonl:3", "web", "train", " ".join(["word"] * 3001))
+    out = page_documents([book, short, page, huge])
+    assert [d for d, _, _ in out if not d.startswith("books")] == ["web/web.jsonl:2"]
+    books = [(d, t) for d, s, t in out if s == "books"]
+    assert len(books) > 1 and all(d.startswith("books/a.txt#") for d, _ in books)
+    assert all(300 <= len(t.split()) < 350 for _, t in books)
+
+
+def test_config_refuses_an_unknown_split():
+    with pytest.raises(ValueError, match="split"):
+        PagesConfig(split="test")
+
+
+def test_pages_are_labelled_grouped_by_their_document_and_deterministic(shared_data, tmp_path):
+    if not (BASE_LM / "config.json").is_file():
+        pytest.skip("no shipped base LM")
+    cfg = PagesConfig(n=6, split="eval", prompt_tokens=16, doc_blocks=1, seed=3)
+    counts = write_pages(str(BASE_LM), tmp_path / "a.jsonl", cfg)
+    write_pages(str(BASE_LM), tmp_path / "b.jsonl", cfg)
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    rows = [json.loads(line) for line in (tmp_path / "a.jsonl").open()]
+    assert len(rows) == 6 == sum(counts.values())
+    # a third per decoding, each page from a document of the asked split, grouped as the recipe groups the pool
+    labels = [d.method + (f"-top_p{d.top_p}" if d.top_p < 1 else "") for d in DECODINGS]
+    assert sorted(r["decoding"] for r in rows) == sorted(labels * 2)
+    for r in rows:
+        doc_id = r["group"].removeprefix("pool:")
+        assert r["group"].startswith("pool:") and split_of(doc_id) == "eval" or doc_id.startswith("books/")
+        assert r["text"].strip() and r["generator"].startswith("lm:base-lm:")
+    assert {t.label for t in read_labelled(tmp_path / "a.jsonl")} == {1}
