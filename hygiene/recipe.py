@@ -7,14 +7,16 @@ below, fits the detector, sets its threshold and writes it with its measured fig
 
 Data, every split by ``group`` (texts derived from one document share it), never by row:
 
-- **train**: the generational corpus's ``train.jsonl`` (``collapse-sim lm``), human-pool **train**
+- **train**: the generational corpus's ``train.jsonl`` (``collapse-sim lm``), the simulator's pages
+  continuing human-pool **train** documents (``collapse-sim pages``), human-pool **train**
   passages and whole documents, WikiText-2 *test* blocks (two thirds), detect-dev training groups and
   detect-chat training groups (a seeded sample);
 - **threshold**: the human texts of the human pool's **calib** split, the other WikiText-2 blocks,
   further detect-dev groups and a fixed share of detect-chat groups (the 1% target holds for each
   of these sources on its own);
-- **evaluation**: the corpus's ``test.jsonl``, the human pool's **eval** split, held-out detect-dev
-  groups and a fixed share of detect-chat groups, which nothing else touches.
+- **evaluation**: the corpus's ``test.jsonl``, the human pool's **eval** split, the simulator's pages
+  continuing **eval** documents, held-out detect-dev groups and a fixed share of detect-chat groups,
+  which nothing else touches.
 
 detect-chat groups fall into evaluation, threshold or training by a hash of the group name and the
 seed, so the split does not move when the sample sizes do.
