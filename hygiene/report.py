@@ -230,6 +230,11 @@ def render(stats: Mapping[str, Any], run_dir: str | Path) -> str:
         parts.append("<p>The detector did not run (or scored nothing).</p>")
         return _page(parts)
     parts.append(_histogram_figure(hist, threshold))
+    first = stats.get("detector_first_pass", {})
+    if first.get("settled", 0) + first.get("scored", 0):
+        parts.append(f'<p>The detector\'s cascade settled <span data-key="detector_first_pass.settled">'
+                     f'{first["settled"]}</span> records in its first pass; its language models scored '
+                     f'<span data-key="detector_first_pass.scored">{first["scored"]}</span>.</p>')
 
     rates = detector_rates(stats["config"]["synthetic"]["model"], threshold)
     flagged = stats["by_stage"].get("synthetic", {}).get("machine_generated", 0)

@@ -63,6 +63,8 @@ class Outcome:
     group: str = NO_GROUP
     p_machine: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    #: 1 when the detector's cascade settled it in its first pass, 0 when the language models scored it
+    settled: int | None = None
 
     def to_json(self) -> str:
         import json
@@ -91,18 +93,21 @@ class Counts:
     examples: dict[str, list[list]] = field(default_factory=dict)  # "stage/reason" -> [[n, id], ...], earliest first
     seconds: Counter = field(default_factory=Counter)  # stage -> seconds
     p_machine: dict[str, list[int]] = field(default_factory=dict)  # group -> histogram of P(machine)
+    #: records the detector's first pass settled, and those the language models scored
+    first_pass: Counter = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
         return {"records_in": self.records_in, "kept": self.kept, "rejected": self.rejected,
                 "errors": self.errors, "by_stage": dict(self.by_stage), "next_n": self.next_n,
                 "elapsed_s": self.elapsed_s, "groups": {g: dict(c) for g, c in self.groups.items()},
-                "examples": self.examples, "seconds": dict(self.seconds), "p_machine": self.p_machine}
+                "examples": self.examples, "seconds": dict(self.seconds), "p_machine": self.p_machine,
+                "first_pass": dict(self.first_pass)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Counts:
         return cls(d["records_in"], d["kept"], d["rejected"], d["errors"], Counter(d["by_stage"]),
                    d["next_n"], d["elapsed_s"], {g: Counter(c) for g, c in d["groups"].items()},
-                   d["examples"], Counter(d["seconds"]), d["p_machine"])
+                   d["examples"], Counter(d["seconds"]), d["p_machine"], Counter(d.get("first_pass", {})))
 
     def add(self, name: str, outcome: Outcome) -> None:
         """Count one record written to output ``name``."""
@@ -121,6 +126,8 @@ class Counts:
                 examples.sort()
                 del examples[EXAMPLES:]
         self.seconds.update(outcome.seconds)
+        if outcome.settled is not None:
+            self.first_pass["settled" if outcome.settled else "scored"] += 1
         if outcome.p_machine is not None:
             hist = self.p_machine.setdefault(group, [0] * HISTOGRAM_BINS)
             hist[min(int(outcome.p_machine * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
@@ -140,7 +147,7 @@ def output_row(record: dict[str, Any], batch: Mapping[str, Sequence], k: int, co
     outcome = Outcome(None if stage is None else f"{stage}/{reason}", note["id"], note["n"],
                       group_of(record, config.group_field), note["scores"].get("synthetic_p"),
                       {name.removeprefix(seconds_of("")): batch[name][k] for name in batch
-                       if name.startswith(seconds_of(""))})
+                       if name.startswith(seconds_of(""))}, note["scores"].get("synthetic_settled"))
     if stage is None or output.annotate_only:
         return "kept", {**record, "hygiene": note} if output.annotate or output.annotate_only else record, outcome
     return "rejected", {**record, "hygiene": note}, outcome
@@ -195,6 +202,8 @@ def run_stats(counts: Counts, config: FilterConfig, *, inputs: Sequence[str], sh
         "by_stage": by_stage, "stages": stage_stats(counts, stages, config.output.annotate_only),
         "profile": config.profile, "group_field": config.group_field or "|".join(GROUP_FIELDS),
         "groups": groups, "p_machine_histogram": {"bins": HISTOGRAM_BINS, "by_group": dict(sorted(counts.p_machine.items()))},
+        "detector_first_pass": {"settled": counts.first_pass.get("settled", 0),
+                                "scored": counts.first_pass.get("scored", 0)},
         "annotate_only": config.output.annotate_only, "shards": shards,
         "elapsed_s": round(counts.elapsed_s + elapsed, 3),
         "docs_per_s": round(processed / elapsed, 1) if elapsed > 0 else None,

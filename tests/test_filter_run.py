@@ -186,6 +186,28 @@ def test_synthetic_stage_threshold_and_scores(tmp_path: Path) -> None:
     assert all(r["hygiene"]["scores"]["synthetic_p"] == 0.1 for r in _lines(tmp_path / "o2" / "kept.jsonl"))
 
 
+class SettlingDetector(FlakyDetector):
+    """Fake detector with a cascade: its first pass settles the texts without 'machine' in them."""
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        self.last_settled_ = np.array(["machine" not in t for t in texts])
+        return super().predict_proba(texts)
+
+
+def test_stats_count_what_the_detectors_first_pass_settled(tmp_path: Path) -> None:
+    d = _shards(tmp_path)
+    config = _config(**{"synthetic.enabled": True, "output.annotate": True})
+    stats = run_filter([d], tmp_path / "o", config, detector=SettlingDetector(), progress=False)
+    records = _lines(tmp_path / "o" / "kept.jsonl") + _lines(tmp_path / "o" / "rejected.jsonl")
+    scored = [r["hygiene"]["scores"] for r in records if "synthetic_p" in r["hygiene"]["scores"]]
+    assert stats["detector_first_pass"] == {"settled": sum(s["synthetic_settled"] for s in scored),
+                                            "scored": sum(1 - s["synthetic_settled"] for s in scored)}
+    assert stats["detector_first_pass"]["scored"] == stats["by_stage"]["synthetic"]["machine_generated"] > 0
+    assert stats["detector_first_pass"]["settled"] > 0
+    plain = run_filter([d], tmp_path / "o2", config, detector=FlakyDetector(), progress=False)
+    assert plain["detector_first_pass"] == {"settled": 0, "scored": 0}  # a detector that does not say
+
+
 def test_missing_detector_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLLAPSE_HYGIENE_MODELS", str(tmp_path / "no-models"))
     d = _shards(tmp_path)

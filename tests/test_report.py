@@ -20,11 +20,12 @@ from hygiene.score_file import score_jsonl
 
 
 class MarkerDetector:
-    """'machine' texts score 0.95, the rest 0.05."""
+    """'machine' texts score 0.95, the rest 0.05; a cascade's first pass settles the rest."""
 
     threshold_ = 0.5
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
+        self.last_settled_ = np.array(["machine" not in t for t in texts])
         p = np.array([0.95 if "machine" in t else 0.05 for t in texts])
         return np.stack([1 - p, p], axis=1)
 
@@ -59,6 +60,7 @@ def test_the_page_shows_the_stats(run_dir: Path) -> None:
         assert value == str(_lookup(stats, key)), key
     assert shown["stages.synthetic.reasons.machine_generated"] == "4"
     assert shown["stages.exact_dedup.reasons.duplicate"] == "1"
+    assert shown["detector_first_pass.scored"] == "4" and int(shown["detector_first_pass.settled"]) > 0
     assert "http" not in page.replace("http-equiv", "") and page.count("data:image/png;base64,") == 3
     assert make_doc(1)[:50] in page  # an excerpt of the duplicate
     assert "<b data-key='machine_share.estimate'>unknown</b>" in page  # a fake detector has no measured rates
