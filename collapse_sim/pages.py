@@ -21,7 +21,9 @@ from collapse_sim import lm
 from collapse_sim.generation import Decoding
 from collapse_sim.polluted import write_documents
 from hygiene.atomic import atomic_open
+from hygiene.errors import UserInputError
 from hygiene.human_data import SPLITS, HumanDoc, iter_documents, passages
+from hygiene.paths import data_dir
 
 #: the decodings pages are written in, a third of the pages each
 DECODINGS = (Decoding("beam", num_beams=5), Decoding("sample"), Decoding("sample", top_p=0.95))
@@ -67,10 +69,14 @@ def continue_openings(model_path: str, openings: Sequence[str], n: int, seed: in
     model = lm.load_model(model_path)
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in openings]
     usable = [i for i, x in enumerate(ids) if len(x) >= prompt_tokens][:n]
+    if not usable:
+        raise UserInputError(f"none of the {len(openings)} openings has {prompt_tokens} tokens to continue")
     prompts = torch.tensor([ids[i][:prompt_tokens] for i in usable])
     out = []
     for k, dec in enumerate(DECODINGS):
         part = prompts[k::3]
+        if not len(part):
+            continue
         docs = write_documents(model, part, dec, doc_blocks, pad_token_id=tok.pad_token_id, batch_size=batch_size,
                                seed=seed + k)
         label = f"{dec.method}" + (f"-top_p{dec.top_p}" if dec.top_p < 1 else "")
@@ -85,6 +91,8 @@ def write_pages(model_path: str, out: str | Path, config: PagesConfig = PagesCon
     ``out``; return the count per domain. Deterministic for a model, config and machine."""
     torch.manual_seed(config.seed)
     docs = page_documents(list(iter_documents(sources=config.domains, splits=[config.split])))
+    if not docs:
+        raise UserInputError(f"no human-pool document of split {config.split!r} in {data_dir()} to open a page with")
     random.Random(config.seed).shuffle(docs)
     pages = continue_openings(model_path, [t for _, _, t in docs], config.n, config.seed, config.prompt_tokens,
                               config.doc_blocks, config.batch_size)

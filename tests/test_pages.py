@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from collapse_sim.pages import DECODINGS, PagesConfig, page_documents, write_pages
+from collapse_sim.pages import DECODINGS, PagesConfig, continue_openings, page_documents, write_pages
+from hygiene.errors import UserInputError
 from hygiene.human_data import HumanDoc, split_of
 from hygiene.labelled import read_labelled
 from hygiene.paths import models_dir
@@ -29,6 +30,17 @@ def test_page_documents_cut_books_and_skip_short_or_huge_documents():
 def test_config_refuses_an_unknown_split():
     with pytest.raises(ValueError, match="split"):
         PagesConfig(split="test")
+
+
+def test_no_documents_or_no_long_opening_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLLAPSE_HYGIENE_DATA", str(tmp_path))
+    with pytest.raises(UserInputError, match="no human-pool document of split 'train'"):
+        write_pages(str(BASE_LM), tmp_path / "p.jsonl", PagesConfig(n=3))
+    if not (BASE_LM / "config.json").is_file():
+        pytest.skip("no shipped base LM")
+    with pytest.raises(UserInputError, match="none of the 2 openings has 64 tokens"):
+        continue_openings(str(BASE_LM), ["too short", "also short"], n=3, seed=0)
+    assert not (tmp_path / "p.jsonl").exists()
 
 
 def test_pages_are_labelled_grouped_by_their_document_and_deterministic(shared_data, tmp_path):
