@@ -29,11 +29,13 @@ def edit(text: str, seed: int, n: int = 1) -> str:
 
 
 class MarkerDetector:
-    """Fake detector: texts containing 'machine' score 0.9, others 0.1 (threshold 0.5)."""
+    """Fake detector: texts containing 'machine' score 0.9, others 0.1 (threshold 0.5); a cascade's first pass
+    settles the others."""
 
     threshold_ = 0.5
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
+        self.last_settled_ = np.array(["machine" not in t for t in texts])
         p = np.array([0.9 if "machine" in t else 0.1 for t in texts])
         return np.stack([1 - p, p], axis=1)
 
@@ -107,8 +109,10 @@ def test_ray_and_local_make_the_same_decisions(ray_cluster, corpus: Path, tmp_pa
     key = lambda e: (e["shard"], e["line"] or 0)  # noqa: E731
     assert sorted(_read(tmp_path / "ray", "errors"), key=key) == sorted(_read(tmp_path / "local", "errors"), key=key)
     for k in ("records_in", "kept", "rejected", "errors", "by_stage", "synthetic_threshold", "groups",
-              "p_machine_histogram"):
+              "p_machine_histogram", "detector_first_pass"):
         assert stats[k] == local[k], k
+    assert stats["detector_first_pass"]["settled"] > 0
+    assert stats["detector_first_pass"]["scored"] == stats["by_stage"]["synthetic"]["machine_generated"]
     untimed = lambda stages: [{k: v for k, v in s.items() if k != "seconds"} for s in stages]  # noqa: E731
     assert untimed(stats["stages"]) == untimed(local["stages"])
     assert all(s["seconds"] > 0 for s in stats["stages"] if s["records_in"]), stats["stages"]
