@@ -19,6 +19,8 @@ predicted distribution; per text we average them and derive:
   prefix (the paper's definition; the reference code's cross-perplexity also averages in the
   prediction made after the last token, which scores no token of the text);
 - ``length``: number of tokens scored;
+- with ``ScoringConfig.body_from``, every other score again over the body alone (``body_<name>``),
+  the tokens from that position on;
 - with a contrast model (a "machine" LM fine-tuned on machine text, sharing the tokenizer):
   ``llr``, the mean per-token log-likelihood ratio ``log p_contrast(x_t) - log p(x_t)`` (the
   Neyman-Pearson statistic between a human and a machine model of text), its spread and
@@ -97,6 +99,10 @@ class ScoringConfig:
     #: also return the scoring model's hidden states averaged over each text's tokens, at these relative
     #: depths (0 = the embeddings, 1 = the last layer; layer = round(depth x layers))
     hidden_layers: tuple[float, ...] = ()
+    #: also return every score but ``length`` over each text's body, the tokens from this position on,
+    #: as ``body_<name>``; 0 = off. An opening is often not the writer's own: a human opening a model
+    #: continues, a templated first line ("Certainly! Here is"); the body is what the writer wrote.
+    body_from: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_layers", tuple(float(d) for d in self.hidden_layers))  # JSON gives lists
@@ -104,6 +110,8 @@ class ScoringConfig:
             raise ValueError(f"hidden_layers are relative depths in [0, 1], got {self.hidden_layers}")
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {self.padding_side!r}")
+        if self.body_from < 0:
+            raise ValueError(f"body_from is a token position (0 = off), got {self.body_from}")
         if self.max_tokens < 2 or self.batch_size < 1 or (self.max_batch_tokens or 1) < 1:
             raise ValueError("max_tokens must be at least 2, batch_size and max_batch_tokens at least 1")
 
@@ -143,6 +151,7 @@ class Scorer:
         names = LM_FEATURES + (TOKEN_STATS if self.config.token_stats else ())
         names += ("binoculars",) if self.observer is not None else ()
         names += CONTRAST_FEATURES if self.contrast is not None else ()
+        names += tuple(f"body_{n}" for n in names if n != "length") if self.config.body_from else ()
         width = self.lm.model.config.hidden_size
         return names + tuple(f"hidden{layer}_{i}" for layer in self.hidden_layers for i in range(width))
 
@@ -226,6 +235,47 @@ class Scorer:
         vocab = min(x.shape[-1] for x in logits.values())  # embeddings may be padded past the tokenizer
         labels = ids[:, 1:]
         valid = (mask[:, 1:] * mask[:, :-1]).bool()
+
+        # per-token scores, in as few passes over (batch, position, vocab) as possible, in place
+        score_logits = logits[id(self.lm)][..., :vocab].clamp_(min=_MIN_LOGIT)
+        token_logit = score_logits.gather(-1, labels[..., None])
+        rank = (score_logits > token_logit).sum(-1) + 1
+        logp = score_logits.sub_(torch.logsumexp(score_logits, -1, keepdim=True))
+        token = {"logp": logp.gather(-1, labels[..., None]).squeeze(-1), "rank": rank}
+        plogp = logp.exp().mul_(logp)
+        token["entropy"] = -plogp.sum(-1)
+        # Fast-DetectGPT: mean and variance of log p(x~_t) for x~_t ~ q(.|x_<t), q the sampling model
+        if self.sampler is self.lm:
+            qlogp = plogp  # q = p: E_q[log p] is minus the entropy
+        else:
+            qlogp = torch.softmax(logits[id(self.sampler)][..., :vocab], -1).mul_(logp)
+        token["mu"] = qlogp.sum(-1)
+        token["var"] = qlogp.mul_(logp).sum(-1) - token["mu"].square()
+        if self.contrast is not None:
+            contrast_logp = torch.log_softmax(logits[id(self.contrast)][..., :vocab].clamp(min=_MIN_LOGIT), -1)
+            token["contrast_logp"] = contrast_logp.gather(-1, labels[..., None]).squeeze(-1)
+            token["contrast_entropy"] = -contrast_logp.exp().mul_(contrast_logp).sum(-1)
+        if self.observer is not None and self.performer is not None:
+            # (if either is the scoring model, its logits now hold log p: (log-)softmax is shift-invariant)
+            perf_logp = torch.log_softmax(logits[id(self.performer)][..., :vocab], -1)
+            obs_p = torch.softmax(logits[id(self.observer)][..., :vocab], -1)
+            token["perf_nll"] = -perf_logp.gather(-1, labels[..., None]).squeeze(-1)
+            token["cross_nll"] = -(obs_p * perf_logp).sum(-1)
+
+        feats = self._reduce(token, valid)
+        if self.config.body_from:
+            # the same scores over the body alone: the tokens at position body_from and later of each text
+            body = valid & (positions[:, 1:] >= self.config.body_from)
+            feats.update({f"body_{k}": v for k, v in self._reduce(token, body).items()})
+        result = {k: v.cpu().numpy() for k, v in feats.items()}
+        for layer, h in zip(self.hidden_layers, pooled):
+            h = h.cpu().double().numpy()
+            result.update({f"hidden{layer}_{i}": h[:, i] for i in range(h.shape[1])})
+        return result
+
+
+    def _reduce(self, token: dict[str, torch.Tensor], valid: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-text features from the per-token scores, over the positions ``valid`` marks (NaN where none)."""
         count = valid.sum(-1).double()
 
         def mean(x: torch.Tensor) -> torch.Tensor:
@@ -235,34 +285,6 @@ class Scorer:
         def total(x: torch.Tensor) -> torch.Tensor:
             return torch.where(valid, x.double(), 0.0).sum(-1)
 
-        # vocabulary-wide statistics in as few passes over (batch, position, vocab) as possible, in place
-        score_logits = logits[id(self.lm)][..., :vocab].clamp_(min=_MIN_LOGIT)
-        token_logit = score_logits.gather(-1, labels[..., None])
-        rank = (score_logits > token_logit).sum(-1) + 1
-        logp = score_logits.sub_(torch.logsumexp(score_logits, -1, keepdim=True))
-        token_logp = logp.gather(-1, labels[..., None]).squeeze(-1)
-        plogp = logp.exp().mul_(logp)
-        entropy = -plogp.sum(-1)
-        log_rank = rank.double().log()
-
-        feats: dict[str, torch.Tensor] = {
-            "ll": mean(token_logp),
-            "logrank": mean(log_rank),
-            "entropy": mean(entropy),
-        }
-        feats["lrr"] = -feats["ll"] / feats["logrank"].clamp(min=_EPS)
-        for k in _GLTR_K:
-            feats[f"top{k}"] = mean((rank <= k).double())
-
-        # Fast-DetectGPT: mean and variance of log p(x~_t) for x~_t ~ q(.|x_<t), q the sampling model
-        if self.sampler is self.lm:
-            qlogp = plogp  # q = p: E_q[log p] is minus the entropy
-        else:
-            qlogp = torch.softmax(logits[id(self.sampler)][..., :vocab], -1).mul_(logp)
-        mu = qlogp.sum(-1)
-        var = qlogp.mul_(logp).sum(-1) - mu.square()
-        feats["fast_detectgpt"] = (total(token_logp) - total(mu)) / total(var).clamp(min=_EPS).sqrt()
-
         def std(x: torch.Tensor) -> torch.Tensor:
             """Population standard deviation over the scored positions."""
             return mean((x.double() - mean(x)[:, None]).square()).sqrt()
@@ -271,36 +293,34 @@ class Scorer:
             """Linear-interpolation quantile over the scored positions (numpy's default)."""
             return torch.nanquantile(torch.where(valid, x.double(), torch.nan), q, dim=-1)
 
+        token_logp, rank, mu, var = token["logp"], token["rank"], token["mu"], token["var"]
+        log_rank = rank.double().log()
+        feats: dict[str, torch.Tensor] = {
+            "ll": mean(token_logp),
+            "logrank": mean(log_rank),
+            "entropy": mean(token["entropy"]),
+        }
+        feats["lrr"] = -feats["ll"] / feats["logrank"].clamp(min=_EPS)
+        for k in _GLTR_K:
+            feats[f"top{k}"] = mean((rank <= k).double())
+        feats["fast_detectgpt"] = (total(token_logp) - total(mu)) / total(var).clamp(min=_EPS).sqrt()
         if self.config.token_stats:
             discrepancy = (token_logp - mu) / var.clamp(min=_EPS).sqrt()
-            feats.update(ll_std=std(token_logp), logrank_std=std(log_rank), entropy_std=std(entropy),
+            feats.update(ll_std=std(token_logp), logrank_std=std(log_rank), entropy_std=std(token["entropy"]),
                          top1=mean((rank == 1).double()), fdg_mean=mean(discrepancy), fdg_std=std(discrepancy))
             for tag, q in _QUANTILES.items():
                 feats[f"ll_{tag}"] = quantile(token_logp, q)
                 if tag != "q50":
                     feats[f"fdg_{tag}"] = quantile(discrepancy, q)
-
-        if self.contrast is not None:
-            contrast_logp = torch.log_softmax(logits[id(self.contrast)][..., :vocab].clamp(min=_MIN_LOGIT), -1)
-            contrast_token = contrast_logp.gather(-1, labels[..., None]).squeeze(-1)
-            llr = contrast_token - token_logp
-            feats.update(llr=mean(llr), llr_std=std(llr), contrast_ll=mean(contrast_token),
-                         contrast_entropy=mean(-contrast_logp.exp().mul_(contrast_logp).sum(-1)))
+        if "contrast_logp" in token:
+            llr = token["contrast_logp"] - token_logp
+            feats.update(llr=mean(llr), llr_std=std(llr), contrast_ll=mean(token["contrast_logp"]),
+                         contrast_entropy=mean(token["contrast_entropy"]))
             for tag, q in _QUANTILES.items():
                 feats[f"llr_{tag}"] = quantile(llr, q)
-
-        if self.observer is not None and self.performer is not None:
-            # (if either is the scoring model, its logits now hold log p: (log-)softmax is shift-invariant)
-            perf_logp = torch.log_softmax(logits[id(self.performer)][..., :vocab], -1)
-            obs_p = torch.softmax(logits[id(self.observer)][..., :vocab], -1)
-            log_ppl = mean(-perf_logp.gather(-1, labels[..., None]).squeeze(-1))
-            log_xppl = mean(-(obs_p * perf_logp).sum(-1))
-            feats["binoculars"] = log_ppl / log_xppl
-        result = {k: v.cpu().numpy() for k, v in feats.items()}
-        for layer, h in zip(self.hidden_layers, pooled):
-            h = h.cpu().double().numpy()
-            result.update({f"hidden{layer}_{i}": h[:, i] for i in range(h.shape[1])})
-        return result
+        if "perf_nll" in token:
+            feats["binoculars"] = mean(token["perf_nll"]) / mean(token["cross_nll"])
+        return feats
 
 
 def score_texts(

@@ -147,7 +147,7 @@ def test_binoculars_matches_definition(models, roles):
     ],
 )
 def test_batch_size_and_padding_side_do_not_change_scores(models, config):
-    extra = dict(token_stats=True, hidden_layers=(0.5, 1.0))
+    extra = dict(token_stats=True, hidden_layers=(0.5, 1.0), body_from=3)
     ref = score_texts(TEXTS, models[0], observer=models[1], performer=models[2],
                       config=ScoringConfig(batch_size=1, **extra))
     got = score_texts(TEXTS, models[0], observer=models[1], performer=models[2],
@@ -155,6 +155,33 @@ def test_batch_size_and_padding_side_do_not_change_scores(models, config):
     assert len(ref) > len(LM_FEATURES) + len(TOKEN_STATS) + 1
     for name in ref:
         np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_body_scores_are_the_scores_of_the_tokens_after_the_opening(models):
+    """``body_<name>`` is ``<name>`` over the tokens at position ``body_from`` and later, in their full context."""
+    lm, contrast = models[0], models[2]
+    k = 4
+    config = ScoringConfig(token_stats=True, body_from=k, padding_side="left", batch_size=3)
+    feats = score_texts(TEXTS, lm, observer=lm, performer=contrast, contrast=contrast, config=config)
+    assert {f"body_{n}" for n in feats if not n.startswith(("body_", "length"))} <= set(feats)
+    for i, ids in enumerate(lm.tokenizer(TEXTS)["input_ids"]):
+        if len(ids) <= k:  # no body
+            assert np.isnan(feats["body_ll"][i]) and np.isnan(feats["body_llr"][i])
+            continue
+        lp, lc = _logp(lm, ids), _logp(contrast, ids)
+        y = np.array(ids[1:])
+        at = np.arange(len(y))
+        tok, ctok = lp[at, y], lc[at, y]
+        body = slice(k - 1, None)  # row t of the log-probabilities predicts token t + 1
+        rank = np.array([1 + np.sum(lp[t] > lp[t, y[t]]) for t in range(len(y))])
+        xent = -(np.exp(lp) * lc).sum(-1)
+        expected = {"body_ll": tok[body].mean(), "body_logrank": np.log(rank[body]).mean(),
+                    "body_ll_q50": np.median(tok[body]), "body_llr": (ctok - tok)[body].mean(),
+                    "body_binoculars": -ctok[body].mean() / xent[body].mean()}
+        for name, value in expected.items():
+            assert feats[name][i] == pytest.approx(value, rel=1e-4, abs=1e-5), (name, i)
+        # the opening's tokens matter to the full-text score, not to the body's
+        assert feats["ll"][i] == pytest.approx(tok.mean(), rel=1e-4, abs=1e-5)
 
 
 def test_short_texts_are_nan_and_long_ones_truncated(models):
