@@ -42,11 +42,11 @@ from hygiene.lexical import LexicalModel, drop_first_sentence, fit_out_of_fold
 from hygiene.recipe import DetectorRecipe, RecipeData, assemble, repository
 from hygiene.scoring import CONTRAST_FEATURES, LM_FEATURES, TOKEN_STATS
 
-#: feature families of the ablation, by column name
+#: feature families of the ablation, by column name (a score over the body belongs with the score)
 FAMILIES: dict[str, Callable[[str], bool]] = {
-    "reference LM scores": lambda n: n in LM_FEATURES or n in TOKEN_STATS,
+    "reference LM scores": lambda n: n.removeprefix("body_") in LM_FEATURES + TOKEN_STATS,
     "hidden states": lambda n: n.startswith("hidden"),
-    "machine LM (ratio, Binoculars)": lambda n: n in CONTRAST_FEATURES or n == "binoculars",
+    "machine LM (ratio, Binoculars)": lambda n: n.removeprefix("body_") in CONTRAST_FEATURES + ("binoculars",),
     "lexical n-grams": lambda n: n == "lexical",
     "text statistics": lambda n: n in TEXT_STATS,
 }

@@ -45,3 +45,20 @@ def test_chat_groups_split_by_hash_in_the_configured_shares():
     assert share["eval"] == pytest.approx(0.15, abs=0.012) and share["threshold"] == pytest.approx(0.1, abs=0.012)
     assert roles == [chat_role(f"group-{i}", chat, seed=0) for i in range(20000)]  # deterministic
     assert roles != [chat_role(f"group-{i}", chat, seed=1) for i in range(20000)]  # the seed moves it
+
+
+def test_every_feature_of_the_shipped_detector_is_in_exactly_one_ablation_family():
+    """The ablation's families partition the columns, body scores too: a score over the body goes with the score."""
+    import dataclasses
+
+    from hygiene.detector import Detector
+    from hygiene.detector_eval import FAMILIES
+
+    config = load_recipe(models_dir() / "detector" / "recipe.yaml").detector
+    scoring = dataclasses.replace(config.features.scoring, body_from=32)
+    config = dataclasses.replace(config, features=dataclasses.replace(config.features, scoring=scoring))
+    names = Detector(config).feature_names
+    assert any(n.startswith("body_") for n in names)
+    for n in names:
+        assert sum(member(n) for member in FAMILIES.values()) == 1, n
+    assert FAMILIES["machine LM (ratio, Binoculars)"]("body_llr") and FAMILIES["reference LM scores"]("body_ll")
