@@ -273,7 +273,6 @@ class Scorer:
             result.update({f"hidden{layer}_{i}": h[:, i] for i in range(h.shape[1])})
         return result
 
-
     def _reduce(self, token: dict[str, torch.Tensor], valid: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-text features from the per-token scores, over the positions ``valid`` marks (NaN where none)."""
         count = valid.sum(-1).double()
