@@ -52,9 +52,12 @@ def cpu_seconds() -> float:
     return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
-def timed(crawl: Path, out: Path, limit: int | None, profile: str, cascade: bool, workers: int) -> dict:
-    """One filter run: docs/s (wall, CPU of this process and its workers) and every record's outcome."""
-    config = load_config(profile=profile, overrides={"synthetic.cascade": cascade, "limit": limit, "workers": workers})
+def timed(crawl: Path, out: Path, limit: int | None, profile: str, cascade: bool, workers: int,
+          device: str | None = None) -> dict:
+    """One filter run: docs/s (wall, CPU of this process and its workers) and every record's outcome; the
+    detector on ``device`` (None: the filter's default)."""
+    config = load_config(profile=profile, overrides={"synthetic.cascade": cascade, "limit": limit, "workers": workers,
+                                                     "synthetic.device": device})
     run = FilterRun([crawl], out, config, progress=False)
     t, c = time.perf_counter(), cpu_seconds()
     stats = run.run()

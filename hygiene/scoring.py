@@ -163,6 +163,11 @@ class Scorer:
                 out.append(m)
         return out
 
+    @property
+    def stats_device(self) -> torch.device:
+        """Where the statistics are computed: beside the scoring model's logits, so only per-text values leave it."""
+        return self.lm.device
+
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each normalised text, truncated to the token budget."""
         enc = self.lm.tokenizer(
@@ -216,7 +221,7 @@ class Scorer:
         """Features of one padded batch: one forward pass per distinct model, all statistics vectorised."""
         # every statistic is computed where the scoring model's logits are, in float32 or wider; only
         # per-text values (and the pooled hidden states) leave the device
-        home = self.lm.device
+        home = self.stats_device
         ids, mask = (t.to(home) for t in self._pad(seqs))
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits: dict[int, torch.Tensor] = {}
