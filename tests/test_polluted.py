@@ -170,6 +170,20 @@ def test_crawl_draw_is_seeded_and_disjoint(cfg):
     assert len(set(a["human"].tolist())) == cfg.n_human and sorted(a["order"].tolist()) == list(range(16))
 
 
+def test_every_training_set_gets_the_same_optimiser_steps(cfg):
+    """The chains' training sets differ in size (the filter keeps some); each fine-tune must take the same steps,
+    or a chain that kept a few more documents trains longer than the oracle."""
+    from collapse_sim.training import train_lm
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=16, n_positions=8, n_embd=8, n_layer=1, n_head=1))
+    blocks = torch.randint(0, 16, (3 * cfg.lm.train.batch_size + 5, 8), generator=torch.Generator().manual_seed(0))
+    batch = cfg.lm.train.batch_size
+    for n in (batch, batch + 1, 2 * batch - 1, 3 * batch + 5):
+        info = train_lm(model, blocks[:n], dataclasses.replace(cfg.train_config(n, 0), device="cpu"), progress=False)
+        assert info["steps"] == cfg.steps, n
+
+
 def test_split_keeps_generation_0_and_crawl_pool_apart(cfg, crawl_data):
     data, _ = crawl_data
     gen0 = {tuple(b) for b in data.gen0.tolist()}
