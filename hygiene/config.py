@@ -106,7 +106,9 @@ class SyntheticConfig:
     model: str | None = None  # detector directory; None: the shipped default under models/detector
     threshold: float | None = None  # None: the detector's threshold calibrated on human text (its FPR)
     batch_size: int = 64  # texts per predict_proba call
-    cascade: bool = True  # the detector's first pass settles the texts it is sure of (when it has a cascade)
+    #: the detector's first pass settles the texts it is sure of (when it has a cascade); None: on when the
+    #: detector runs on the CPU, off on a GPU, where the language models cost less than the first pass
+    cascade: bool | None = None
     device: str | None = None  # torch device of the detector's language models; None: cuda when available, else cpu
 
 

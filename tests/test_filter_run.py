@@ -386,3 +386,17 @@ def test_a_device_the_machine_lacks_is_a_one_line_error_before_anything_is_writt
                                        "--device", device, "--no-progress"])
     assert result.exit_code != 0 and "Traceback" not in result.output and result.output.count("\n") == 1
     assert message in result.output and not (tmp_path / "o").exists()
+
+
+def test_the_cascade_defaults_to_on_for_a_cpu_and_off_for_a_gpu(monkeypatch) -> None:
+    import torch
+
+    import hygiene.lm
+    from hygiene.config import SyntheticConfig
+    from hygiene.stages.synthetic import SyntheticFilter
+
+    assert SyntheticFilter(SyntheticConfig(device="cpu")).cascade is True
+    assert SyntheticFilter(SyntheticConfig(device="cpu", cascade=False)).cascade is False
+    monkeypatch.setattr(hygiene.lm, "select_device", lambda device=None: torch.device("cuda"))
+    assert SyntheticFilter(SyntheticConfig(device="cuda")).cascade is False
+    assert SyntheticFilter(SyntheticConfig(device="cuda", cascade=True)).cascade is True

@@ -135,7 +135,7 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
               help="Reject above this detector probability [the detector's calibrated threshold].")
 @click.option("--cascade/--no-cascade", default=None,
               help="Let the detector's cheap first pass settle the texts it is sure of; the language models score "
-                   "only the rest [on].")
+                   "only the rest [on for a detector on the CPU, off on a GPU].")
 @click.option("--device", default=None, help="torch device of the detector, e.g. cpu or cuda:1 [cuda when available, else cpu].")
 def filter_cmd(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
                resume: bool, overwrite: bool, dry_run: bool, progress: bool, **options: Any) -> None:

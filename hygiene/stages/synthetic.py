@@ -81,12 +81,22 @@ class SyntheticFilter(Filter):
         return self._given is None and select_device(self.config.device).type == "cpu"
 
     @property
+    def cascade(self) -> bool:
+        """Whether the detector's first pass settles texts: as configured, else on a CPU only (on a GPU, scoring
+        every text was faster, with the same decisions: ``benchmarks/device_filter.py``)."""
+        if self.config.cascade is not None:
+            return self.config.cascade
+        from hygiene.lm import select_device
+
+        return select_device(self.config.device).type == "cpu"
+
+    @property
     def detector(self) -> Detector:
         """The given detector, else the configured one, loaded on first use (once per process)."""
         if self._given is not None:
             return self._given
         if self._loaded is None:
-            key = (self.config.model, self.config.device, self.config.cascade)
+            key = (self.config.model, self.config.device, self.cascade)
             if key not in _LOADED:  # a process loads it once, however often the stage is unpickled
                 _LOADED[key] = load_default_detector(*key)
             self._loaded = _LOADED[key]
