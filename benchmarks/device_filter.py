@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-from hygiene.lm import select_device
-
+from _gpu import gpu_to_measure  # benchmarks/_gpu.py, beside this script
 from _results import save  # benchmarks/_results.py, beside this script
 from cascade_speed import CRAWL, timed
 
@@ -31,10 +30,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="the first N documents only [all]")
     ap.add_argument("--out", type=Path, default=None, help="folder for device_filter.json and .md")
     args = ap.parse_args()
-    if args.device is None and not torch.cuda.is_available():
-        print("no CUDA GPU here: nothing to measure (--device cpu runs it on the CPU)")
+    device = gpu_to_measure(args.device)
+    if device is None:
         return
-    device = select_device(args.device or "cuda")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
     runs = {"CPU, cascade (baseline)": ("cpu", True),
             f"{name}, cascade": (str(device), True),

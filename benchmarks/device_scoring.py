@@ -31,9 +31,10 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from hygiene.lm import LanguageModel, select_device, select_dtype, wrap_lm
+from hygiene.lm import LanguageModel, select_dtype, wrap_lm
 from hygiene.scoring import ScoringConfig, Scorer
 
+from _gpu import gpu_to_measure  # benchmarks/_gpu.py, beside this script
 from _results import save  # benchmarks/_results.py, beside this script
 
 VOCAB = 50257
@@ -81,10 +82,9 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--out", type=Path, default=None, help="folder for device_scoring.json and .md")
     args = ap.parse_args()
-    if args.device is None and not torch.cuda.is_available():
-        print("no CUDA GPU here: nothing to measure (--device cpu runs it on the CPU)")
+    device = gpu_to_measure(args.device)
+    if device is None:
         return
-    device = select_device(args.device or "cuda")
     rng = np.random.default_rng(0)
     texts = [" ".join(f"w{i}" for i in rng.integers(1, VOCAB, args.tokens)) for _ in range(args.texts)]
     tokenizer = word_tokenizer(VOCAB)
