@@ -14,6 +14,8 @@ Data, every split by ``group`` (texts derived from one document share it), never
 - **threshold**: the human texts of the human pool's **calib** split, the other WikiText-2 blocks,
   further detect-dev groups and a fixed share of detect-chat groups (the 1% target holds for each
   of these sources on its own);
+- **your own** (``own``, empty in the shipped recipe): labelled files of a crawl's own kind of writing,
+  as training rows and as threshold sources of their own;
 - **evaluation**: the corpus's ``test.jsonl``, the human pool's **eval** split, the simulator's pages
   continuing **eval** documents, held-out detect-dev groups and a fixed share of detect-chat groups,
   which nothing else touches.
@@ -114,6 +116,20 @@ class PagesData:
 
 
 @dataclass(frozen=True)
+class OwnData:
+    """Labelled texts of the user's own domain (JSONL: ``text``, ``label`` human|machine, optional ``group``).
+
+    A detector transfers worst to kinds of human writing it never saw (see docs/detector.md); a few hundred
+    human texts of a crawl's own kind, in training and in the threshold set, are the remedy.
+    """
+
+    #: files whose texts are training rows (each file a part of its own, ``own:<file stem>``)
+    train: tuple[str, ...] = ()
+    #: files whose human texts set the threshold: at most ``target_fpr`` of each file's texts above it
+    threshold: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class DetectorRecipe:
     """Everything that defines the shipped detector: its configuration, data and where it goes."""
 
@@ -128,6 +144,8 @@ class DetectorRecipe:
     machine_lm: MachineLM = field(default_factory=MachineLM)
     #: the simulator's pages in the pool's domains (None: none)
     pages: PagesData | None = None
+    #: the user's own labelled texts (none in the shipped recipe)
+    own: OwnData = field(default_factory=OwnData)
     seed: int = 0
 
 
@@ -170,6 +188,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (DetectorRecipe, "human"): HumanData,
     (DetectorRecipe, "machine_lm"): MachineLM,
     (DetectorRecipe, "pages"): PagesData,
+    (DetectorRecipe, "own"): OwnData,
     (DetectorConfig, "features"): FeatureConfig,
     (DetectorConfig, "classifier"): ClassifierConfig,
     (DetectorConfig, "lexical"): LexicalConfig,
@@ -286,6 +305,28 @@ def simulator_pages(path: str) -> list[LabelledText]:
     return read_labelled(path)
 
 
+def own_parts(own: OwnData) -> tuple[dict[str, list[LabelledText]], dict[str, list[LabelledText]]]:
+    """The user's own files as training parts and threshold sources, each named ``own:<file stem>``; their
+    groups are prefixed with the part's name, so no group of theirs meets one of the shipped data's."""
+    both = sorted(set(own.train) & set(own.threshold))
+    if both:
+        raise UserInputError(f"{both[0]}: in both own.train and own.threshold; a text may have one role only")
+    train, threshold = {}, {}
+    for roles, paths in ((train, own.train), (threshold, own.threshold)):
+        for path in paths:
+            name = f"own:{Path(path).stem}"
+            if name in train or name in threshold:
+                raise UserInputError(f"{path}: another own file is also named {Path(path).stem!r}; rename one")
+            rows = [dataclasses.replace(r, group=f"{name}:{r.group if r.group is not None else i}")
+                    for i, r in enumerate(read_labelled(path))]
+            if roles is threshold:
+                rows = [dataclasses.replace(r, domain=name) for r in rows if r.label == 0]
+                if not rows:
+                    raise UserInputError(f"{path}: no human texts; own.threshold files set the threshold on human text")
+            roles[name] = rows
+    return train, threshold
+
+
 # -- the assembled sets ------------------------------------------------------------------------------
 @dataclass
 class RecipeData:
@@ -339,6 +380,9 @@ def assemble(recipe: DetectorRecipe) -> RecipeData:
         "detect_chat": [dataclasses.replace(r, domain="detect-chat") for r in _sample(
             [r for r in chat["threshold"] if r.label == 0], recipe.chat.threshold_human_max, seed)],
     }
+    own_train, own_threshold = own_parts(recipe.own)
+    parts.update(own_train)
+    threshold.update(own_threshold)
     chat_eval = _sample(chat["eval"], recipe.chat.eval_max, seed)
     pool_eval = capped(human_pool("eval", sources=POOL_SOURCES), h.eval_per_source, seed)
     evaluation = {

@@ -62,3 +62,49 @@ def test_every_feature_of_the_shipped_detector_is_in_exactly_one_ablation_family
     for n in names:
         assert sum(member(n) for member in FAMILIES.values()) == 1, n
     assert FAMILIES["machine LM (ratio, Binoculars)"]("body_llr") and FAMILIES["reference LM scores"]("body_ll")
+
+
+def _jsonl(path, rows):
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def test_own_files_become_training_parts_and_threshold_sources_of_their_own(tmp_path):
+    from hygiene.recipe import own_parts
+
+    forum = _jsonl(tmp_path / "forum.jsonl", [
+        {"text": "a post", "label": "human", "group": "thread-1"},
+        {"text": "a reply", "label": "human"},
+        {"text": "an answer", "label": "machine", "group": "thread-1"}])
+    essays = _jsonl(tmp_path / "essays.jsonl", [
+        {"text": "my essay", "label": "human"}, {"text": "its essay", "label": "machine"}])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"own:\n  train: [{forum}]\n  threshold: [{essays}]\n")
+    own = load_recipe(recipe).own
+    assert own.train == (forum,) and own.threshold == (essays,)
+    train, threshold = own_parts(own)
+    rows = train["own:forum"]
+    assert [r.label for r in rows] == [0, 0, 1]
+    # groups kept apart from the shipped data's, and a row without one is its own group
+    assert rows[0].group == rows[2].group == "own:forum:thread-1" and rows[1].group == "own:forum:1"
+    # the threshold takes the human texts only, as a source of their own
+    (human,) = threshold["own:essays"]
+    assert human.text == "my essay" and human.domain == "own:essays"
+
+
+def test_own_files_that_cannot_work_fail_naming_the_file(tmp_path):
+    from hygiene.recipe import OwnData, own_parts
+
+    machine = _jsonl(tmp_path / "m.jsonl", [{"text": "x", "label": "machine"}])
+    with pytest.raises(UserInputError, match=r"m.jsonl: no human texts"):
+        own_parts(OwnData(threshold=(machine,)))
+    with pytest.raises(UserInputError, match=r"m.jsonl: in both own.train and own.threshold"):
+        own_parts(OwnData(train=(machine,), threshold=(machine,)))
+    (tmp_path / "b").mkdir()
+    twin = _jsonl(tmp_path / "b" / "m.jsonl", [{"text": "y", "label": "human"}])
+    with pytest.raises(UserInputError, match=r"also named 'm'"):
+        own_parts(OwnData(train=(machine, twin)))
+    with pytest.raises(UserInputError, match=r"missing.jsonl"):
+        own_parts(OwnData(train=(str(tmp_path / "missing.jsonl"),)))
