@@ -128,6 +128,11 @@ class OwnData:
     #: files whose human texts set the threshold: at most ``target_fpr`` of each file's texts above it
     threshold: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        for key in ("train", "threshold"):
+            if not isinstance(getattr(self, key), tuple):  # a bare string would be read as one file per letter
+                raise ValueError(f"own.{key} must be a list of files, e.g. [{getattr(self, key)}]")
+
 
 @dataclass(frozen=True)
 class DetectorRecipe:

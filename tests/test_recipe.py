@@ -106,5 +106,9 @@ def test_own_files_that_cannot_work_fail_naming_the_file(tmp_path):
     twin = _jsonl(tmp_path / "b" / "m.jsonl", [{"text": "y", "label": "human"}])
     with pytest.raises(UserInputError, match=r"also named 'm'"):
         own_parts(OwnData(train=(machine, twin)))
+    bare = tmp_path / "r.yaml"
+    bare.write_text(f"own:\n  train: {machine}\n")
+    with pytest.raises(UserInputError, match=r"r.yaml: own.train must be a list of files"):
+        load_recipe(bare)
     with pytest.raises(UserInputError, match=r"missing.jsonl"):
         own_parts(OwnData(train=(str(tmp_path / "missing.jsonl"),)))
