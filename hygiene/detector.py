@@ -211,19 +211,43 @@ class Detector:
         return np.hstack(cols) if cols else np.zeros((len(texts), 0))
 
     def base_features(self, texts: Sequence[str], progress: bool = False,
-                      cache: str | os.PathLike | None = None) -> np.ndarray:
-        """The featurizer's columns for ``texts`` (see :mod:`hygiene.features`; ``cache`` makes it resumable)."""
-        return self.featurizer.transform(list(texts), progress=progress, cache=cache)
+                      cache: str | os.PathLike | None = None, text_stats: np.ndarray | None = None) -> np.ndarray:
+        """The featurizer's columns for ``texts`` (see :mod:`hygiene.features`; ``cache`` makes it resumable;
+        ``text_stats``, the text statistics already computed, are not computed again)."""
+        return self.featurizer.transform(list(texts), progress=progress, cache=cache, text_stats=text_stats)
 
     def features(self, texts: Sequence[str], progress: bool = False,
-                 cache: str | os.PathLike | None = None) -> np.ndarray:
-        """The classifier's input for ``texts``: :meth:`base_features` and the fitted lexical model's score."""
-        X = self.base_features(texts, progress=progress, cache=cache)
+                 cache: str | os.PathLike | None = None, first: np.ndarray | None = None) -> np.ndarray:
+        """The classifier's input for ``texts``: :meth:`base_features` and the fitted lexical model's score.
+
+        ``first``, the texts' :meth:`first_pass_features` computed ahead (in a worker process), supplies the
+        columns they hold; only the language models run here."""
+        texts = list(texts)
+        stats, lexical = self._split_first(first, len(texts)) if first is not None else (None, None)
+        X = self.base_features(texts, progress=progress, cache=cache, text_stats=stats)
         if self.config.lexical is None:
             return X
-        if self.lexical_ is None:
-            raise DetectorError("the detector is not fitted")
-        return np.column_stack([X, self.lexical_.decision_function(list(texts))])
+        if lexical is None:
+            if self.lexical_ is None:
+                raise DetectorError("the detector is not fitted")
+            lexical = self.lexical_.decision_function(texts)
+        return np.column_stack([X, lexical])
+
+    def _check_first(self, first: np.ndarray, n: int) -> np.ndarray:
+        """``first`` as rows of :meth:`first_pass_features` for ``n`` texts, or a clear error."""
+        first = np.asarray(first, dtype=float)
+        if first.shape != (n, len(self.first_pass_names)):
+            raise DetectorError(f"expected first-pass features of shape {(n, len(self.first_pass_names))}, "
+                                f"got {first.shape}")
+        return first
+
+    def _split_first(self, first: np.ndarray, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The text statistics and the lexical score in rows of :meth:`first_pass_features` (None: not configured)."""
+        from hygiene.features import TEXT_STATS
+
+        first = self._check_first(first, n)
+        k = len(TEXT_STATS) if self.config.features.text_stats else 0
+        return (first[:, :k] if k else None), (first[:, k] if self.config.lexical is not None else None)
 
     # -- training ---------------------------------------------------------------------------------
     def fit(self, texts: Sequence[str], labels: Sequence[int | str], groups: Sequence[Any] | None = None,
@@ -374,25 +398,24 @@ class Detector:
         p = self._calibrated(self.decision_function_features(X))
         return np.column_stack([1 - p, p])
 
-    def predict_proba(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+    def predict_proba(self, texts: Sequence[str], progress: bool = False, first: np.ndarray | None = None) -> np.ndarray:
         """Calibrated ``[P(human), P(machine)]`` for each text, shape (n, 2).
 
         With a cascade (and ``use_cascade``), the first pass scores every text and only those inside
         its band get the language models; a settled text's P(machine) is the first pass's calibrated
         probability, kept on its side of the threshold, so ``P > threshold_`` is the cascade's decision.
+        ``first``: the texts' :meth:`first_pass_features`, computed ahead (the same numbers, not recomputed).
         """
         texts = list(texts)
         if self.first_pass_ is None or not self.use_cascade:
             self.last_settled_ = np.zeros(len(texts), dtype=bool)
-            return self.predict_proba_features(self.features(texts, progress=progress))
-        first = self.first_pass_features(texts)
+            return self.predict_proba_features(self.features(texts, progress=progress, first=first))
+        first = self.first_pass_features(texts) if first is None else self._check_first(first, len(texts))
         p, settled = self._first_pass(first)
         inside = np.flatnonzero(~settled)
         self.last_settled_ = settled
         if len(inside):
-            X = self.base_features([texts[i] for i in inside], progress=progress)
-            if self.config.lexical is not None:
-                X = np.column_stack([X, first[inside, -1]])
+            X = self.features([texts[i] for i in inside], progress=progress, first=first[inside])
             p[inside] = self.predict_proba_features(X)[:, 1]
         return np.column_stack([1 - p, p])
 

@@ -187,12 +187,14 @@ class Featurizer:
         return self._scorer
 
     def transform(
-        self, texts: Sequence[str], progress: bool = False, cache: str | os.PathLike | None = None, chunk: int = 512
+        self, texts: Sequence[str], progress: bool = False, cache: str | os.PathLike | None = None, chunk: int = 512,
+        text_stats: np.ndarray | None = None,
     ) -> np.ndarray:
         """Feature matrix of ``texts``, shape (n, len(names)); NaN where a feature is undefined.
 
         With ``cache`` (a JSONL file), rows already there are reused and new ones appended chunk by
-        chunk, so an interrupted run picks up where it stopped.
+        chunk, so an interrupted run picks up where it stopped. ``text_stats``: the texts'
+        :meth:`text_statistics`, computed ahead, used as they are.
         """
         texts = list(texts)
         store = FeatureCache(cache, self.config) if cache is not None else None
@@ -205,7 +207,7 @@ class Featurizer:
         bar = tqdm(total=len(todo), desc="features", unit="text", disable=not progress)
         for start in range(0, len(todo), chunk):
             idx = todo[start : start + chunk]
-            X[idx] = self._compute([texts[i] for i in idx])
+            X[idx] = self._compute([texts[i] for i in idx], None if text_stats is None else text_stats[idx])
             if store:
                 store.add([keys[i] for i in idx], X[idx])
             bar.update(len(idx))
@@ -216,12 +218,13 @@ class Featurizer:
         """The :data:`TEXT_STATS` columns alone (no model runs), as :meth:`transform` computes them."""
         return np.array([text_statistics(self.config.prepare(t)) for t in texts]).reshape(len(texts), len(TEXT_STATS))
 
-    def _compute(self, texts: list[str]) -> np.ndarray:
+    def _compute(self, texts: list[str], stats: np.ndarray | None = None) -> np.ndarray:
         texts = [self.config.prepare(t) for t in texts]
         scores = self.scorer.score(texts)
         cols = [np.column_stack([scores[n] for n in self.scorer.feature_names])]
         if self.config.text_stats:
-            cols.append(np.array([text_statistics(t) for t in texts]).reshape(len(texts), len(TEXT_STATS)))
+            cols.append(stats if stats is not None
+                        else np.array([text_statistics(t) for t in texts]).reshape(len(texts), len(TEXT_STATS)))
         if self.config.embeddings:
             cols.append(sentence_embeddings(texts, device=self.device))
         return np.hstack(cols)

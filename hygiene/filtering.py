@@ -71,13 +71,13 @@ class Pipeline:
     def segments(self) -> list[tuple[bool, list[Step]]]:
         """Runs of consecutive steps that may all run in worker processes, or all not: ``(parallel, steps)``.
 
-        A step may when its stage is pure or ``per_process``. A dedup stage splits in two: its keys
-        are pure (computed in parallel), its index is not.
+        A step may when its stage is pure or ``per_process``. A stage with a ``prepare`` step splits
+        in two: that step is pure (computed in parallel), the stage (a dedup index, a GPU) may not be.
         """
         out: list[tuple[bool, list[Step]]] = []
         for stage in self.stages:
-            steps = ([(True, stage.add_keys), (False, stage)] if isinstance(stage, KeyedDedup)
-                     else [(stage.pure or stage.per_process, stage)])
+            steps = [(True, stage.prepare)] if stage.prepared_columns else []
+            steps.append((stage.pure or stage.per_process, stage))
             for pure, step in steps:
                 if out and out[-1][0] == pure:
                     out[-1][1].append(step)

@@ -7,11 +7,12 @@ what each declares, never by its class:
 
 - a **pure** stage runs inside the fused ``map_batches`` of its neighbours;
 - a stage that is **not pure** (it loads a model: the detector) runs on an actor
-  pool, each actor calling ``setup`` once (on a GPU with ``gpus_per_worker``);
+  pool, each actor calling ``setup`` once (on a GPU with ``gpus_per_worker``), after
+  its ``prepare`` step (the detector's cheap features) in the fused ``map_batches``;
 - a :class:`~hygiene.stages.KeyedDedup` (exact and near dedup) becomes a global step
   with its own rule, "the earliest document sharing a key wins", where "earliest" is
   the ordinal ``n`` the local engine would give (shards in order, records in order):
-  its keys are added in parallel (``add_keys``), exploded to one row per key and
+  its keys are added in parallel (its ``prepare`` step), exploded to one row per key and
   grouped (min ``n`` and count); a document whose first key (in key order) was
   seen in an earlier document is linked to that document. Links form a forest;
   its trees are the clusters, found by pointer jumping, and the root, the one
@@ -56,7 +57,8 @@ Step = Callable[[dict[str, list]], dict[str, list]]
 _TYPES = {"n": pa.int64(), "id": pa.string(), "text": pa.binary(), "record": pa.binary(),
           "stage": pa.string(), "reason": pa.string(), FAILED: pa.list_(pa.string()), "output": pa.string(),
           "line": pa.binary(), "outcome": pa.string()}
-_ARROW = {float: pa.float64(), int: pa.int64(), str: pa.string(), bool: pa.bool_()}
+_ARROW = {float: pa.float64(), int: pa.int64(), str: pa.string(), bool: pa.bool_(),
+          list[int]: pa.list_(pa.uint64()), list[float]: pa.list_(pa.float64())}
 
 
 @dataclass
@@ -111,7 +113,7 @@ def to_table(batch: Mapping[str, Sequence], types: Mapping[str, pa.DataType]) ->
 def column_types(pipeline: Pipeline) -> dict[str, pa.DataType]:
     """Arrow types of the engine's columns and of those the stages write: scores and dedup keys."""
     types = {name: _ARROW[kind] for name, kind in pipeline.columns.items() if kind in _ARROW}
-    types.update({stage.key_column: pa.list_(pa.uint64()) for stage in pipeline.dedup})
+    types.update({name: _ARROW[kind] for stage in pipeline.stages for name, kind in stage.prepared_columns.items()})
     types.update({seconds_of(stage.name): pa.float64() for stage in pipeline.stages})
     return {**_TYPES, **types}
 
@@ -354,11 +356,13 @@ class RayFilterRun:
         ds, self._documents = self._documents, None
         for stage in self.pipeline.stages:
             if isinstance(stage, KeyedDedup):
-                ds = self._map(ds, [*steps, stage.add_keys]).materialize()
+                ds = self._map(ds, [*steps, stage.prepare]).materialize()
                 steps = [self._dedup(ds, stage)]
             elif stage.pure:
                 steps.append(stage)
             else:
+                if stage.prepared_columns:
+                    steps.append(stage.prepare)
                 ds = self._map(ds, steps).map_batches(
                     StageActor, fn_constructor_args=(stage, self.types), batch_size=self.config.batch_size,
                     batch_format="pyarrow", concurrency=self._pool_size(), num_gpus=self.ray.gpus_per_worker or None)

@@ -357,7 +357,7 @@ def test_cascade_band_settles_the_most_within_each_sources_budget():
             assert settled == best
 
 
-def test_cascade_settles_without_the_language_models_and_round_trips(tmp_path, tiny_corpus):
+def test_cascade_settles_without_the_language_models_and_round_trips(tmp_path, tiny_corpus, monkeypatch):
     """With a cascade, settled texts never reach the LMs; its P(machine) is on the side of the threshold its
     decision is; saved and loaded, it gives the same scores; turned off, every text is scored in full."""
     from hygiene.detector import CascadeConfig
@@ -386,6 +386,23 @@ def test_cascade_settles_without_the_language_models_and_round_trips(tmp_path, t
     p_cascade, settled = det.cascade_proba_features(X)
     np.testing.assert_allclose(p, p_cascade, rtol=1e-9)
     assert set(seen) == {t for t, s in zip(texts, settled) if not s}
+    # the cheap features computed ahead (as a worker process does): the same scores, and neither the text
+    # statistics nor the lexical model runs again
+    first = det.first_pass_features(texts)
+    import hygiene.features
+
+    calls: list[str] = []
+    with monkeypatch.context() as m:
+        stats = hygiene.features.text_statistics
+        m.setattr(hygiene.features, "text_statistics", lambda t: calls.append("stats") or stats(t))
+        m.setattr(det.lexical_, "decision_function", lambda t: calls.append("lexical") or [][0])
+        np.testing.assert_array_equal(det.predict_proba(texts, first=first)[:, 1], p)
+        det.use_cascade = False
+        np.testing.assert_array_equal(det.predict_proba(texts, first=first), det.predict_proba_features(X))
+        det.use_cascade = True
+    assert calls == []
+    with pytest.raises(DetectorError, match="first-pass features of shape"):
+        det.predict_proba(texts, first=first[:, :-1])
     # the filter's stage says which of its records the first pass settled, batch by batch
     from hygiene.config import SyntheticConfig
     from hygiene.stages.synthetic import SyntheticFilter

@@ -169,7 +169,7 @@ def test_hashing_split_from_the_index_gives_the_same_decisions() -> None:
     batch = {"text": texts, "n": list(range(len(texts))), "stage": [None] * 8 + ["quality"], "reason": [None] * 9}
     whole = NearDedup()(batch)
     stage = NearDedup()
-    split = stage(stage.add_keys(batch))
+    split = stage(stage.prepare(batch))
     untimed = seconds_of(stage.name)  # the time each took differs
     assert {k: v for k, v in whole.items() if k != untimed} == {k: v for k, v in split.items() if k != untimed}
     assert len(whole[untimed]) == len(split[untimed]) == len(texts)

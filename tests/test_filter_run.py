@@ -14,6 +14,7 @@ from hygiene.config import FilterConfig, load_config
 from hygiene.errors import UserInputError
 from hygiene.filter_run import run_filter
 from gopher_docs import make_doc  # noqa: E402
+from tiny_detector import save_tiny_detector  # noqa: E402
 
 
 
@@ -345,23 +346,10 @@ def test_parquet_output_survives_lone_surrogates(tmp_path):
 def test_a_detector_loaded_from_its_folder_scores_in_the_worker_processes(tmp_path: Path) -> None:
     """On CPU the detector stage runs in the worker pool, each process with its own copy, and decides as one
     process does; a detector the caller passes stays in the main process."""
-    from hygiene.classifier import ClassifierConfig
-    from hygiene.detector import Detector, DetectorConfig
-    from hygiene.features import FeatureConfig
     from hygiene.filtering import build_pipeline
-    from hygiene.scoring import ScoringConfig
-    from tiny_lm import tiny_lms
 
-    (lm,) = tiny_lms(1, seed=3)
-    lm.model.save_pretrained(tmp_path / "lm")
-    lm.tokenizer.save_pretrained(tmp_path / "lm")
-    texts = [make_doc(i) + (" machine words" * (i % 2)) for i in range(40)]
-    cfg = DetectorConfig(features=FeatureConfig(lm=str(tmp_path / "lm"), scoring=ScoringConfig()),
-                         classifier=ClassifierConfig(kind="logistic"))
-    Detector(cfg).fit(texts, [i % 2 for i in range(40)]).save(tmp_path / "det")
+    settings = save_tiny_detector(tmp_path)
     d = _shards(tmp_path)
-    settings = {"synthetic.enabled": True, "synthetic.model": str(tmp_path / "det"), "synthetic.device": "cpu",
-                "batch_size": 3}
     one = run_filter([d], tmp_path / "one", _config(**settings), progress=False)
     two = run_filter([d], tmp_path / "two", _config(**settings, workers=2), progress=False)
     for name in ("kept", "rejected", "errors"):
@@ -371,6 +359,38 @@ def test_a_detector_loaded_from_its_folder_scores_in_the_worker_processes(tmp_pa
     assert parallel["synthetic"] is True
     given = build_pipeline(_config(**settings), detector=FlakyDetector())
     assert {getattr(step, "name", ""): p for p, steps in given.segments() for step in steps}["synthetic"] is False
+
+
+def test_with_the_models_in_the_main_process_the_cheap_features_run_in_the_workers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As with the detector on a GPU (the stage not per process): the language models run in the main process,
+    the text statistics and the lexical score ahead of them in the worker processes (the stage's ``prepare``
+    step), and the outputs are those of one process."""
+    import os
+
+    import hygiene.features
+    from hygiene.detector import Detector
+    from hygiene.stages.synthetic import FIRST_PASS, SyntheticFilter
+
+    settings = save_tiny_detector(tmp_path)
+    d = _shards(tmp_path)
+    main, in_main = os.getpid(), []
+    first_pass, stats = Detector.first_pass_features, hygiene.features.text_statistics
+
+    def record(name, f):
+        return lambda *a: (in_main.append(name) if os.getpid() == main else None) or f(*a)
+
+    monkeypatch.setattr(Detector, "first_pass_features", record("first_pass", first_pass))
+    monkeypatch.setattr(hygiene.features, "text_statistics", record("stats", stats))
+    monkeypatch.setattr(SyntheticFilter, "per_process", property(lambda self: False))
+    one = run_filter([d], tmp_path / "one", _config(**settings), progress=False)
+    assert "first_pass" in in_main  # one process: computed here
+    in_main.clear()
+    two = run_filter([d], tmp_path / "two", _config(**settings, workers=2), progress=False)
+    assert in_main == [] and two["by_stage"] == one["by_stage"]
+    for name in ("kept", "rejected", "errors"):
+        out = (tmp_path / "two" / f"{name}.jsonl").read_text()
+        assert out == (tmp_path / "one" / f"{name}.jsonl").read_text() and FIRST_PASS not in out
 
 
 @pytest.mark.parametrize(("device", "message"), [("foo", "unknown torch device 'foo'"),

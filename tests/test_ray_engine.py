@@ -16,6 +16,7 @@ from hygiene.errors import UserInputError  # noqa: E402
 from hygiene.filter_run import run_filter  # noqa: E402
 from hygiene.ray_engine import RayConfig, cluster_roots, run_filter_ray  # noqa: E402
 from gopher_docs import make_doc  # noqa: E402
+from tiny_detector import save_tiny_detector  # noqa: E402
 
 
 
@@ -126,6 +127,26 @@ def test_ray_and_local_make_the_same_decisions(ray_cluster, corpus: Path, tmp_pa
     chain = [r for r in rejected.values() if r["hygiene"]["id"].endswith("a.jsonl:16")]
     assert chain[0]["hygiene"]["scores"]["near_cluster"] == 3  # an edit of an edit joins the first one's cluster
     assert not (tmp_path / "ray" / ".partial").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_detector_loaded_from_its_folder_decides_as_in_the_local_engine(ray_cluster, corpus: Path,
+                                                                          tmp_path: Path) -> None:
+    """The detector's cheap features are computed in the fused map (its ``prepare`` step), its language model
+    on the actors: the same decisions and scores as the local engine, and no prepared column in the output."""
+    config = _config(**save_tiny_detector(tmp_path))
+    local = run_filter([corpus], tmp_path / "local", config, progress=False)
+    stats = run_filter_ray([corpus], tmp_path / "ray", config, RayConfig(workers=2), progress=False)
+    for name in ("kept", "rejected"):
+        ray_out, local_out = _by_id(_read(tmp_path / "ray", name)), _by_id(_read(tmp_path / "local", name))
+        assert ray_out.keys() == local_out.keys(), name
+        for k, r in ray_out.items():
+            assert r["hygiene"]["scores"].keys() == local_out[k]["hygiene"]["scores"].keys()
+            p, q = r["hygiene"]["scores"].get("synthetic_p"), local_out[k]["hygiene"]["scores"].get("synthetic_p")
+            assert p == q or p == pytest.approx(q, rel=1e-6), k
+            assert "synthetic_first_pass" not in r["hygiene"]["scores"]
+    assert stats["by_stage"] == local["by_stage"] and stats["by_stage"]["synthetic"]
 
 
 @pytest.mark.slow

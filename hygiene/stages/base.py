@@ -12,8 +12,8 @@ its decisions and columns added. A stage never drops a row: it sets ``stage`` an
   and its scores; the base picks the rows and writes the decisions: ``reason`` is the
   first rule, the ``failed`` column names them all;
 - :class:`KeyedDedup`: "the earliest document sharing a key wins" (exact and near
-  dedup). It needs the whole corpus, so it says how it runs globally: ``add_keys``
-  (per batch, in parallel), then ``resolve`` given each document's earliest
+  dedup). It needs the whole corpus, so it says how it runs globally: ``prepare``
+  adds its keys (per batch, in parallel), then ``resolve`` given each document's earliest
   document. The local engine finds those with a growing :class:`~hygiene.dedup.HashIndex`,
   the Ray engine with a group-by over all keys.
 
@@ -26,6 +26,12 @@ runs in the caller's process locally and, on Ray, on actors that call ``setup`` 
 ``per_process`` says that a stage that is not pure may still run in the local engine's
 worker processes, each holding its own copy of what it loads (a model, once per process);
 one that holds state across batches (a dedup index) may not.
+
+``prepare(batch)`` is a stage's optional pure first step: columns that need nothing
+loaded once per process (dedup keys; the detector's cheap features), computed in
+worker processes (locally) or the fused ``map_batches`` (Ray) before the stage itself
+runs wherever it runs. ``prepared_columns`` names them; ``process`` consumes and drops
+them, and computes them itself when they are absent.
 """
 from __future__ import annotations
 
@@ -70,6 +76,8 @@ class Stage:
     per_process: bool = False
     #: score every document and drop nothing (set by the pipeline for the whole run)
     annotate_only: bool = False
+    #: the columns ``prepare`` adds (name -> Python type), consumed by ``process``; empty: no prepare step
+    prepared_columns: Mapping[str, Any] = {}
 
     def setup(self) -> None:
         """Load what the stage needs (a model) now, so a run fails before it starts, not midway."""
@@ -77,6 +85,10 @@ class Stage:
     def process(self, batch: Batch) -> dict[str, list]:
         """The batch with this stage's decisions and columns added."""
         raise NotImplementedError
+
+    def prepare(self, batch: Batch) -> dict[str, list]:
+        """The batch with ``prepared_columns`` added (pure: runs in any process), timed."""
+        return batch
 
     def __call__(self, batch: Batch) -> dict[str, list]:
         """A stage is a batch function (``datasets.map(batched=True)``, Ray ``map_batches``), timed."""
@@ -88,15 +100,18 @@ class Filter(Stage):
 
     def score(self, texts: list[str]) -> tuple[Sequence[str | Sequence[str] | None], Mapping[str, Sequence[Any]]]:
         """Per text, the reason to reject it (``None``: keep it) or every rule it fails (empty: keep it),
-        and each of ``columns`` per text."""
+        and each of ``columns`` per text. A filter with ``prepared_columns`` is called as
+        ``score(texts, prepared)``: those of its columns the batch holds, per text (``None`` where absent)."""
         raise NotImplementedError
 
     def process(self, batch: Batch) -> dict[str, list]:
         rows = active_rows(batch, self.annotate_only).tolist()
         text = texts(batch)
-        reasons, scores = self.score([text[i] for i in rows])
+        prepared = ([{c: [batch[c][i] for i in rows] for c in self.prepared_columns if c in batch}]
+                    if self.prepared_columns else [])
+        reasons, scores = self.score([text[i] for i in rows], *prepared)
         stage, reason = decisions(batch)
-        out = dict(batch)
+        out = {k: v for k, v in batch.items() if k not in self.prepared_columns}
         failed = list(batch.get(FAILED) or [None] * len(stage))
         for column in self.columns:
             values: list[Any] = [None] * len(stage)
@@ -137,7 +152,7 @@ class KeyedDedup(Stage):
 
     @property
     def key_column(self) -> str:
-        """The column ``add_keys`` writes and ``resolve`` removes."""
+        """The column ``prepare`` writes and ``resolve`` removes."""
         return f"{self.name}_keys"
 
     def keys(self, texts: list[str]) -> list[list[int] | None]:
@@ -148,7 +163,11 @@ class KeyedDedup(Stage):
         """This stage's score for document ``n`` whose earliest linked document is ``earliest``."""
         raise NotImplementedError
 
-    def add_keys(self, batch: Batch) -> dict[str, list]:
+    @property
+    def prepared_columns(self) -> dict[str, Any]:  # type: ignore[override]
+        return {self.key_column: list[int]}
+
+    def prepare(self, batch: Batch) -> dict[str, list]:
         """The batch with the keys of the rows this stage decides (pure: runs anywhere), timed."""
         return timed(self.name, self._add_keys, batch)
 

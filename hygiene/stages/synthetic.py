@@ -7,6 +7,10 @@ A document is rejected when its probability exceeds the threshold: the
 detector's own (set for a target false-positive rate on human text) unless the
 config gives one. "Exceeds", as the detector itself flags, so the calibrated
 false-positive rate carries over unchanged.
+
+Its ``prepare`` step computes the detector's cheap features (text statistics and the
+lexical score: no language model) in worker processes, so that with ``--workers`` and
+the language models on a GPU the main process runs only the models and the classifier.
 """
 from __future__ import annotations
 
@@ -15,10 +19,14 @@ from typing import Protocol
 
 import numpy as np
 
+from hygiene.batch import Batch, active_rows, texts
 from hygiene.config import SyntheticConfig
 from hygiene.errors import UserInputError
 from hygiene.paths import models_dir
-from hygiene.stages.base import Filter
+from hygiene.stages.base import Filter, timed
+
+#: the column ``prepare`` writes: each undecided row's cheap features (the detector's ``first_pass_features``)
+FIRST_PASS = "synthetic_first_pass"
 
 
 class Detector(Protocol):
@@ -103,6 +111,36 @@ class SyntheticFilter(Filter):
         return self._loaded
 
     @property
+    def prepared_columns(self) -> dict[str, type]:  # type: ignore[override]
+        """The cheap features, computed ahead in worker processes; not for a detector passed in, which stays
+        whole in the caller's process."""
+        return {} if self._given is not None else {FIRST_PASS: list[float]}
+
+    @property
+    def first_pass_detector(self) -> Detector:
+        """The detector this process holds, else one loaded on the CPU for its cheap features alone (a worker
+        process never touches the GPU, and no language model is loaded until one scores)."""
+        key = (self.config.model, self.config.device, self.cascade)
+        if key not in _LOADED:
+            key = (self.config.model, "cpu", self.cascade)
+            if key not in _LOADED:
+                _LOADED[key] = load_default_detector(*key)
+        return _LOADED[key]
+
+    def prepare(self, batch: Batch) -> dict[str, list]:
+        return timed(self.name, self._add_first_pass, batch)
+
+    def _add_first_pass(self, batch: Batch) -> dict[str, list]:
+        rows = active_rows(batch, self.annotate_only).tolist()
+        values: list[list[float] | None] = [None] * len(batch["text"])
+        first_pass = getattr(self.first_pass_detector, "first_pass_features", None) if rows else None
+        if first_pass is not None:
+            text = texts(batch)
+            for i, row in zip(rows, first_pass([text[i] for i in rows]).tolist()):
+                values[i] = row
+        return {**batch, FIRST_PASS: values}
+
+    @property
     def threshold(self) -> float:
         """Probability above which a text is rejected."""
         if self.config.threshold is not None:
@@ -112,13 +150,16 @@ class SyntheticFilter(Filter):
     def setup(self) -> None:
         self.detector  # noqa: B018  (load it now)
 
-    def score(self, texts: list[str]) -> tuple[list[str | None], dict[str, list]]:
+    def score(self, texts: list[str], prepared: dict[str, list] | None = None) -> tuple[list[str | None], dict[str, list]]:
         probs: list[float] = []
         settled: list[int | None] = []
+        first = (prepared or {}).get(FIRST_PASS)
         step = self.config.batch_size
         for start in range(0, len(texts), step):
             chunk = texts[start : start + step]
-            p = np.asarray(self.detector.predict_proba(chunk), dtype=float)
+            ahead = first[start : start + step] if first is not None else [None]
+            given = {"first": np.array(ahead, dtype=float)} if all(v is not None for v in ahead) else {}
+            p = np.asarray(self.detector.predict_proba(chunk, **given), dtype=float)
             if p.shape != (len(chunk), 2):
                 raise ValueError(f"detector returned shape {p.shape} for {len(chunk)} texts, expected ({len(chunk)}, 2)")
             probs += p[:, 1].tolist()
