@@ -1,13 +1,15 @@
 """The default filter on the example crawl with its detector on a GPU, against the same machine's CPU.
 
-Three runs of the default (human) profile over the example crawl (``examples/crawl``), one process
-each, the same documents: the detector on the CPU with its cascade (the default there: the baseline,
-every core to torch), on the GPU with the cascade, and on the GPU scoring every document in full
-(``synthetic.cascade: false``). Prints documents per second (wall, the detector loaded beforehand),
-the ratio to the CPU, and the documents whose outcome (kept, or the rejection reason) differs from
-the CPU run's; writes ``device_filter.json`` and ``.md`` to ``--out``.
+Runs of the default (human) profile over the example crawl (``examples/crawl``), the same documents:
+the detector on the CPU with its cascade (the default there: the baseline, one process, every core to
+torch), on the GPU with the cascade, and on the GPU scoring every document in full
+(``synthetic.cascade: false``), each in one process and with ``--workers`` processes (the pure steps
+and the detector's cheap features in the workers, the language models in the main process with the
+GPU). Prints documents per second (wall, the detector loaded beforehand), the ratio to the CPU, and
+the documents whose outcome (kept, or the rejection reason) differs from the CPU run's; writes
+``device_filter.json`` and ``.md`` to ``--out``.
 
-    python benchmarks/device_filter.py [--device cuda] [--limit N] [--out DIR]
+    python benchmarks/device_filter.py [--device cuda] [--workers 8] [--limit N] [--out DIR]
 """
 from __future__ import annotations
 
@@ -28,21 +30,25 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="the GPU to measure [cuda; without one, nothing to measure]")
     ap.add_argument("--crawl", type=Path, default=CRAWL / "crawl.jsonl.gz")
     ap.add_argument("--limit", type=int, default=None, help="the first N documents only [all]")
+    ap.add_argument("--workers", type=int, default=8, help="worker processes of the parallel runs [8]")
     ap.add_argument("--out", type=Path, default=None, help="folder for device_filter.json and .md")
     args = ap.parse_args()
     device = gpu_to_measure(args.device)
     if device is None:
         return
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-    runs = {"CPU, cascade (baseline)": ("cpu", True),
-            f"{name}, cascade": (str(device), True),
-            f"{name}, every document scored in full": (str(device), False)}
+    w = args.workers
+    runs = {"CPU, cascade (baseline)": ("cpu", True, 1),
+            f"{name}, cascade": (str(device), True, 1),
+            f"{name}, every document scored in full": (str(device), False, 1),
+            f"{name}, cascade, --workers {w}": (str(device), True, w),
+            f"{name}, every document scored in full, --workers {w}": (str(device), False, w)}
     head = f"The example crawl, default profile, one process; {os.cpu_count()} CPU cores, torch {torch.__version__}"
     lines = [head, "", "| run | docs/s (wall) | ratio to CPU | outcomes that differ from the CPU run |", "|---|---|---|---|"]
     result: dict = {"device": name, "cpu_cores": os.cpu_count(), "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (label, (dev, cascade)) in enumerate(runs.items()):
-            run = timed(args.crawl, Path(tmp) / str(i), args.limit, "human", cascade, 1, dev)
+        for i, (label, (dev, cascade, workers)) in enumerate(runs.items()):
+            run = timed(args.crawl, Path(tmp) / str(i), args.limit, "human", cascade, workers, dev)
             base = result["runs"].get("CPU, cascade (baseline)", run)
             differ = sum(run["outcome"].get(k) != v for k, v in base["outcome"].items())
             result["runs"][label] = {**run, "ratio": run["docs_per_s"] / base["docs_per_s"], "differ": differ}
