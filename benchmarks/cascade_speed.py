@@ -4,8 +4,9 @@ Runs one after the other, on the same documents (the example crawl, ``examples/c
 human pages, boilerplate, exact and near duplicates, machine pages, with its truth file). Baseline: the
 default (human) profile with ``synthetic.cascade: false``, which is what the filter did before the
 cascade. Then the default with the cascade, in one process (torch on every core) and in two worker
-processes (one torch thread each), and the gopher profile with it (the pre-``human`` default: the
-crawl's removals to compare). CPU seconds count this process and its finished worker processes. Prints
+processes (one torch thread each), the gopher profile with it (the pre-``human`` default: the
+crawl's removals to compare), and the default with the cascade and the shipped fast detector
+(``detector-fast``: its language models read 160 tokens a text, the default's 256). CPU seconds count this process and its finished worker processes. Prints
 documents per second (wall and CPU), the ratio, the documents
 the two default runs decide differently, and what each run removes of each kind of page; writes
 ``cascade_speed.json`` and ``cascade_speed.md`` to ``--out``.
@@ -29,11 +30,12 @@ from hygiene.filter_run import FilterRun
 from _results import save  # benchmarks/_results.py, beside this script
 
 CRAWL = Path(__file__).resolve().parents[1] / "examples" / "crawl"
-#: (label, profile, cascade, worker processes)
-RUNS = (("human profile, every document scored in full (baseline)", "human", False, 1),
-        ("human profile, cascade (the default)", "human", True, 1),
-        ("human profile, cascade, --workers 2 (one torch thread each)", "human", True, 2),
-        ("gopher profile, cascade", "gopher", True, 1))
+#: (label, profile, cascade, worker processes, detector: None for the default)
+RUNS = (("human profile, every document scored in full (baseline)", "human", False, 1, None),
+        ("human profile, cascade (the default)", "human", True, 1, None),
+        ("human profile, cascade, --workers 2 (one torch thread each)", "human", True, 2, None),
+        ("gopher profile, cascade", "gopher", True, 1, None),
+        ("human profile, cascade, --detector detector-fast", "human", True, 1, "detector-fast"))
 
 
 def outcomes(out: Path) -> dict[str, str]:
@@ -53,11 +55,11 @@ def cpu_seconds() -> float:
 
 
 def timed(crawl: Path, out: Path, limit: int | None, profile: str, cascade: bool, workers: int,
-          device: str | None = None) -> dict:
+          device: str | None = None, detector: str | None = None) -> dict:
     """One filter run: docs/s (wall, CPU of this process and its workers) and every record's outcome; the
-    detector on ``device`` (None: the filter's default)."""
+    detector (None: the shipped default) on ``device`` (None: the filter's default)."""
     config = load_config(profile=profile, overrides={"synthetic.cascade": cascade, "limit": limit, "workers": workers,
-                                                     "synthetic.device": device})
+                                                     "synthetic.device": device, "synthetic.model": detector})
     run = FilterRun([crawl], out, config, progress=False)
     t, c = time.perf_counter(), cpu_seconds()
     stats = run.run()
@@ -77,8 +79,8 @@ def main() -> None:
         kind = {r["id"]: "synthetic" if r["kind"].startswith("synthetic") else r["kind"] for r in map(json.loads, fh)}
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (label, profile, cascade, workers) in enumerate(RUNS):
-            runs[label] = timed(args.crawl, Path(tmp) / str(i), args.limit, profile, cascade, workers)
+        for i, (label, profile, cascade, workers, detector) in enumerate(RUNS):
+            runs[label] = timed(args.crawl, Path(tmp) / str(i), args.limit, profile, cascade, workers, None, detector)
     full, fast = runs[RUNS[0][0]], runs[RUNS[1][0]]
     differ = sum(fast["outcome"].get(i) != o for i, o in full["outcome"].items())
     pages = Counter(kind[i] for i in full["outcome"])

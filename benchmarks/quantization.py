@@ -48,7 +48,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hygiene.detector import Detector, default_detector_path, load_detector
+from hygiene.detector import Detector, load_detector
+from hygiene.paths import detector_path
 from hygiene.lm import LanguageModel, wrap_lm
 from hygiene.recipe import chat_records, load_recipe
 from hygiene.scoring import Scorer
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                     "max_tokens": f.scoring.max_tokens, "threads": torch.get_num_threads(), "rounds": args.rounds,
                     "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start",
                     "detector": {"threshold": det.threshold_, "files_sha256": json.loads(
-                        (default_detector_path() / "manifest.json").read_text(encoding="utf-8"))["files"]},
+                        (detector_path() / "manifest.json").read_text(encoding="utf-8"))["files"]},
                     "versions": versions, "tolerance": TOLERANCE, "adopt_speedup": ADOPT_SPEEDUP,
                     "variants": {}, "not_measured": {}}
     detectors: dict[str, Detector] = {"float32": det}

@@ -103,7 +103,7 @@ class SyntheticConfig:
     """Reject likely machine-generated text with the detector (``hygiene.detector``)."""
 
     enabled: bool = True
-    model: str | None = None  # detector directory; None: the shipped default under models/detector
+    model: str | None = None  # detector directory, or a shipped one by name (detector-fast); None: models/detector
     threshold: float | None = None  # None: the detector's threshold calibrated on human text (its FPR)
     batch_size: int = 64  # texts per predict_proba call
     #: the detector's first pass settles the texts it is sure of (when it has a cascade); None: on when the

@@ -43,7 +43,7 @@ from hygiene.evaluation import roc_summary
 from hygiene.features import FeatureConfig, Featurizer
 from hygiene.lexical import LexicalConfig, LexicalModel, LexicalRows, fit_out_of_fold
 from hygiene.lm import LanguageModel, model_fingerprint, resolve_model
-from hygiene.paths import models_dir
+from hygiene.paths import detector_path
 from hygiene.scoring import ScoringConfig
 
 FORMAT = "hygiene-detector"
@@ -513,17 +513,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def default_detector_path() -> Path:
-    """Where the shipped detector lives: ``models_dir()/detector``."""
-    return models_dir() / "detector"
-
-
 def load_detector(path: str | os.PathLike | None = None, device: str | None = None, dtype: str | None = "float32",
                   models: dict[str, LanguageModel] | None = None, cascade: bool = True) -> Detector:
-    """Load a detector directory (default: the shipped one), refusing pickles and tampered files.
+    """Load a detector directory (default: the shipped one; a bare name such as ``detector-fast``: the shipped
+    folder of that name, where no such path exists here), refusing pickles and tampered files.
 
     ``cascade=False`` scores every text with every feature even where the detector has a cascade."""
-    root = Path(path) if path is not None else default_detector_path()
+    root = detector_path(path)
     if not root.is_dir():
         raise DetectorError(f"{root} is not a detector directory (expected a folder with manifest.json)")
     unsafe = sorted(p.name for p in root.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)

@@ -20,6 +20,17 @@ def models_dir() -> Path:
     return Path(str(files("hygiene._models")))
 
 
+def detector_path(name: str | os.PathLike | None = None) -> Path:
+    """A detector folder: ``name`` as a path, else the shipped folder of that name (``detector-fast``);
+    without a name, the default detector (``models_dir()/detector``)."""
+    if name is None:
+        return models_dir() / "detector"
+    path = Path(name)
+    if not path.exists() and len(path.parts) == 1 and (models_dir() / path).is_dir():
+        return models_dir() / path
+    return path
+
+
 def data_dir() -> Path:
     """Default human-text data directory: ``$COLLAPSE_HYGIENE_DATA`` or ``../shared/data`` beside the repo."""
     env = os.environ.get("COLLAPSE_HYGIENE_DATA")

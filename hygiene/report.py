@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from hygiene.errors import UserInputError
-from hygiene.paths import models_dir
+from hygiene.paths import detector_path
 from hygiene.records import ReadOptions, Shard, read_shard
 
 EXCERPT_CHARS = 300
@@ -58,7 +58,7 @@ def detector_rates(detector_dir: str | Path | None, threshold: float | None) -> 
     """TPR and FPR of the detector at ``threshold``, from its ``detector.json`` (FPR on held-out human
     calibration text) and ``evaluation.json`` (TPR, the share of machine text flagged); unknown when
     missing or measured at another threshold."""
-    path = Path(detector_dir) if detector_dir else models_dir() / "detector"
+    path = detector_path(detector_dir)
     try:
         card = json.loads((path / "detector.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -265,6 +265,23 @@ def test_detector_scores_in_float32_by_default():
         assert select_dtype(det.featurizer.dtype, torch.device("cuda")) is torch.float32
 
 
+def test_shipped_detectors_load_by_name_and_a_path_wins(tmp_path, monkeypatch):
+    """``detector-fast`` names the shipped folder, which reads fewer tokens a text than the default; a folder of
+    that name where the user stands is theirs, and a name that is neither is a one-line error naming it."""
+    from hygiene.errors import UserInputError
+    from hygiene.stages.synthetic import load_default_detector
+
+    fast, default = load_detector("detector-fast"), load_detector()
+    assert fast.featurizer.config.scoring.max_tokens < default.featurizer.config.scoring.max_tokens
+    assert fast.threshold_ != default.threshold_
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "detector-fast").mkdir()
+    with pytest.raises(DetectorError, match="manifest"):
+        load_detector("detector-fast")
+    with pytest.raises(UserInputError, match="no synthetic-text detector at detector-nope"):
+        load_default_detector("detector-nope")
+
+
 def test_configs_round_trip_and_version_1_layouts_load():
     import dataclasses
 

@@ -17,6 +17,22 @@ def test_the_shipped_recipe_loads_and_names_the_shipped_models():
     assert isinstance(recipe.pages, PagesData) and recipe.pages.train != recipe.pages.eval
 
 
+@pytest.mark.parametrize("name", ["detector", "detector-fast"])
+def test_each_shipped_detector_is_what_its_recipe_makes(name):
+    """Each shipped detector folder holds the recipe that remakes it: written there, and scoring as it does."""
+    from hygiene.detector import load_detector
+
+    recipe = load_recipe(models_dir() / name / "recipe.yaml")
+    assert recipe.out == f"models/{name}"
+    shipped = load_detector(name).featurizer.config
+    assert shipped.scoring == recipe.detector.features.scoring and shipped.lm == recipe.detector.features.lm
+
+
+def test_the_shipped_models_stay_under_60_mb():
+    size = sum(p.stat().st_size for p in models_dir().rglob("*") if p.is_file())
+    assert size < 60e6, f"models/ holds {size / 1e6:.1f} MB"
+
+
 def test_missing_simulator_pages_name_the_command_that_makes_them(tmp_path):
     with pytest.raises(UserInputError, match=r"no simulator pages at .*p.jsonl \(make them with: collapse-sim pages"):
         simulator_pages(str(tmp_path / "p.jsonl"))

@@ -191,10 +191,11 @@ def _train_from_recipe(recipe_path: str, out_dir: str | None, ablation: bool) ->
 @_device_options
 def calibrate(detector_dir, data, human_sources, target_fpr, per_domain, cache, device, dtype):
     """Refit a detector's probability calibration and threshold on held-out text."""
-    from hygiene.detector import default_detector_path, load_detector
+    from hygiene.detector import load_detector
+    from hygiene.paths import detector_path
     from hygiene.labelled import human_pool, read_many
 
-    path = Path(detector_dir) if detector_dir else default_detector_path()
+    path = detector_path(detector_dir)
     try:
         det = load_detector(path, device=device, dtype=dtype)
         records = read_many(data) if data else []

@@ -22,7 +22,7 @@ import numpy as np
 from hygiene.batch import Batch, active_rows, texts
 from hygiene.config import SyntheticConfig
 from hygiene.errors import UserInputError
-from hygiene.paths import models_dir
+from hygiene.paths import detector_path
 from hygiene.stages.base import Filter, timed
 
 #: the column ``prepare`` writes: each undecided row's cheap features (the detector's ``first_pass_features``)
@@ -40,7 +40,7 @@ class Detector(Protocol):
 
 def load_default_detector(path: str | Path | None = None, device: str | None = None, cascade: bool = True) -> Detector:
     """Load the detector at ``path`` (default ``models/detector``) onto ``device``, or fail with a one-line error."""
-    path = Path(path) if path is not None else models_dir() / "detector"
+    path = detector_path(path)
     if not path.exists():
         raise UserInputError(
             f"no synthetic-text detector at {path}: train or install one, pass --detector PATH, "
