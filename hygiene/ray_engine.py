@@ -57,6 +57,7 @@ Step = Callable[[dict[str, list]], dict[str, list]]
 _TYPES = {"n": pa.int64(), "id": pa.string(), "text": pa.binary(), "record": pa.binary(),
           "stage": pa.string(), "reason": pa.string(), FAILED: pa.list_(pa.string()), "output": pa.string(),
           "line": pa.binary(), "outcome": pa.string()}
+#: Arrow types of the Python types stages declare (``list[int]``: 64-bit hash keys, unsigned)
 _ARROW = {float: pa.float64(), int: pa.int64(), str: pa.string(), bool: pa.bool_(),
           list[int]: pa.list_(pa.uint64()), list[float]: pa.list_(pa.float64())}
 
@@ -111,7 +112,7 @@ def to_table(batch: Mapping[str, Sequence], types: Mapping[str, pa.DataType]) ->
 
 
 def column_types(pipeline: Pipeline) -> dict[str, pa.DataType]:
-    """Arrow types of the engine's columns and of those the stages write: scores and dedup keys."""
+    """Arrow types of the engine's columns and of those the stages write: scores and prepared columns."""
     types = {name: _ARROW[kind] for name, kind in pipeline.columns.items() if kind in _ARROW}
     types.update({name: _ARROW[kind] for stage in pipeline.stages for name, kind in stage.prepared_columns.items()})
     types.update({seconds_of(stage.name): pa.float64() for stage in pipeline.stages})
