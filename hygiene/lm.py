@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from hygiene.errors import UserInputError
-from hygiene.paths import models_dir
+from hygiene.paths import local_or_shipped, models_dir
 
 #: Name of the shipped reference LM inside ``models_dir()``.
 DEFAULT_LM = "reference-lm"
@@ -57,13 +57,7 @@ def resolve_model(name_or_path: str | os.PathLike | None = None) -> str:
                 f"no default reference LM at {name_or_path}; pass a model id or path"
             )
         return str(name_or_path)
-    path = Path(name_or_path)
-    if path.exists():
-        return str(path)
-    shipped = models_dir() / str(name_or_path)
-    if shipped.is_dir():
-        return str(shipped)
-    return str(name_or_path)
+    return str(local_or_shipped(name_or_path))
 
 
 #: files that define what a model folder computes: weights, architecture and vocabulary

@@ -20,15 +20,20 @@ def models_dir() -> Path:
     return Path(str(files("hygiene._models")))
 
 
-def detector_path(name: str | os.PathLike | None = None) -> Path:
-    """A detector folder: ``name`` as a path, else the shipped folder of that name (``detector-fast``);
-    without a name, the default detector (``models_dir()/detector``)."""
-    if name is None:
-        return models_dir() / "detector"
+def local_or_shipped(name: str | os.PathLike) -> Path:
+    """``name`` as a path where one exists here, else the shipped folder of that name (``models_dir()/name``)
+    where there is one, else ``name`` as given (a Hub id, or a path that will be reported missing)."""
     path = Path(name)
-    if not path.exists() and len(path.parts) == 1 and (models_dir() / path).is_dir():
-        return models_dir() / path
-    return path
+    if path.exists():
+        return path
+    shipped = models_dir() / str(name)
+    return shipped if shipped.is_dir() else path
+
+
+def detector_path(name: str | os.PathLike | None = None) -> Path:
+    """A detector folder: ``name`` as :func:`local_or_shipped` finds it (``detector-fast``); without a name, the
+    default detector (``models_dir()/detector``)."""
+    return models_dir() / "detector" if name is None else local_or_shipped(name)
 
 
 def data_dir() -> Path:

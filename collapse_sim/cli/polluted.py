@@ -29,7 +29,7 @@ from collapse_sim.generation import DECODINGS
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Sampling temperature [1.0].")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, help="Nucleus sampling [1.0].")
-@click.option("--detector", type=click.Path(), default=None, help="Detector directory [models/detector].")
+@click.option("--detector", type=click.Path(), default=None, help="Detector directory, or a shipped one by name (detector-fast) [models/detector].")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Flag above this detector probability [the detector's calibrated threshold].")
 @click.option("--filter-config", type=click.Path(dir_okay=False), default=None,

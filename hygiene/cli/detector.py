@@ -42,7 +42,7 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False), default=None,
               help="output JSONL (default: INPUT with .scores.jsonl); an interrupted run resumes")
 @click.option("--detector", "detector_dir", type=click.Path(), default=None,
-              help="detector directory (default: the shipped models/detector)")
+              help="detector directory, or a shipped one by name (detector-fast) (default: the shipped models/detector)")
 @click.option("--lm", default=None, help="score zero-shot features only, with this model (id or path)")
 @click.option("--sampler", default=None, help="with --lm: Fast-DetectGPT sampling model (default: --lm)")
 @click.option("--observer", default=None, help="with --lm: Binoculars observer model")
@@ -216,7 +216,7 @@ def calibrate(detector_dir, data, human_sources, target_fpr, per_domain, cache, 
 
 @main.command()
 @click.option("--detector", "detector_dir", type=click.Path(), default=None,
-              help="detector directory (default: the shipped models/detector)")
+              help="detector directory, or a shipped one by name (detector-fast) (default: the shipped models/detector)")
 @click.option("--data", "data", multiple=True, type=click.Path(dir_okay=False),
               help="labelled JSONL: text, label human|machine; optional generator, domain, generation; repeatable")
 @click.option("--human-pool", "human_pool_sources", default="", show_default=True,

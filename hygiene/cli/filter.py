@@ -43,7 +43,7 @@ def _common_options(func: Callable) -> Callable:
         click.option("--max-errors", type=int, default=None, help="Stop once more records than this are unreadable."),
         click.option("--batch-size", type=int, default=None, help="Records per batch [1000]."),
         click.option("--workers", type=int, default=None,
-                     help="Processes for normalisation, quality, MinHash hashing and (on CPU) the detector [1: this process]."),
+                     help="Processes for normalisation, quality, MinHash hashing, the detector's cheap features and (on CPU) the whole detector [1: this process]."),
         click.option("--exact-dedup/--no-exact-dedup", default=None, help="Exact dedup on normalised text [on]."),
         click.option("--near-dedup/--no-near-dedup", default=None, help="MinHash LSH near dedup [on]."),
         click.option("--bands", type=int, default=None, help="LSH bands [14]."),
@@ -130,7 +130,7 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
 @_common_options
 @click.option("--quality/--no-quality", default=None, help="The profile's quality rules [on].")
 @click.option("--synthetic/--no-synthetic", default=None, help="Synthetic-text detector [on].")
-@click.option("--detector", type=click.Path(), default=None, help="Detector directory [models/detector].")
+@click.option("--detector", type=click.Path(), default=None, help="Detector directory, or a shipped one by name (detector-fast) [models/detector].")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Reject above this detector probability [the detector's calibrated threshold].")
 @click.option("--cascade/--no-cascade", default=None,

@@ -120,6 +120,8 @@ class SyntheticFilter(Filter):
     def first_pass_detector(self) -> Detector:
         """The detector this process holds, else one loaded on the CPU for its cheap features alone (a worker
         process never touches the GPU, and no language model is loaded until one scores)."""
+        if self._given is not None:
+            return self._given
         key = (self.config.model, self.config.device, self.cascade)
         if key not in _LOADED:
             key = (self.config.model, "cpu", self.cascade)
