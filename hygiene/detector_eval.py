@@ -7,7 +7,8 @@ Measures (each written to ``evaluation.json`` and summarised in ``ablation.md``)
   held-out human texts;
 - ``leave-one-source-out``: for each of detect-chat's repositories, the classifier and the lexical
   model refitted without that repository's training rows, scored on its held-out rows (against all
-  held-out human texts where it has none of its own);
+  held-out human texts where it has none of its own), with a bootstrap 95% interval for each and for
+  their mean;
 - ``leave-one-family-out``: the same for each generator family's machine rows;
 - ``first-sentence-removed``: the held-out sample scored without its first sentence (templated
   openings gone);
@@ -35,7 +36,7 @@ import numpy as np
 from hygiene.atomic import atomic_open, write_json
 from hygiene.classifier import fit_classifier
 from hygiene.detector import Detector, threshold_for_fpr
-from hygiene.evaluation import roc_summary
+from hygiene.evaluation import bootstrap_auroc, roc_summary
 from hygiene.features import TEXT_STATS
 from hygiene.labelled import LabelledText
 from hygiene.lexical import LexicalModel, drop_first_sentence, fit_out_of_fold
@@ -316,7 +317,8 @@ def _leave_out(data: RecipeData, full_train: np.ndarray, y: np.ndarray, cols: np
     training rows of that value left out of the classifier and the lexical model; scored on the held-out
     rows of that value and their own human texts, or all held-out human texts where they have none."""
     values = sorted({key(r) for r in chat.records if key(r) is not None})
-    out = {}
+    out: dict = {}
+    boots: dict[str, np.ndarray] = {}  # bootstrap AUROCs of each value, for the intervals
     pool, lexical_rows, (whole, cut) = lexical
     for v in values:
         drop = np.array([key(r) == v for r in data.train])
@@ -330,9 +332,15 @@ def _leave_out(data: RecipeData, full_train: np.ndarray, y: np.ndarray, cols: np
         X = np.column_stack([chat.X[rows], lex.decision_function_matrix(chat_whole[rows])])
         s = clf.decision_function(X[:, cols])
         out[v] = {**roc_summary(chat.y[rows], s), "against": "own human texts" if has_human else "all held-out human texts"}
+        if "auroc" in out[v]:
+            boots[v] = bootstrap_auroc(chat.y[rows], s, seed=recipe.seed + len(boots))
+            out[v]["auroc_ci95"] = np.percentile(boots[v], [2.5, 97.5]).tolist()
         log(f"  left out {v}: AUROC {out[v].get('auroc', float('nan')):.3f}")
     aucs = [r["auroc"] for r in out.values() if "auroc" in r]
-    out["_summary"] = {"mean_auroc": float(np.mean(aucs)), "min_auroc": float(np.min(aucs))} if aucs else {}
+    out["_summary"] = {"mean_auroc": float(np.mean(aucs)), "min_auroc": float(np.min(aucs)),
+                       # each value resampled on its own; the interval of the mean over them
+                       "mean_auroc_ci95": np.percentile(np.mean(list(boots.values()), axis=0), [2.5, 97.5]).tolist()
+                       } if aucs else {}
     return out
 
 
@@ -374,13 +382,17 @@ def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path,
     def fig(s: dict, key: str = "auroc", fmt: str = ".3f") -> str:
         return format(s[key], fmt) if key in s else "-"
 
+    def ci(s: dict, key: str = "auroc_ci95") -> str:
+        return f"{s[key][0]:.3f}-{s[key][1]:.3f}" if key in s else "-"
+
     def table(rows: dict, head: str) -> list[str]:
-        out = [f"| {head} | AUROC | TPR at 1% FPR | machine / human texts |", "|---|---|---|---|"]
+        rows = {k: s for k, s in rows.items() if not k.startswith("_")}
+        interval = any("auroc_ci95" in s for s in rows.values())  # measured for the leave-one-out rows
+        out = [f"| {head} | AUROC |{' 95% interval |' * interval} TPR at 1% FPR | machine / human texts |",
+               "|---|---|---|---|" + "---|" * interval]
         for k, s in rows.items():
-            if k.startswith("_"):
-                continue
-            out.append(f"| {k} | {fig(s)} | {fig(s, 'tpr_at_1pct_fpr')} | {s.get('n_machine', '-')} / "
-                       f"{s.get('n_human', '-')} |")
+            out.append(f"| {k} | {fig(s)} |{f' {ci(s)} |' * interval} {fig(s, 'tpr_at_1pct_fpr')} | "
+                       f"{s.get('n_machine', '-')} / {s.get('n_human', '-')} |")
         return out
 
     train = data["train"]
@@ -411,8 +423,8 @@ def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path,
         "|---|---|---|",
         *[f"| train: {k} | {v['human']:,} | {v['machine']:,} |" for k, v in train.items()],
         "",
-        *([f"The lexical model also reads more texts of the same training groups, which the language models "
-           f"do not score: " + ", ".join(f"{k} {v['human']:,} human / {v['machine']:,} machine"
+        *(["The lexical model also reads more texts of the same training groups, which the language models "
+           "do not score: " + ", ".join(f"{k} {v['human']:,} human / {v['machine']:,} machine"
                                          for k, v in data["lexical_only"].items()) + ".", ""]
           if data.get("lexical_only") else []),
         f"Threshold set: {', '.join(f'{k} {v:,}' for k, v in data['threshold'].items())} human texts. "
@@ -447,8 +459,9 @@ def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path,
         "",
         *table(full["leave-one-source-out"], "left out"),
         "",
-        f"Mean {fig(full['leave-one-source-out']['_summary'], 'mean_auroc')}, "
-        f"lowest {fig(full['leave-one-source-out']['_summary'], 'min_auroc')}.",
+        f"Mean {fig(full['leave-one-source-out']['_summary'], 'mean_auroc')} "
+        f"(95% interval {ci(full['leave-one-source-out']['_summary'], 'mean_auroc_ci95')}, the held-out rows "
+        f"resampled), lowest {fig(full['leave-one-source-out']['_summary'], 'min_auroc')}.",
         "",
         "### Leave one generator family out",
         *table(full["leave-one-family-out"], "left out"),

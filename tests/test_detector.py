@@ -11,7 +11,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from hygiene.classifier import ClassifierConfig, fit_classifier
 from hygiene.detector import Detector, DetectorConfig, DetectorError, load_detector, threshold_for_fpr
-from hygiene.evaluation import evaluate_scores, roc_summary, tpr_at_fpr
+from hygiene.evaluation import bootstrap_auroc, evaluate_scores, roc_summary, tpr_at_fpr
 from hygiene.features import FeatureConfig
 from hygiene.scoring import ScoringConfig
 from tiny_lm import tiny_lms
@@ -102,6 +102,28 @@ def test_tpr_at_fpr_matches_counting():
     res = evaluate_scores({"s": s}, y, strata)
     assert res["by_generation"]["1"]["s"]["n_human"] == 1000
     assert res["by_generation"]["2"]["s"]["n_machine"] == 500
+
+
+def test_bootstrap_auroc_spread_matches_hanley_mcneil():
+    """The resampled AUROCs centre on the AUROC, with the spread of Hanley & McNeil's (1982) standard error;
+    each resample is the AUROC of its rows (ties counted half, as scikit-learn does)."""
+    rng = np.random.default_rng(0)
+    n0, n1 = 150, 100
+    y = np.r_[np.zeros(n0), np.ones(n1)].astype(int)
+    s = np.round(np.r_[rng.normal(size=n0), rng.normal(1, 1, n1)], 1)  # rounded: ties
+    a = roc_summary(y, s)["auroc"]
+    boots = bootstrap_auroc(y, s, n=2000, seed=1)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = np.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n0 * n1))
+    assert abs(boots.mean() - a) < 0.1 * se
+    assert 0.85 < boots.std() / se < 1.15
+    assert np.array_equal(boots, bootstrap_auroc(y, s, n=2000, seed=1))  # seeded
+    one = np.random.default_rng(3)
+    h, m = s[y == 0][one.integers(0, n0, (1, n0))][0], s[y == 1][one.integers(0, n1, (1, n1))][0]
+    expect = roc_summary(np.r_[np.zeros(n0), np.ones(n1)].astype(int), np.r_[h, m])["auroc"]
+    assert bootstrap_auroc(y, s, n=1, seed=3)[0] == pytest.approx(expect)
+    with pytest.raises(ValueError, match="human and machine"):
+        bootstrap_auroc(np.ones(5, dtype=int), np.arange(5.0))
 
 
 @pytest.fixture(scope="module")
