@@ -40,7 +40,7 @@ from hygiene.atomic import atomic_open, write_json
 from hygiene.classifier import ArrayClassifier, ClassifierConfig, fit_classifier
 from hygiene.errors import UserInputError
 from hygiene.evaluation import roc_summary
-from hygiene.features import FeatureConfig, Featurizer
+from hygiene.features import TEXT_STATS, FeatureConfig, Featurizer
 from hygiene.lexical import LexicalConfig, LexicalModel, LexicalRows, fit_out_of_fold
 from hygiene.lm import LanguageModel, model_fingerprint, resolve_model
 from hygiene.paths import detector_path
@@ -192,8 +192,6 @@ class Detector:
     @property
     def first_pass_names(self) -> tuple[str, ...]:
         """The cascade's columns: the text statistics and the lexical score (those of them configured)."""
-        from hygiene.features import TEXT_STATS
-
         return tuple(n for n in self.feature_names if n in TEXT_STATS or n == "lexical")
 
     def _first_pass_columns(self) -> np.ndarray:
@@ -243,8 +241,6 @@ class Detector:
 
     def _split_first(self, first: np.ndarray, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The text statistics and the lexical score in rows of :meth:`first_pass_features` (None: not configured)."""
-        from hygiene.features import TEXT_STATS
-
         first = self._check_first(first, n)
         k = len(TEXT_STATS) if self.config.features.text_stats else 0
         return (first[:, :k] if k else None), (first[:, k] if self.config.lexical is not None else None)
