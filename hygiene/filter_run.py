@@ -8,13 +8,15 @@ truncates the files to the last checkpoint, reloads the indexes and skips what w
 done, so no finished batch is computed or written twice.
 
 Batches stream through the stages in order. With ``workers > 1`` the pure steps
-(normalise, quality, dedup keys) run in a process pool, a wave of batches at a
-time, while the dedup lookups, the detector and the writing stay in this process;
-the stream is drained before each checkpoint, so the saved index never runs ahead
-of the saved outputs.
+(normalise, quality, dedup keys, the detector's cheap features, on CPU the
+detector) run in a process pool, a wave of batches at a time, two waves in
+flight, while the dedup lookups, a GPU detector and the writing stay in this
+process; the stream is drained before each checkpoint, so the saved index never
+runs ahead of the saved outputs.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -60,6 +62,38 @@ class _Packet:
     errors: list[dict[str, Any]]
 
 
+@dataclass
+class _Wave:
+    """Packets that go through the pipeline's segments together: ``step`` is the next segment to run,
+    ``pending`` the pool's work on the current one."""
+
+    packets: list[_Packet]
+    step: int = 0
+    pending: Any = None
+
+    def advance(self, segments: list[tuple[bool, list[Any]]], pool: Any, older_step: int) -> bool:
+        """Run what may run now: collect the pool's finished work, start the next pure segment in the
+        pool, run segments here only once every older wave (the lowest of them at ``older_step``) has
+        passed them. Whether anything moved."""
+        moved = False
+        while self.step < len(segments):
+            if self.pending is not None:
+                if not self.pending.ready():
+                    return moved
+                self.packets, self.pending = self.pending.get(), None
+                self.step += 1
+            elif segments[self.step][0]:
+                self.pending = pool.map_async(functools.partial(_apply, segments[self.step][1]), self.packets,
+                                              chunksize=1)
+            elif older_step > self.step:
+                self.packets = [_apply(segments[self.step][1], p) for p in self.packets]
+                self.step += 1
+            else:
+                return moved
+            moved = True
+        return moved
+
+
 def _worker_pool(workers: int) -> Any:
     """A process pool for the stages that may run apart: forked where the platform can (fast start,
     nothing to re-import, a detector loaded here is shared copy-on-write), spawned elsewhere."""
@@ -81,6 +115,31 @@ def _apply(stages: Sequence[Any], packet: _Packet) -> _Packet:
     if packet.records:
         packet.batch = run_stages(stages, packet.batch)
     return packet
+
+
+def _in_waves(packets: Iterator[_Packet], segments: list[tuple[bool, list[Any]]], pool: Any,
+              size: int) -> Iterator[_Packet]:
+    """``packets`` through every segment, in waves of ``size``, two waves in flight: the pool maps the pure
+    segments over one wave while this process runs the others over the other wave; a segment that runs
+    here sees the waves in order. Yields the packets in order."""
+    waves: collections.deque[_Wave] = collections.deque()
+    read_all = False
+    while True:
+        while not read_all and len(waves) < 2:
+            wave = list(itertools.islice(packets, size))
+            read_all = not wave
+            if wave:
+                waves.append(_Wave(wave))
+        if not waves:
+            return
+        moved = False
+        for older, wave in enumerate(waves):
+            moved |= wave.advance(segments, pool, min((w.step for w in itertools.islice(waves, older)),
+                                                      default=len(segments)))
+        while waves and waves[0].step == len(segments):
+            yield from waves.popleft().packets
+        if not moved and waves:
+            next(w for w in waves if w.pending is not None).pending.wait()
 
 
 def _fingerprint(config: FilterConfig, shards: Sequence[Shard]) -> str:
@@ -206,9 +265,11 @@ class FilterRun:
     def _stream(self, shards: Sequence[Shard], deadline: float, size: int, pool: Any) -> Iterator[_Packet]:
         """Packets through every stage, in order.
 
-        With a worker ``pool`` the packets go in waves of two per worker: each pure segment
-        of the pipeline maps over the wave in the pool, each other segment runs over it here,
-        in order. (Waiting only in this thread keeps Ctrl-C and errors able to stop the pool.)
+        With a worker ``pool`` the packets go in waves of two per worker, two waves in flight: each
+        pure segment of the pipeline maps over a wave in the pool, each other segment runs over it
+        here, so this process works on one wave (dedup lookups, a GPU model) while the pool works on
+        the other. A segment that runs here sees the waves in order, so its decisions are those of
+        one process. (Waiting only in this thread keeps Ctrl-C and errors able to stop the pool.)
         """
         packets: Iterator[_Packet] = self._packets(shards, deadline, size)
         segments = self.pipeline.segments()
@@ -217,11 +278,7 @@ class FilterRun:
                 packets = map(functools.partial(_apply, stages), packets)
             yield from packets
             return
-        while wave := list(itertools.islice(packets, 2 * self.config.workers)):
-            for pure, stages in segments:
-                step = functools.partial(_apply, stages)
-                wave = pool.map(step, wave, chunksize=1) if pure else [step(p) for p in wave]
-            yield from wave
+        yield from _in_waves(packets, segments, pool, 2 * self.config.workers)
 
     def _write(self, packet: _Packet) -> None:
         """Write every record of a processed packet where it belongs (counted by the output)."""

@@ -290,6 +290,79 @@ def test_worker_processes_give_identical_outputs(tmp_path: Path) -> None:
     assert one["by_stage"] == two["by_stage"] and two["config"]["workers"] == 2
 
 
+class _SlowPool:
+    """A stand-in for the worker pool whose work on ``slow`` waves (by first packet's shard) is done only once
+    the main process waits for it; it logs what it is given."""
+
+    def __init__(self, log: list, slow: set[str]) -> None:
+        self.log, self.slow = log, slow
+
+    def map_async(self, func, items, chunksize=1):
+        pool = self
+
+        class Result:
+            done = items[0].shard not in pool.slow
+
+            def ready(self) -> bool:
+                return self.done
+
+            def wait(self) -> None:
+                self.done = True
+
+            def get(self) -> list:
+                assert self.done
+                return [func(p) for p in items]
+
+        self.log.append(("pool", func.args[0][0].name, items[0].shard))
+        return Result()
+
+
+def test_worker_waves_overlap_and_what_runs_here_sees_them_in_order() -> None:
+    """Two waves in flight: the pool is given the next wave before this process works on the first, and a
+    segment that runs here (a dedup index, a GPU model) never sees a wave before an older one, even when the
+    older one's pool work finishes last."""
+    from hygiene.filter_run import _in_waves, _Packet
+
+    log: list = []
+
+    class Step:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __call__(self, batch: dict) -> dict:
+            return {**batch, "seen": batch.get("seen", []) + [self.name]}
+
+    def here(name: str) -> Step:
+        step = Step(name)
+        return lambda batch: log.append(("here", name, batch["shard"][0])) or step(batch)
+
+    segments = [(True, [Step("p0")]), (False, [here("m1")]), (True, [Step("p2")]), (False, [here("m3")])]
+    packets = [_Packet(f"w{i}", True, 1, 1, {"shard": [f"w{i}"]}, [{"text": "x"}], []) for i in range(4)]
+    out = list(_in_waves(iter(packets), segments, _SlowPool(log, slow={"w0", "w2"}), size=1))
+    assert [p.shard for p in out] == ["w0", "w1", "w2", "w3"]
+    assert all(p.batch["seen"] == ["p0", "m1", "p2", "m3"] for p in out)
+    assert log.index(("pool", "p0", "w1")) < log.index(("here", "m1", "w0"))  # overlap
+    for name in ("m1", "m3"):  # w1's pool work is ready first, yet waits for w0 here
+        assert [w for kind, n, w in log if kind == "here" and n == name] == ["w0", "w1", "w2", "w3"]
+
+
+def test_many_waves_of_worker_processes_decide_as_one_process(tmp_path: Path) -> None:
+    """Duplicates across many waves in flight (batches of 2, two workers, no checkpoint between them)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for s in range(5):
+        recs = [{"text": make_doc(7 * s + i)} for i in range(9)]
+        recs += [{"text": make_doc(3 * s)}, {"text": make_doc(3 * s + 1).replace("the", "a", 1)}, {"oops": s}]
+        _write_jsonl(d / f"s{s}.jsonl", recs)
+    settings = {"batch_size": 2, "checkpoint_seconds": 3600.0}
+    one = run_filter([d], tmp_path / "one", _config(**settings), progress=False)
+    two = run_filter([d], tmp_path / "two", _config(**settings, workers=2), progress=False)
+    for name in ("kept", "rejected", "errors"):
+        assert (tmp_path / "one" / f"{name}.jsonl").read_bytes() == (tmp_path / "two" / f"{name}.jsonl").read_bytes()
+    assert one["by_stage"] == two["by_stage"]
+    assert one["by_stage"]["exact_dedup"]["duplicate"] >= 5 and one["by_stage"]["near_dedup"]["near_duplicate"] >= 1
+
+
 def _contents(d: Path) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
