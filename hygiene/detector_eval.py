@@ -25,6 +25,7 @@ every detect-chat repository's training groups (never their held-out groups), wh
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from hygiene.evaluation import bootstrap_auroc, roc_summary
 from hygiene.features import TEXT_STATS
 from hygiene.labelled import LabelledText
 from hygiene.lexical import LexicalModel, drop_first_sentence, fit_out_of_fold
+from hygiene.lm import select_device
 from hygiene.recipe import DetectorRecipe, RecipeData, assemble, repository
 from hygiene.scoring import CONTRAST_FEATURES, LM_FEATURES, TOKEN_STATS
 
@@ -134,6 +136,14 @@ class _Matrix:
         return np.array([r.label for r in self.records], dtype=int)
 
 
+def _rows_in(cache: Path) -> int:
+    """Rows in a feature cache (its lines; 0 when there is none)."""
+    if not cache.is_file():
+        return 0
+    with cache.open("rb") as fh:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+
+
 def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: bool = True,
                       command: str = "hygiene train-detector --recipe models/detector/recipe.yaml"
                       ) -> tuple[Detector, dict]:
@@ -142,6 +152,7 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
     work = Path(recipe.work)
     work.mkdir(parents=True, exist_ok=True)
     cache = work / "features.jsonl"
+    cached_before = _rows_in(cache)
     data = assemble(recipe)
     det = Detector(recipe.detector)
     log = _logger(progress)
@@ -198,6 +209,8 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
         results["cascade"] = {name: cascade_agreement(det, np.column_stack([m.X, m.lexical]), m.y)
                               for name, m in evals.items()}
     results["seconds"] = time.perf_counter() - t0
+    results["build"] = {"cpu_cores": os.cpu_count(), "device": str(select_device(det.featurizer.device)),
+                        "texts_scored": _rows_in(cache) - cached_before}
     write_json(Path(recipe.out) / "evaluation.json", results)
     with atomic_open(Path(recipe.out) / "ablation.md") as fh:
         fh.write(ablation_table(results))
@@ -373,6 +386,17 @@ def ablation_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _build_conditions(build: dict | None, cache: str) -> str:
+    """Where and how a build ran, as the card says it: cores, device, texts the language models scored."""
+    if build is None:
+        return "(scoring, fitting, the ablation and the leave-one-out refits)"
+    where = f"on {build['cpu_cores']} CPU cores" + (f" and {build['device']}" if build["device"] != "cpu" else "")
+    scored = build["texts_scored"]
+    return (f"{where} (fitting, the ablation and the leave-one-out refits), "
+            + (f"the language models scoring {scored:,} texts and reading the others' features from `{cache}`"
+               if scored else f"every text's features already in `{cache}`"))
+
+
 def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path, command: str) -> None:
     """``CARD.md``: what the detector is, the data it saw, the command that remakes it, and every measure."""
     full = results["all features"]
@@ -437,8 +461,8 @@ def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path,
         command,
         "```",
         f"The recipe is `{recipe.out}/recipe.yaml`; every figure below is in `evaluation.json` beside it. "
-        f"This build: {results['seconds'] / 60:.0f} min for `hygiene train-detector --recipe` on 2 CPU cores "
-        "(scoring, fitting, the ablation and the leave-one-out refits).",
+        f"This build: {results['seconds'] / 60:.0f} min for `hygiene train-detector --recipe` "
+        + _build_conditions(results.get("build"), f"{recipe.work}/features.jsonl") + ".",
         "",
         "## Figures (text that neither training nor the threshold saw)",
         "",

@@ -128,3 +128,16 @@ def test_own_files_that_cannot_work_fail_naming_the_file(tmp_path):
         load_recipe(bare)
     with pytest.raises(UserInputError, match=r"missing.jsonl"):
         own_parts(OwnData(train=(str(tmp_path / "missing.jsonl"),)))
+
+
+def test_the_card_says_where_a_build_ran_and_what_the_language_models_scored(tmp_path):
+    from hygiene.detector_eval import _build_conditions, _rows_in
+
+    cache = tmp_path / "features.jsonl"
+    assert _rows_in(cache) == 0
+    cache.write_text('{"key": "a", "x": [1]}\n{"key": "b", "x": [2]}\n{"key": "c", "x"')  # a torn last line
+    assert _rows_in(cache) == 2
+    fresh = _build_conditions({"cpu_cores": 16, "device": "cuda:0", "texts_scored": 17012}, "w/features.jsonl")
+    assert fresh.startswith("on 16 CPU cores and cuda:0") and "scoring 17,012 texts" in fresh
+    cached = _build_conditions({"cpu_cores": 2, "device": "cpu", "texts_scored": 0}, "w/features.jsonl")
+    assert cached.startswith("on 2 CPU cores (") and "every text's features already in `w/features.jsonl`" in cached
