@@ -67,11 +67,17 @@ def continue_openings(model_path: str, openings: Sequence[str], n: int, seed: in
     up to ``n``, a third per decoding: (index into ``openings``, decoding label, page text)."""
     tok = lm.load_tokenizer(model_path)
     model = lm.load_model(model_path)
-    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in openings]
-    usable = [i for i, x in enumerate(ids) if len(x) >= prompt_tokens][:n]
+    usable, heads = [], []  # the first n openings long enough, tokenised in order until there are n
+    for i, text in enumerate(openings):
+        x = tok(text, add_special_tokens=False)["input_ids"]
+        if len(x) >= prompt_tokens:
+            usable.append(i)
+            heads.append(x[:prompt_tokens])
+            if len(usable) == n:
+                break
     if not usable:
         raise UserInputError(f"none of the {len(openings)} openings has {prompt_tokens} tokens to continue")
-    prompts = torch.tensor([ids[i][:prompt_tokens] for i in usable])
+    prompts = torch.tensor(heads)
     out = []
     for k, dec in enumerate(DECODINGS):
         part = prompts[k::3]
