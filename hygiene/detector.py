@@ -313,13 +313,18 @@ class Detector:
         }
         return self
 
-    def fit_cascade(self, X: np.ndarray, sources: Sequence[str] | None = None) -> "Detector":
+    def fit_cascade(self, X: np.ndarray, sources: Sequence[str] | None = None, widen_only: bool = False
+                    ) -> "Detector":
         """Set the cascade's band on held-out feature rows (any mix of texts; no labels needed): the one that
         settles the most of them while its decisions differ from the full detector's, at the current
         threshold, on at most ``cascade.max_disagreement`` of them (:func:`cascade_band`). With
         ``sources`` (one per row: the data set a row comes from) that bound holds for each source on its
         own, as the threshold's target does, so a small source the first pass reads badly is not
-        outvoted by the large ones. Call it again whenever the threshold moves."""
+        outvoted by the large ones. Call it again whenever the threshold moves.
+
+        The rows must hold the kinds of machine text the band is to be faithful on: on human text alone
+        almost nothing is flagged, so settling every text would pass the bound. ``widen_only`` (for such
+        rows) lets them only widen the current band, never narrow it."""
         if self.first_pass_ is None or self.config.cascade is None:
             raise DetectorError("this detector has no cascade (configure one and fit it)")
         X = self._check_X(X)
@@ -328,7 +333,10 @@ class Detector:
             raise DetectorError(f"got {len(by_source)} sources for {len(X)} rows")
         flagged = self.predict_proba_features(X)[:, 1] > self.threshold_
         s = self.first_pass_.decision_function(X[:, self._first_pass_columns()])
-        self.band_ = cascade_band(s, flagged, self.config.cascade.max_disagreement, by_source)
+        low, high = cascade_band(s, flagged, self.config.cascade.max_disagreement, by_source)
+        if widen_only:
+            low, high = min(low, self.band_[0]), max(high, self.band_[1])
+        self.band_ = (low, high)
         p, settled = self.cascade_proba_features(X)
         differ = (p > self.threshold_) != flagged
         self.metrics_["cascade"] = {
@@ -343,10 +351,14 @@ class Detector:
                   target_fpr: float | None = None, progress: bool = False,
                   domains: Sequence[str] | None = None) -> "Detector":
         """Refit Platt scaling (if both classes are given) and the threshold (on the human texts), then the
-        cascade's band (if it has one) on the same texts; with ``domains``, both hold for each domain."""
+        cascade's band (if it has one) on the same texts; with ``domains``, both hold for each domain.
+        Without machine texts among them the band may only widen (see :meth:`fit_cascade`)."""
         X = self.features(texts, progress=progress)
         self.calibrate_features(X, labels, target_fpr, domains)
-        return self.fit_cascade(X, domains) if self.first_pass_ is not None else self
+        if self.first_pass_ is None:
+            return self
+        machine = labels is not None and bool(np.any(encode_labels(labels) == 1))
+        return self.fit_cascade(X, domains, widen_only=not machine)
 
     def calibrate_features(self, X: np.ndarray, labels: Sequence[int | str] | None = None,
                            target_fpr: float | None = None, domains: Sequence[str] | None = None) -> "Detector":

@@ -396,6 +396,33 @@ def test_cascade_band_settles_the_most_within_each_sources_budget():
             assert settled == best
 
 
+def test_calibrating_on_human_text_alone_never_narrows_the_cascade_band(tiny_corpus):
+    """On human text almost nothing is flagged, so a band refitted on it alone could settle every text and
+    leave the language models nothing to read: calibrating on human text only widens the band; with
+    machine texts among the calibration texts the band is refitted on them."""
+    from hygiene.detector import CascadeConfig, cascade_band
+    from hygiene.lexical import LexicalConfig
+
+    lm, texts, y = tiny_corpus
+    cfg = DetectorConfig(features=FeatureConfig(lm="tiny", scoring=ScoringConfig()),
+                         classifier=ClassifierConfig(kind="logistic"),
+                         lexical=LexicalConfig(n_features=2**10, folds=3), cascade=CascadeConfig(0.02))
+    det = Detector(cfg, models={"tiny": lm}).fit(texts, y, groups=[f"g{i // 2}" for i in range(len(y))])
+    human = [t for t, label in zip(texts, y) if label == 0]
+    X = det.features(human)
+    s = det.first_pass_.decision_function(X[:, det._first_pass_columns()])
+    det.band_ = before = (float(s.min()) - 1, float(s.max()) + 1)  # a band that settles none of them
+    flagged = det.predict_proba_features(X)[:, 1] > det.threshold_
+    low, high = cascade_band(s, flagged, 0.02)
+    assert np.mean((s < low) | (s > high)) > 0.5  # what human text alone would allow: most of it settled
+    det.calibrate(human, [0] * len(human))
+    assert det.band_[0] <= before[0] and det.band_[1] >= before[1]
+    assert det.metrics_["cascade"]["settled"] == 0
+    det.calibrate(texts, y)
+    refit = det.band_
+    assert refit == det.fit_cascade(det.features(texts)).band_
+
+
 def test_cascade_settles_without_the_language_models_and_round_trips(tmp_path, tiny_corpus, monkeypatch):
     """With a cascade, settled texts never reach the LMs; its P(machine) is on the side of the threshold its
     decision is; saved and loaded, it gives the same scores; turned off, every text is scored in full."""

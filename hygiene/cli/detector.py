@@ -190,7 +190,11 @@ def _train_from_recipe(recipe_path: str, out_dir: str | None, ablation: bool) ->
 @click.option("--cache", type=click.Path(dir_okay=False), default=None, help="feature cache (JSONL)")
 @_device_options
 def calibrate(detector_dir, data, human_sources, target_fpr, per_domain, cache, device, dtype):
-    """Refit a detector's probability calibration and threshold on held-out text."""
+    """Refit a detector's probability calibration and threshold on held-out text.
+
+    The cascade's band is refitted at the new threshold on the same texts when some are labelled machine;
+    on human texts alone it may only widen (they cannot show which machine texts the first pass misreads).
+    """
     from hygiene.detector import load_detector
     from hygiene.paths import detector_path
     from hygiene.labelled import human_pool, read_many
