@@ -1,8 +1,10 @@
 """Score every record of an input file, resumably: per-record features (and P(machine)) as JSONL.
 
-The input is any file ``hygiene filter`` reads (JSONL, Parquet, .txt, a saved dataset:
-:mod:`hygiene.records`). Each output row holds the record's ``line`` (or row), its
-fields (all but the text, or those named) and the scores, so scores join back to records.
+The input is any file ``hygiene filter`` reads (JSONL, Parquet, .txt, a saved dataset, or a
+directory or glob of them: :mod:`hygiene.records`). Each output row holds the record's ``line``
+(or row; with several shards, its ``shard`` too), its fields (all but the text, or those named)
+and the scores, so scores join back to records. A record that cannot be scored (unreadable, no
+string text) gets a row with ``error`` in its place: every input record has exactly one row.
 Rows go to ``<output>.partial`` a chunk at a time, each chunk flushed to disk; a rerun
 keeps the complete rows already there and continues after them; the finished file
 is renamed into place, so ``output`` itself only ever appears whole.
@@ -11,28 +13,44 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from hygiene.errors import UserInputError
-from hygiene.records import ReadOptions, discover_shards, dumps_record, read_shard
+from hygiene.records import Item, ReadOptions, discover_shards, dumps_record, read_shard
 
 #: texts -> {column: array of len(texts)}
 ScoreFn = Callable[[list[str]], dict[str, np.ndarray]]
 
 
+def _items(path: str | os.PathLike, text_field: str) -> Iterator[Item]:
+    """Every record of ``path`` (a file, directory or glob) as read, an unusable one with its ``error`` set."""
+    for shard in discover_shards([path]):
+        for item in read_shard(shard, ReadOptions(text_field)):
+            if item.error is None and not isinstance(item.record.get(text_field), str):
+                item.error = f"expected a string {text_field!r} field"
+            yield item
+
+
 def read_texts(path: str | os.PathLike, text_field: str = "text") -> Iterator[tuple[int, dict, str]]:
     """``(line or row number, record, text)`` for each record of ``path``, in any input format; a bad record
     fails naming file and line."""
-    for shard in discover_shards([path]):
-        for item in read_shard(shard, ReadOptions(text_field)):
-            if item.error is not None:
-                raise UserInputError(f"{item.shard}:{item.line}: {item.error}")
-            if not isinstance(item.record.get(text_field), str):
-                raise UserInputError(f"{item.shard}:{item.line}: expected a string {text_field!r} field")
-            yield item.line, item.record, item.record[text_field]
+    for item in _items(path, text_field):
+        if item.error is not None:
+            raise UserInputError(f"{item.shard}:{item.line}: {item.error}")
+        yield item.line, item.record, item.record[text_field]
+
+
+@dataclass(frozen=True)
+class ScoreCounts:
+    """What :func:`score_jsonl` wrote: one row per input record, ``errors`` of them with an ``error``."""
+
+    rows: int
+    errors: int
+    first_error: str | None = None  # ``shard:line: message`` of the first, for the reader
 
 
 def _complete_rows(partial: Path) -> int:
@@ -54,29 +72,41 @@ def score_jsonl(
     chunk: int = 256,
     progress: bool = True,
     keep_fields: Sequence[str] | None = None,
-) -> int:
-    """Score ``input_path`` into the JSONL ``output_path`` (one row per record, in order: its line, the
-    ``keep_fields`` of the record, default all but the text, and the scores); return the row count."""
+) -> ScoreCounts:
+    """Score ``input_path`` into the JSONL ``output_path``: one row per record, in order (its line, its shard
+    when there are several, the ``keep_fields`` of the record, default all but the text, and the scores;
+    or ``error`` for a record that cannot be scored)."""
     output = Path(output_path)
     partial = output.with_name(output.name + ".partial")
     output.parent.mkdir(parents=True, exist_ok=True)
     done = _complete_rows(partial)
-    records = list(read_texts(input_path, text_field))
-    bar = tqdm(total=len(records), initial=done, desc="scoring", unit="record", disable=not progress)
+    items = list(_items(input_path, text_field))
+    several = len({item.shard for item in items}) > 1
+    bad = [item for item in items if item.error is not None]
+    bar = tqdm(total=len(items), initial=done, desc="scoring", unit="record", disable=not progress)
     with partial.open("a", encoding="utf-8") as fh:
-        for start in range(done, len(records), chunk):
-            part = records[start : start + chunk]
-            cols = score([t for _, _, t in part])
-            for row, (n, rec, _) in enumerate(part):
-                kept = rec if keep_fields is None else {k: rec[k] for k in keep_fields if k in rec}
-                out = {"line": n, **{k: v for k, v in kept.items() if keep_fields is not None or k != text_field}}
-                for name, values in cols.items():
-                    v = values[row].item() if isinstance(values[row], np.generic) else values[row]
-                    out[name] = None if isinstance(v, float) and not np.isfinite(v) else v
+        for start in range(done, len(items), chunk):
+            part = items[start : start + chunk]
+            good = [item for item in part if item.error is None]
+            cols = score([item.record[text_field] for item in good]) if good else {}
+            row = 0
+            for item in part:
+                out: dict[str, Any] = {"line": item.line, **({"shard": item.shard} if several else {})}
+                if item.error is not None:
+                    out["error"] = item.error
+                else:
+                    rec = item.record
+                    kept = rec if keep_fields is None else {k: rec[k] for k in keep_fields if k in rec}
+                    out.update((k, v) for k, v in kept.items() if keep_fields is not None or k != text_field)
+                    for name, values in cols.items():
+                        v = values[row].item() if isinstance(values[row], np.generic) else values[row]
+                        out[name] = None if isinstance(v, float) and not np.isfinite(v) else v
+                    row += 1
                 fh.write(dumps_record(out) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
             bar.update(len(part))
     bar.close()
     os.replace(partial, output)
-    return len(records)
+    first = f"{bad[0].shard}:{bad[0].line}: {bad[0].error}" if bad else None
+    return ScoreCounts(len(items), len(bad), first)

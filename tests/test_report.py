@@ -16,7 +16,7 @@ from hygiene.cli import main
 from hygiene.config import load_config
 from hygiene.filter_run import run_filter
 from hygiene.report import DetectorRates, detector_rates, machine_share
-from hygiene.score_file import score_jsonl
+from hygiene.score_file import ScoreCounts, score_jsonl
 
 
 class MarkerDetector:
@@ -93,11 +93,38 @@ def test_score_reads_parquet_and_keeps_the_fields(tmp_path: Path) -> None:
     def lengths(texts: list[str]) -> dict[str, np.ndarray]:
         return {"words": np.array([len(t.split()) for t in texts])}
 
-    assert score_jsonl(tmp_path / "in.parquet", tmp_path / "out.jsonl", lengths, progress=False) == 2
+    assert score_jsonl(tmp_path / "in.parquet", tmp_path / "out.jsonl", lengths, progress=False) == ScoreCounts(2, 0)
     rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert rows == [{"line": 1, "url": "u1", "id": 7, "words": 2}, {"line": 2, "url": "u2", "id": 8, "words": 3}]
     score_jsonl(tmp_path / "in.parquet", tmp_path / "few.jsonl", lengths, progress=False, keep_fields=["id"])
     assert json.loads((tmp_path / "few.jsonl").read_text().splitlines()[0]) == {"line": 1, "id": 7, "words": 2}
+
+
+def test_score_writes_one_row_per_record_bad_ones_with_their_error_and_names_shards(tmp_path: Path) -> None:
+    """Unreadable lines and records without a string text keep their place as error rows (scores join back
+    by position and line); with a directory of shards every row names its shard."""
+    shards = tmp_path / "in"
+    shards.mkdir()
+    (shards / "a.jsonl").write_text('{"text": "one two", "id": 1}\n{broken\n{"text": 5, "id": 3}\n{"text": "x", "id": 4}\n')
+    (shards / "b.jsonl").write_text('{"text": "five six seven", "id": 5}\n')
+    calls = []
+
+    def lengths(texts: list[str]) -> dict[str, np.ndarray]:
+        calls.append(texts)
+        return {"words": np.array([len(t.split()) for t in texts])}
+
+    counts = score_jsonl(shards, tmp_path / "out.jsonl", lengths, progress=False, chunk=2)
+    assert (counts.rows, counts.errors) == (5, 2) and "a.jsonl:2: invalid JSON" in counts.first_error
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(Path(r["shard"]).name, r["line"]) for r in rows] == [("a.jsonl", 1), ("a.jsonl", 2), ("a.jsonl", 3),
+                                                                 ("a.jsonl", 4), ("b.jsonl", 1)]
+    assert [r.get("words") for r in rows] == [2, None, None, 1, 3]
+    assert rows[1]["error"].startswith("invalid JSON") and rows[2]["error"] == "expected a string 'text' field"
+    assert all("error" not in r for r in (rows[0], rows[3], rows[4]))
+    assert [t for c in calls for t in c] == ["one two", "x", "five six seven"]  # bad records never reach the scorer
+    # a single file: no shard field, as before
+    score_jsonl(shards / "b.jsonl", tmp_path / "one.jsonl", lengths, progress=False)
+    assert json.loads((tmp_path / "one.jsonl").read_text()) == {"line": 1, "id": 5, "words": 3}
 
 
 def test_public_names() -> None:

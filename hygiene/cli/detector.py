@@ -56,7 +56,8 @@ def _fail(exc: Exception) -> click.ClickException:
 def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, text_field, keep_fields,
           trust_remote_code, max_tokens, batch_size, device, dtype):
     """Per-record features and P(machine) of the texts in INPUT (any format `filter` reads: JSONL, Parquet,
-    .txt, a saved dataset), with the record's fields, so scores join back to records."""
+    .txt, a saved dataset, a directory), with the record's fields, so scores join back to records: one
+    row per record, in order; one that cannot be scored holds its 'error' instead."""
     from hygiene.detector import load_detector
     from hygiene.features import is_vector_feature
     from hygiene.lm import load_lm
@@ -87,11 +88,13 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
             scorer = Scorer(load(lm), load(sampler), load(observer), load(performer),
                             config=_scoring_config(ScoringConfig(), max_tokens, batch_size))
             fn = scorer.score
-        n = score_jsonl(input_path, out, fn, text_field=text_field,
-                        keep_fields=[f for f in keep_fields.split(",") if f] if keep_fields is not None else None)
+        counts = score_jsonl(input_path, out, fn, text_field=text_field,
+                             keep_fields=[f for f in keep_fields.split(",") if f] if keep_fields is not None else None)
     except (UserInputError, ValueError, OSError) as exc:
         raise _fail(exc) from None
-    click.echo(f"scored {n} records -> {out}")
+    click.echo(f"scored {counts.rows - counts.errors} records -> {out}")
+    if counts.errors:
+        click.echo(f"{counts.errors} records not scored (their rows hold 'error'); first: {counts.first_error}", err=True)
 
 
 @main.command("train-detector")
