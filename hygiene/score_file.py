@@ -11,34 +11,34 @@ is renamed into place, so ``output`` itself only ever appears whole.
 """
 from __future__ import annotations
 
+import itertools
 import os
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from hygiene.errors import UserInputError
-from hygiene.records import Item, ReadOptions, discover_shards, dumps_record, read_shard
+from hygiene.records import Item, ReadOptions, Shard, discover_shards, dumps_record, read_shard
 
 #: texts -> {column: array of len(texts)}
 ScoreFn = Callable[[list[str]], dict[str, np.ndarray]]
 
 
-def _items(path: str | os.PathLike, text_field: str) -> Iterator[Item]:
-    """Every record of ``path`` (a file, directory or glob) as read, an unusable one with its ``error`` set."""
-    for shard in discover_shards([path]):
-        for item in read_shard(shard, ReadOptions(text_field)):
-            if item.error is None and not isinstance(item.record.get(text_field), str):
-                item.error = f"expected a string {text_field!r} field"
-            yield item
+def _shard_items(shard: Shard, text_field: str) -> Iterator[Item]:
+    """Every record of ``shard`` as read, an unusable one with its ``error`` set."""
+    for item in read_shard(shard, ReadOptions(text_field)):
+        if item.error is None and not isinstance(item.record.get(text_field), str):
+            item.error = f"expected a string {text_field!r} field"
+        yield item
 
 
 def read_texts(path: str | os.PathLike, text_field: str = "text") -> Iterator[tuple[int, dict, str]]:
     """``(line or row number, record, text)`` for each record of ``path``, in any input format; a bad record
     fails naming file and line."""
-    for item in _items(path, text_field):
+    for item in (item for shard in discover_shards([path]) for item in _shard_items(shard, text_field)):
         if item.error is not None:
             raise UserInputError(f"{item.shard}:{item.line}: {item.error}")
         yield item.line, item.record, item.record[text_field]
@@ -75,29 +75,47 @@ def score_jsonl(
 ) -> ScoreCounts:
     """Score ``input_path`` into the JSONL ``output_path``: one row per record, in order (its line, its shard
     when there are several, the ``keep_fields`` of the record, default all but the text, and the scores;
-    or ``error`` for a record that cannot be scored)."""
+    or ``error`` for a record that cannot be scored). Streams: ``chunk`` records in memory at a time.
+
+    A record field named like one of the row's own columns (``line``, ``shard``, ``error`` or a score) is
+    written as ``input_<name>``, so neither hides the other.
+    """
     output = Path(output_path)
     partial = output.with_name(output.name + ".partial")
     output.parent.mkdir(parents=True, exist_ok=True)
     done = _complete_rows(partial)
-    items = list(_items(input_path, text_field))
-    several = len({item.shard for item in items}) > 1
-    bad = [item for item in items if item.error is not None]
-    bar = tqdm(total=len(items), initial=done, desc="scoring", unit="record", disable=not progress)
+    shards = discover_shards([input_path])
+    several = len(shards) > 1
+    items = (item for shard in shards for item in _shard_items(shard, text_field))
+    rows = errors = 0
+    first_error = None
+
+    def count(item: Item) -> None:
+        nonlocal rows, errors, first_error
+        rows += 1
+        if item.error is not None:
+            errors += 1
+            first_error = first_error or f"{item.shard}:{item.line}: {item.error}"
+
+    for item in itertools.islice(items, done):  # written by an earlier run: counted, not scored again
+        count(item)
+    bar = tqdm(initial=done, desc="scoring", unit="record", disable=not progress)
     with partial.open("a", encoding="utf-8") as fh:
-        for start in range(done, len(items), chunk):
-            part = items[start : start + chunk]
+        while part := list(itertools.islice(items, chunk)):
             good = [item for item in part if item.error is None]
             cols = score([item.record[text_field] for item in good]) if good else {}
+            own = {"line", "shard", "error", *cols}
             row = 0
             for item in part:
+                count(item)
                 out: dict[str, Any] = {"line": item.line, **({"shard": item.shard} if several else {})}
                 if item.error is not None:
                     out["error"] = item.error
                 else:
                     rec = item.record
                     kept = rec if keep_fields is None else {k: rec[k] for k in keep_fields if k in rec}
-                    out.update((k, v) for k, v in kept.items() if keep_fields is not None or k != text_field)
+                    out.update((f"input_{k}" if k in own else k, v) for k, v in kept.items()
+                               if keep_fields is not None or k != text_field)
                     for name, values in cols.items():
                         v = values[row].item() if isinstance(values[row], np.generic) else values[row]
                         out[name] = None if isinstance(v, float) and not np.isfinite(v) else v
@@ -108,5 +126,4 @@ def score_jsonl(
             bar.update(len(part))
     bar.close()
     os.replace(partial, output)
-    first = f"{bad[0].shard}:{bad[0].line}: {bad[0].error}" if bad else None
-    return ScoreCounts(len(items), len(bad), first)
+    return ScoreCounts(rows, errors, first_error)

@@ -127,6 +127,40 @@ def test_score_writes_one_row_per_record_bad_ones_with_their_error_and_names_sha
     assert json.loads((tmp_path / "one.jsonl").read_text()) == {"line": 1, "id": 5, "words": 3}
 
 
+def test_score_resumes_after_an_interruption_and_keeps_clashing_fields_apart(tmp_path: Path) -> None:
+    """A run stopped mid-way resumes after its last whole chunk (never scoring a record twice) and ends with
+    the file an uninterrupted run writes; a record field named like a column of the row is kept as input_<name>."""
+    lines = [{"text": " ".join(["w"] * (i + 1)), "line": f"verse {i}", "words": "its own"} for i in range(7)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines[:3]) + "{broken\n" + "".join(json.dumps(x) + "\n" for x in lines[3:]))
+    seen: list[str] = []
+
+    def lengths(texts: list[str]) -> dict[str, np.ndarray]:
+        if len(seen) >= 4:
+            raise KeyboardInterrupt
+        seen.extend(texts)
+        return {"words": np.array([len(t.split()) for t in texts])}
+
+    with pytest.raises(KeyboardInterrupt):
+        score_jsonl(src, tmp_path / "out.jsonl", lengths, progress=False, chunk=2)
+    assert not (tmp_path / "out.jsonl").exists()
+    first = list(seen)
+    seen.clear()
+
+    def rest(texts: list[str]) -> dict[str, np.ndarray]:
+        seen.extend(texts)
+        return {"words": np.array([len(t.split()) for t in texts])}
+
+    counts = score_jsonl(src, tmp_path / "out.jsonl", rest, progress=False, chunk=2)
+    assert (counts.rows, counts.errors) == (8, 1) and "in.jsonl:4: invalid JSON" in counts.first_error  # counted on resume too
+    assert not set(first) & set(seen) and len(first) + len(seen) == 7
+    score_jsonl(src, tmp_path / "whole.jsonl", rest, progress=False, chunk=2)
+    assert (tmp_path / "out.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+    rows = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert rows[0] == {"line": 1, "input_line": "verse 0", "input_words": "its own", "words": 1}
+    assert rows[3] == {"line": 4, "error": rows[3]["error"]} and [r["line"] for r in rows] == list(range(1, 9))
+
+
 def test_public_names() -> None:
     names = {"FilterConfig", "filter_records", "filter_dataset", "load_detector", "score_texts", "run_filter"}
     assert names <= set(dir(hygiene))
