@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.activations import NewGELUActivation
 
 from hygiene.errors import UserInputError
 from hygiene.paths import local_or_shipped, models_dir
@@ -130,9 +131,22 @@ def wrap_lm(
         # padding positions are masked out of every computation, so any id will do
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     model.eval()
+    fuse_gelu(model)
     if device is not None:
         model.to(select_device(device))
     return LanguageModel(model=model, tokenizer=tokenizer, name=name)
+
+
+def fuse_gelu(model: torch.nn.Module) -> None:
+    """Run GPT-2's tanh-approximated GELU (``gelu_new``) as torch's one fused kernel of the same function.
+
+    transformers computes ``gelu_new`` as five elementwise tensor operations; ``nn.GELU(approximate="tanh")``
+    is the same formula in one pass (outputs equal to float rounding), about a tenth of a CPU forward pass.
+    """
+    for module in list(model.modules()):
+        for child_name, child in module.named_children():
+            if type(child) is NewGELUActivation:
+                setattr(module, child_name, torch.nn.GELU(approximate="tanh"))
 
 
 def check_shared_tokenizer(a: LanguageModel, b: LanguageModel) -> None:

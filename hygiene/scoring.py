@@ -247,7 +247,10 @@ class Scorer:
         rank = (score_logits > token_logit).sum(-1) + 1
         logp = score_logits.sub_(torch.logsumexp(score_logits, -1, keepdim=True))
         token = {"logp": logp.gather(-1, labels[..., None]).squeeze(-1), "rank": rank}
-        plogp = logp.exp().mul_(logp)
+        # Binoculars' observer is often the scoring model: keep its p then, not a second softmax
+        p = logp.exp()
+        observer_p = p if self.observer is self.lm else None
+        plogp = p.mul(logp) if observer_p is not None else p.mul_(logp)
         token["entropy"] = -plogp.sum(-1)
         # Fast-DetectGPT: mean and variance of log p(x~_t) for x~_t ~ q(.|x_<t), q the sampling model
         if self.sampler is self.lm:
@@ -262,8 +265,9 @@ class Scorer:
             token["contrast_entropy"] = -contrast_logp.exp().mul_(contrast_logp).sum(-1)
         if self.observer is not None and self.performer is not None:
             # (if either is the scoring model, its logits now hold log p: (log-)softmax is shift-invariant)
-            perf_logp = torch.log_softmax(logits[id(self.performer)][..., :vocab], -1)
-            obs_p = torch.softmax(logits[id(self.observer)][..., :vocab], -1)
+            perf_logp = (contrast_logp if self.performer is self.contrast
+                         else torch.log_softmax(logits[id(self.performer)][..., :vocab].clamp(min=_MIN_LOGIT), -1))
+            obs_p = observer_p if observer_p is not None else torch.softmax(logits[id(self.observer)][..., :vocab], -1)
             token["perf_nll"] = -perf_logp.gather(-1, labels[..., None]).squeeze(-1)
             token["cross_nll"] = -(obs_p * perf_logp).sum(-1)
 

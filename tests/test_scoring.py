@@ -259,3 +259,19 @@ def test_no_vocabulary_sized_tensor_leaves_the_device(models, monkeypatch):
                 config=ScoringConfig(token_stats=True, hidden_layers=(1.0,)))
     assert seen, "the instrumentation saw no transfer"
     assert all(vocab not in shape and len(shape) <= 2 for shape in seen), seen
+
+
+def test_fused_gelu_is_the_same_function_in_one_kernel():
+    """wrap_lm swaps GPT-2's five-operation gelu_new for torch's fused tanh GELU: same logits to float rounding."""
+    from transformers.activations import NewGELUActivation
+
+    tok = tiny_tokenizer(vocab_size=300)
+    plain, fused = tiny_gpt2(tok, seed=3).eval(), wrap_lm(tiny_gpt2(tok, seed=3), tok).model
+    assert any(isinstance(m, NewGELUActivation) for m in plain.modules())
+    assert not any(isinstance(m, NewGELUActivation) for m in fused.modules())
+    assert sum(isinstance(m, torch.nn.GELU) and m.approximate == "tanh" for m in fused.modules()) == 2  # one per block
+    ids = torch.randint(0, 300, (4, 40), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        a, b = plain(ids).logits, fused(ids).logits
+    assert torch.allclose(a, b, rtol=0, atol=1e-4 * a.abs().max().item())
+
