@@ -27,18 +27,19 @@ from hygiene.records import Item, ReadOptions, Shard, discover_shards, dumps_rec
 ScoreFn = Callable[[list[str]], dict[str, np.ndarray]]
 
 
-def _shard_items(shard: Shard, text_field: str) -> Iterator[Item]:
-    """Every record of ``shard`` as read, an unusable one with its ``error`` set."""
-    for item in read_shard(shard, ReadOptions(text_field)):
-        if item.error is None and not isinstance(item.record.get(text_field), str):
-            item.error = f"expected a string {text_field!r} field"
-        yield item
+def _items(shards: Sequence[Shard], text_field: str) -> Iterator[Item]:
+    """Every record of ``shards`` as read, in order, an unusable one with its ``error`` set."""
+    for shard in shards:
+        for item in read_shard(shard, ReadOptions(text_field)):
+            if item.error is None and not isinstance(item.record.get(text_field), str):
+                item.error = f"expected a string {text_field!r} field"
+            yield item
 
 
 def read_texts(path: str | os.PathLike, text_field: str = "text") -> Iterator[tuple[int, dict, str]]:
     """``(line or row number, record, text)`` for each record of ``path``, in any input format; a bad record
     fails naming file and line."""
-    for item in (item for shard in discover_shards([path]) for item in _shard_items(shard, text_field)):
+    for item in _items(discover_shards([path]), text_field):
         if item.error is not None:
             raise UserInputError(f"{item.shard}:{item.line}: {item.error}")
         yield item.line, item.record, item.record[text_field]
@@ -86,7 +87,7 @@ def score_jsonl(
     done = _complete_rows(partial)
     shards = discover_shards([input_path])
     several = len(shards) > 1
-    items = (item for shard in shards for item in _shard_items(shard, text_field))
+    items = _items(shards, text_field)
     rows = errors = 0
     first_error = None
 
