@@ -126,22 +126,23 @@ def wrap_lm(
     name: str = "in-memory",
     device: str | torch.device | None = None,
 ) -> LanguageModel:
-    """Prepare an already-built model and tokenizer for scoring (eval mode, device, pad token)."""
+    """Prepare an already-built model and tokenizer for scoring (eval mode, fused GELU, device, pad token)."""
     if tokenizer.pad_token_id is None:
         # padding positions are masked out of every computation, so any id will do
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     model.eval()
-    fuse_gelu(model)
+    _fuse_gelu(model)
     if device is not None:
         model.to(select_device(device))
     return LanguageModel(model=model, tokenizer=tokenizer, name=name)
 
 
-def fuse_gelu(model: torch.nn.Module) -> None:
+def _fuse_gelu(model: torch.nn.Module) -> None:
     """Run GPT-2's tanh-approximated GELU (``gelu_new``) as torch's one fused kernel of the same function.
 
-    transformers computes ``gelu_new`` as five elementwise tensor operations; ``nn.GELU(approximate="tanh")``
-    is the same formula in one pass (outputs equal to float rounding), about a tenth of a CPU forward pass.
+    transformers computes ``gelu_new`` as five elementwise tensor operations, about a tenth of the
+    detector's CPU forward pass; ``nn.GELU(approximate="tanh")`` is the same formula in one pass
+    (outputs equal to float rounding).
     """
     for module in list(model.modules()):
         for child_name, child in module.named_children():

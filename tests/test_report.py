@@ -105,7 +105,8 @@ def test_score_writes_one_row_per_record_bad_ones_with_their_error_and_names_sha
     by position and line); with a directory of shards every row names its shard."""
     shards = tmp_path / "in"
     shards.mkdir()
-    (shards / "a.jsonl").write_text('{"text": "one two", "id": 1}\n{broken\n{"text": 5, "id": 3}\n{"text": "x", "id": 4}\n')
+    (shards / "a.jsonl").write_text('{"text": "one two", "id": 1}\n{broken\n'
+                                    '{"text": 5, "id": 3}\n{"text": "x", "id": 4}\n')
     (shards / "b.jsonl").write_text('{"text": "five six seven", "id": 5}\n')
     calls = []
 
@@ -132,7 +133,8 @@ def test_score_resumes_after_an_interruption_and_keeps_clashing_fields_apart(tmp
     the file an uninterrupted run writes; a record field named like a column of the row is kept as input_<name>."""
     lines = [{"text": " ".join(["w"] * (i + 1)), "line": f"verse {i}", "words": "its own"} for i in range(7)]
     src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps(x) + "\n" for x in lines[:3]) + "{broken\n" + "".join(json.dumps(x) + "\n" for x in lines[3:]))
+    jsonl = ["".join(json.dumps(x) + "\n" for x in part) for part in (lines[:3], lines[3:])]
+    src.write_text(jsonl[0] + "{broken\n" + jsonl[1])
     seen: list[str] = []
 
     def lengths(texts: list[str]) -> dict[str, np.ndarray]:
@@ -152,7 +154,8 @@ def test_score_resumes_after_an_interruption_and_keeps_clashing_fields_apart(tmp
         return {"words": np.array([len(t.split()) for t in texts])}
 
     counts = score_jsonl(src, tmp_path / "out.jsonl", rest, progress=False, chunk=2)
-    assert (counts.rows, counts.errors) == (8, 1) and "in.jsonl:4: invalid JSON" in counts.first_error  # counted on resume too
+    # the bad line was written by the interrupted run: it is still counted
+    assert (counts.rows, counts.errors) == (8, 1) and "in.jsonl:4: invalid JSON" in counts.first_error
     assert not set(first) & set(seen) and len(first) + len(seen) == 7
     score_jsonl(src, tmp_path / "whole.jsonl", rest, progress=False, chunk=2)
     assert (tmp_path / "out.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
