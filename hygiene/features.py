@@ -136,6 +136,10 @@ class FeatureConfig:
         return " ".join(text.split()) if self.collapse_whitespace else text
 
 
+#: :class:`ScoringConfig` fields that decide how texts are batched, not what they score (results do not depend on them)
+BATCHING = ("batch_size", "max_batch_tokens", "padding_side")
+
+
 def is_vector_feature(name: str) -> bool:
     """Whether a feature is one component of a representation (hidden state, embedding), not a score."""
     return name.startswith(("hidden", "emb_"))
@@ -235,14 +239,19 @@ class FeatureCache:
 
     Keys hash the feature configuration with the text as the models see it, so a cache never serves
     rows computed under other settings, and texts that differ only in what normalisation removes
-    (invisible characters, homoglyphs, layout) share a row. It cannot see a model retrained under
-    the same name: the detector pins its models by content hash for that.
+    (invisible characters, homoglyphs, layout) share a row. How texts are batched (:data:`BATCHING`)
+    is left out of the key: it changes no feature, so a run resumed with another batch size reuses
+    the rows. It cannot see a model retrained under the same name: the detector pins its models by
+    content hash for that.
     """
 
     def __init__(self, path: str | os.PathLike, config: FeatureConfig) -> None:
         self.path = Path(path)
         self.config = config
-        self.fingerprint = json.dumps(dataclasses.asdict(config), sort_keys=True)
+        defaults = ScoringConfig()
+        keyed = dataclasses.replace(config, scoring=dataclasses.replace(
+            config.scoring, **{f: getattr(defaults, f) for f in BATCHING}))
+        self.fingerprint = json.dumps(dataclasses.asdict(keyed), sort_keys=True)
         self.rows: dict[str, np.ndarray] = {}
         if self.path.is_file():
             with self.path.open(encoding="utf-8") as fh:

@@ -279,6 +279,29 @@ def test_layout_does_not_change_features(tiny_corpus):
     np.testing.assert_array_equal(X[0], X[1])
 
 
+def test_feature_cache_keys_ignore_how_texts_are_batched(tmp_path):
+    import dataclasses
+    import hashlib
+
+    from hygiene.features import FeatureCache
+
+    base = FeatureConfig()
+
+    def key(config: FeatureConfig) -> str:
+        return FeatureCache(tmp_path / "cache.jsonl", config).key("Model collapse erases the tails.")
+
+    def scoring(**changes) -> FeatureConfig:
+        return dataclasses.replace(base, scoring=dataclasses.replace(base.scoring, **changes))
+
+    # a cache written under the default batching keeps serving its rows (the key's formula is unchanged)
+    text = base.prepare("Model collapse erases the tails.")
+    old = hashlib.sha1((json.dumps(dataclasses.asdict(base), sort_keys=True) + "\0" + text).encode()).hexdigest()
+    assert key(base) == old
+    assert key(scoring(batch_size=3, max_batch_tokens=99, padding_side="left")) == old
+    assert key(scoring(max_tokens=64)) != old and key(scoring(body_from=8)) != old
+    assert key(dataclasses.replace(base, text_stats=False)) != old
+
+
 def test_detector_scores_in_float32_by_default():
     """A detector's classifier was fitted on float32 scores; it must not switch to bfloat16 on a GPU."""
     from hygiene.lm import select_dtype
