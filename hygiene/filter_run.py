@@ -43,7 +43,7 @@ from hygiene.errors import UserInputError
 from hygiene.filtering import Pipeline, build_pipeline, run_stages, synthetic_threshold
 from hygiene.records import (Item, ReadOptions, Shard, discover_shards, json_line, read_shard, sample_positions,
                              shard_sizes, shards_outside)
-from hygiene.run_output import OUTPUTS, Counts, RunOutput, error_outcome, output_row, run_stats
+from hygiene.run_output import OUTPUTS, Counts, RunOutput, error_outcome, output_rows, run_stats
 from hygiene.stages import Detector
 
 log = logging.getLogger(__name__)
@@ -284,8 +284,7 @@ class FilterRun:
         """Write every record of a processed packet where it belongs (counted by the output)."""
         for err in packet.errors:
             self._error(err)
-        for k, record in enumerate(packet.records):
-            name, row, outcome = output_row(record, packet.batch, k, tuple(self.pipeline.columns), self.config)
+        for name, row, outcome in output_rows(packet.records, packet.batch, tuple(self.pipeline.columns), self.config):
             self.output.write(name, json_line(row), outcome)
 
     def _error(self, err: dict[str, Any]) -> None:

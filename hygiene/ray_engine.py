@@ -48,7 +48,7 @@ from hygiene.errors import UserInputError
 from hygiene.filtering import Pipeline, build_pipeline, synthetic_threshold
 from hygiene.records import (ReadOptions, discover_shards, json_line, limit_quotas, sample_positions,
                              shards_outside)
-from hygiene.run_output import Outcome, RunOutput, error_outcome, output_row, run_stats
+from hygiene.run_output import Outcome, RunOutput, error_outcome, output_rows, run_stats
 from hygiene.stages import Detector, KeyedDedup, Stage
 from hygiene.stages.base import FAILED, seconds_of, timed
 
@@ -276,9 +276,8 @@ class OutputLines:
         from hygiene.ray_io import decode
 
         lines, outputs, outcomes = [], [], []
-        for k in range(len(batch["n"])):
-            record = json.loads(decode(batch["record"][k]))
-            name, row, outcome = output_row(record, batch, k, self.columns, self.config)
+        records = (json.loads(decode(raw)) for raw in batch["record"])
+        for name, row, outcome in output_rows(records, batch, self.columns, self.config):
             outputs.append(name)
             lines.append(json_line(row))
             outcomes.append(outcome.to_json())

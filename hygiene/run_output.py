@@ -24,13 +24,12 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Mapping, Sequence
+from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
 from hygiene import __version__
 from hygiene.atomic import write_json
 from hygiene.config import FilterConfig, write_config
 from hygiene.errors import UserInputError
-from hygiene.filtering import row_scores
 from hygiene.records import jsonl_to_parquet
 from hygiene.stages.base import FAILED, seconds_of
 
@@ -133,24 +132,32 @@ class Counts:
             hist[min(int(outcome.p_machine * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1
 
 
-def output_row(record: dict[str, Any], batch: Mapping[str, Sequence], k: int, columns: Sequence[str],
-               config: FilterConfig) -> tuple[str, dict[str, Any], Outcome]:
-    """Where row ``k`` of a decided batch goes (kept or rejected), the record as written there, and its
-    :class:`Outcome`. A rejected record's note names the first failed rule (``reason``) and all of them (``failed``)."""
+def output_rows(records: Iterable[dict[str, Any]], batch: Mapping[str, Sequence], columns: Sequence[str],
+                config: FilterConfig) -> Iterator[tuple[str, dict[str, Any], Outcome]]:
+    """For each row of a decided batch, in order (``records``: the batch's records): where it goes (kept or
+    rejected), the record as written there, and its :class:`Outcome`. A rejected record's note names the
+    first failed rule (``reason``) and all of them (``failed``). Which score and timing columns the batch
+    holds is looked up once per batch, not per row."""
     output = config.output
-    stage, reason = batch["stage"][k], batch["reason"][k]
-    note: dict[str, Any] = {"id": batch["id"][k], "n": batch["n"][k]}
-    if stage is not None:
-        failed = batch[FAILED][k] if FAILED in batch else None
-        note.update(stage=stage, reason=reason, failed=list(failed) if failed else [reason])
-    note["scores"] = row_scores(batch, k, columns)
-    outcome = Outcome(None if stage is None else f"{stage}/{reason}", note["id"], note["n"],
-                      group_of(record, config.group_field), note["scores"].get("synthetic_p"),
-                      {name.removeprefix(seconds_of("")): batch[name][k] for name in batch
-                       if name.startswith(seconds_of(""))}, note["scores"].get("synthetic_settled"))
-    if stage is None or output.annotate_only:
-        return "kept", {**record, "hygiene": note} if output.annotate or output.annotate_only else record, outcome
-    return "rejected", {**record, "hygiene": note}, outcome
+    scores = [c for c in columns if c in batch]
+    prefix = seconds_of("")
+    timing = [(name, name.removeprefix(prefix)) for name in batch if name.startswith(prefix)]
+    failed_rules = batch.get(FAILED)
+    for k, record in enumerate(records):
+        stage, reason = batch["stage"][k], batch["reason"][k]
+        note: dict[str, Any] = {"id": batch["id"][k], "n": batch["n"][k]}
+        if stage is not None:
+            failed = failed_rules[k] if failed_rules is not None else None
+            note.update(stage=stage, reason=reason, failed=list(failed) if failed else [reason])
+        note["scores"] = {c: batch[c][k] for c in scores if batch[c][k] is not None}
+        outcome = Outcome(None if stage is None else f"{stage}/{reason}", note["id"], note["n"],
+                          group_of(record, config.group_field), note["scores"].get("synthetic_p"),
+                          {stage_name: batch[name][k] for name, stage_name in timing},
+                          note["scores"].get("synthetic_settled"))
+        if stage is None or output.annotate_only:
+            yield "kept", {**record, "hygiene": note} if output.annotate or output.annotate_only else record, outcome
+        else:
+            yield "rejected", {**record, "hygiene": note}, outcome
 
 
 def error_outcome(error: Mapping[str, Any], config: FilterConfig) -> Outcome:
