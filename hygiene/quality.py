@@ -1,4 +1,6 @@
-"""Gopher quality and repetition heuristics (Rae et al. 2021, appendix A) over a batch of texts.
+"""Gopher quality and repetition heuristics (Rae et al. 2021, appendix A) over a batch of texts, and one
+rule of this project's for text that is not prose: words per sentence (keyword spam runs on without a
+stop or a line break; off in both profiles).
 
 Word-level statistics are computed for the whole batch at once: tokens get integer
 ids, n-grams become 64-bit polynomial hashes over those ids (the document index
@@ -32,6 +34,9 @@ _WORD = re.compile(WORD_PATTERN)
 _NO_LETTER_WORD = re.compile(r"(?<!\S)[\d_'\u2019.,]+(?!\S)")  # in the space-joined words: those without a letter
 _PARAGRAPH = re.compile(r"\n{2,}")
 _LINES = re.compile(r"\n+")
+#: where a sentence ends: a line break, or . ! ? ; : (a run counts once) before whitespace, a closing quote or
+#: bracket, a capital letter (a missing space: "balanced.The") or the end of the text
+_SENTENCE_END = re.compile(r"[.!?;:]+(?=[\s\"'\u201d\u2019)\]A-Z]|$)|\n")
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the polynomial n-gram hash (wraps mod 2^64)
 
 
@@ -69,7 +74,8 @@ def quality_scores(texts: Sequence[str], config: QualityConfig | None = None, co
     token_lists: list[list[str]] = []
     cols = {k: np.zeros(n_docs) for k in (
         "words", "mean_word_length", "hash_ratio", "ellipsis_ratio", "bullet_lines", "ellipsis_lines",
-        "alpha_words", "stop_words", "dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac")}
+        "alpha_words", "stop_words", "dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac",
+        "words_per_sentence")}
     n_tokens = np.zeros(n_docs, np.int64)
     chars = np.array([max(len(t), 1) for t in texts], dtype=float)
     for d, text in enumerate(texts):
@@ -95,6 +101,8 @@ def quality_scores(texts: Sequence[str], config: QualityConfig | None = None, co
         stripped = list(map(str.strip, lines))
         cols["bullet_lines"][d] = sum(s.startswith(("\u2022", "-")) for s in stripped) / len(lines)
         cols["ellipsis_lines"][d] = sum(s.endswith(("...", "\u2026")) for s in stripped) / len(lines)
+        sentences = sum(1 for part in _SENTENCE_END.split(text) if _WORD.search(part))
+        cols["words_per_sentence"][d] = n_words / max(sentences, 1)
         paragraphs = _PARAGRAPH.split(text.strip())
         dup, dup_chars = _duplicates(paragraphs)
         cols["dup_para_frac"][d], cols["dup_para_char_frac"][d] = dup / len(paragraphs), dup_chars / chars[d]
@@ -179,7 +187,8 @@ def _ngram_scores(ids: np.ndarray, lens: np.ndarray, n_tokens: np.ndarray, chars
 
 
 def checks(config: QualityConfig) -> list[tuple[str, str, str, float]]:
-    """(reason, metric, direction, threshold) in Gopher's order; checks set to None are left out."""
+    """(reason, metric, direction, threshold) in Gopher's order, then ``long_sentences``; checks set to None
+    are left out."""
     c = config
     rules = [
         ("too_few_words", "words", "min", c.min_words),
@@ -199,6 +208,7 @@ def checks(config: QualityConfig) -> list[tuple[str, str, str, float]]:
     ]
     rules += [(f"top_{n}gram", f"top_{n}gram_char_frac", "max", t) for n, t in sorted(c.max_top_ngram_char_frac.items())]
     rules += [(f"dup_{n}gram", f"dup_{n}gram_char_frac", "max", t) for n, t in sorted(c.max_dup_ngram_char_frac.items())]
+    rules.append(("long_sentences", "words_per_sentence", "max", c.max_words_per_sentence))
     return [rule for rule in rules if rule[3] is not None]
 
 

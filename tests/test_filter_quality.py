@@ -49,6 +49,26 @@ def test_each_check_fires(text: str, reason: str) -> None:
     assert _reason(text) == reason
 
 
+def test_long_sentences_is_off_by_default_and_counts_every_kind_of_sentence_end() -> None:
+    rng = np.random.default_rng(0)
+    vocab = ["cheap", "best", "free", "top", "buy", "hotel", "loans", "deals", "london", "paris", "online",
+             "shipping", "casino", "quotes", "review", "price", "flights", "insurance", "discount", "offers"]
+    spam = " ".join(rng.choice(vocab, 120))  # keyword spam: no stop, no line break
+    on = {"max_words_per_sentence": 80, "min_stop_words": None, "max_top_ngram_char_frac": {},
+          "max_dup_ngram_char_frac": {}}
+    assert _reason(spam, **on) == "long_sentences"
+    assert _reason(spam, **{**on, "max_words_per_sentence": None}) is None  # off unless asked for
+    assert QualityConfig().max_words_per_sentence is None
+    assert _reason(CLEAN, max_words_per_sentence=80) is None
+    # the same words split by line breaks, by semicolons, or by stops without a space ("end.Next") pass
+    words = spam.split()
+    for sep in ("\n", "; ", ".Then "):
+        chunked = sep.join(" ".join(words[i:i + 20]) for i in range(0, len(words), 20))
+        assert _reason(chunked, **on) is None, sep
+    scores = quality_scores(["One two three. Four five six! Seven eight nine?\nTen eleven: twelve"])
+    assert scores["words_per_sentence"][0] == 12 / 5
+
+
 def test_checks_can_be_switched_off_and_thresholds_moved() -> None:
     short = "the cat and the dog"
     assert _reason(short, min_words=None) == "top_2gram"  # the next failing check

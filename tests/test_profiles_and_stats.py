@@ -131,6 +131,17 @@ def test_an_interruption_before_any_output_does_not_suggest_resume(tmp_path: Pat
     assert "--resume" not in result.output
 
 
+def test_human_profile_drops_a_product_listing_and_keeps_prose_with_a_list() -> None:
+    listing = "\n".join(f"\u2022 Item {1000 + 37 * i} - ${5 + i}.99 - In stock, ships in {i % 5 + 1} days"
+                        for i in range(30))
+    prose = (POST.split("\n\n")[0] + "\n\nWhat we packed for the trip:\n- a tent\n- two stoves\n- the maps\n\n"
+             "We set out at dawn and reached the ridge by noon, then walked down to the lake for the night.")
+    human, gopher = load_config(overrides=_no_detector()), load_config(profile="gopher", overrides=_no_detector())
+    dropped, kept = filter_records([listing, prose], human)
+    assert (dropped.stage, dropped.reason) == ("quality", "bullet_lines") and kept.kept
+    assert human.quality.max_bullet_lines_ratio == gopher.quality.max_bullet_lines_ratio == 0.9
+
+
 def test_human_profile_removes_every_duplicate_of_the_example_crawl() -> None:
     import gzip
 
