@@ -102,6 +102,10 @@ class PollutedConfig:
     lm: LMConfig = field(default_factory=lambda: lm_preset("cpu", max_train_blocks=256))
     filter: FilterConfig = field(default_factory=wikitext_filter_config)  # detector: filter.synthetic
     seed: int = 0
+    #: every fine-tune's batches full (the chains' training sets differ in size, and a short last batch would
+    #: tell them apart by more than their data does); False: an epoch ends with a short batch, as runs made
+    #: before this option did
+    full_batches: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.synthetic_fraction < 1.0:
@@ -139,11 +143,13 @@ class PollutedConfig:
 
     def train_config(self, n_blocks: int, seed: int) -> TrainConfig:
         """Fine-tuning config for a training set of ``n_blocks`` blocks: exactly :attr:`steps` optimiser steps
-        whatever its size. ``train_lm`` counts an epoch's last, partial batch as a step, so the epochs are
-        set from the batches an epoch holds (``steps x batch / n_blocks`` gave a set of 131 blocks 48 steps
-        where one of 128 got 40, and the filtered chain a longer schedule than the oracle's)."""
-        per_epoch = math.ceil(n_blocks / self.lm.train.batch_size)
-        return dataclasses.replace(self.lm.train, epochs=self.steps / per_epoch, seed=seed)
+        whatever its size, full batches (``full_batches``) or not. Without full batches ``train_lm`` counts an
+        epoch's last, short batch as a step, so the epochs are set from the batches an epoch holds; a set of
+        130 blocks then trains 8 of its 40 steps on 2 blocks each, which cost its model 8 perplexity points
+        against 128 blocks (docs/collapse_sim.md)."""
+        train = self.lm.train
+        per_epoch = n_blocks / train.batch_size if self.full_batches else math.ceil(n_blocks / train.batch_size)
+        return dataclasses.replace(train, epochs=self.steps / per_epoch, seed=seed)
 
 
 PRESETS: dict[str, PollutedConfig] = {
@@ -438,7 +444,8 @@ def _fine_tune(
     """Fine-tune the base on ``blocks`` (or load the model an earlier, interrupted session saved)."""
     return train_or_load(
         model_dir, model_dir.parent / "model.json",
-        lambda: finetune(base, blocks, cfg.train_config(len(blocks), seed), val_blocks=val, progress=progress),
+        lambda: finetune(base, blocks, cfg.train_config(len(blocks), seed), val_blocks=val, progress=progress,
+                         full_batches=cfg.full_batches),
         tokenizer, cfg.lm.train.device,
     )
 

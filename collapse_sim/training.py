@@ -9,7 +9,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -70,18 +70,37 @@ def block_perplexity(model: torch.nn.Module, blocks: torch.Tensor, batch_size: i
     return math.exp(block_nll(model, blocks, batch_size, bf16))
 
 
+def batch_indices(n: int, batch_size: int, gen: torch.Generator, full: bool = False) -> Iterator[torch.Tensor]:
+    """Row indices of each training batch, endlessly: every epoch a new shuffle of ``n`` rows. An epoch's last
+    batch is short when ``batch_size`` does not divide ``n``, unless ``full``: then it is filled from the next
+    epoch's shuffle, so every batch holds ``batch_size`` rows (the same batches when it divides ``n``)."""
+    order, pos = torch.randperm(n, generator=gen), 0
+    while True:
+        if pos >= n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos : pos + batch_size]
+        pos += batch_size
+        while full and len(idx) < batch_size:
+            order = torch.randperm(n, generator=gen)
+            pos = min(batch_size - len(idx), n)
+            idx = torch.cat([idx, order[:pos]])
+        yield idx
+
+
 def train_lm(
     model: torch.nn.Module,
     train_blocks: torch.Tensor,
     cfg: TrainConfig,
     val_blocks: torch.Tensor | None = None,
     progress: bool = True,
+    full_batches: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` (an HF causal LM) on ``train_blocks`` (N, T) with AdamW and a cosine schedule.
 
     With ``val_blocks`` the weights with the best validation loss are restored at the
-    end (the paper selects checkpoints on validation data). Returns the history and
-    the selected evaluation point.
+    end (the paper selects checkpoints on validation data). With ``full_batches`` every
+    batch holds ``cfg.batch_size`` blocks (see :func:`batch_indices`) and an epoch is
+    ``N / batch_size`` steps. Returns the history and the selected evaluation point.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -90,10 +109,10 @@ def train_lm(
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     n = len(train_blocks)
-    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    steps_per_epoch = n / cfg.batch_size if full_batches else max(1, math.ceil(n / cfg.batch_size))
     total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
     warmup = int(cfg.warmup_frac * total_steps)
-    eval_every = max(1, steps_per_epoch // max(1, cfg.evals_per_epoch))
+    eval_every = max(1, int(round(steps_per_epoch)) // max(1, cfg.evals_per_epoch))
 
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -118,14 +137,9 @@ def train_lm(
     start = time.perf_counter()
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress, leave=False)
     step = 0
-    order = torch.randperm(n, generator=gen)
-    pos = 0
+    batches = batch_indices(n, cfg.batch_size, gen, full_batches)
     while step < sched_total[0]:
-        if pos >= n:
-            order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos : pos + cfg.batch_size]
-        pos += cfg.batch_size
-        x = train_blocks[idx].to(device, non_blocking=True)
+        x = train_blocks[next(batches)].to(device, non_blocking=True)
         with _autocast(device, cfg.bf16):
             loss = model(input_ids=x, labels=x).loss
         loss.backward()

@@ -179,9 +179,39 @@ def test_every_training_set_gets_the_same_optimiser_steps(cfg):
     model = GPT2LMHeadModel(GPT2Config(vocab_size=16, n_positions=8, n_embd=8, n_layer=1, n_head=1))
     blocks = torch.randint(0, 16, (3 * cfg.lm.train.batch_size + 5, 8), generator=torch.Generator().manual_seed(0))
     batch = cfg.lm.train.batch_size
+    sizes = []
+    hook = model.register_forward_pre_hook(lambda _, args, kwargs: sizes.append(len(kwargs["input_ids"])),
+                                           with_kwargs=True)
     for n in (batch, batch + 1, 2 * batch - 1, 3 * batch + 5):
-        info = train_lm(model, blocks[:n], dataclasses.replace(cfg.train_config(n, 0), device="cpu"), progress=False)
+        sizes.clear()
+        info = train_lm(model, blocks[:n], dataclasses.replace(cfg.train_config(n, 0), device="cpu"), progress=False,
+                        full_batches=cfg.full_batches)
         assert info["steps"] == cfg.steps, n
+        # and every step a full batch: a short one (2 blocks of 130) is a noisy step that a chain of 128 never takes
+        assert cfg.full_batches and sizes == [batch] * cfg.steps, n
+    old = dataclasses.replace(cfg, full_batches=False)  # as runs were made before: same steps, short batches
+    sizes.clear()
+    assert train_lm(model, blocks[:batch + 1], dataclasses.replace(old.train_config(batch + 1, 0), device="cpu"),
+                    progress=False)["steps"] == cfg.steps
+    assert min(sizes) == 1
+    hook.remove()
+
+
+def test_batch_indices_cover_every_row_alike_and_keep_the_old_batches_where_they_were_full():
+    from collapse_sim.training import batch_indices
+
+    def take(n, size, full, k):
+        stream = batch_indices(n, size, torch.Generator().manual_seed(3), full)
+        return [next(stream) for _ in range(k)]
+
+    for n, size in ((10, 4), (3, 4), (12, 4)):
+        full = take(n, size, True, 30)
+        assert all(len(b) == size for b in full)
+        counts = np.bincount(torch.cat(full).numpy(), minlength=n)
+        assert counts.max() - counts.min() <= 1 + size // n, (n, size)  # every row as often as any other
+    short = take(10, 4, False, 3)
+    assert [len(b) for b in short] == [4, 4, 2]  # the default: an epoch's last batch is short
+    assert all(torch.equal(a, b) for a, b in zip(take(12, 4, False, 9), take(12, 4, True, 9)))
 
 
 def test_split_keeps_generation_0_and_crawl_pool_apart(cfg, crawl_data):

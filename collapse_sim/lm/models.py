@@ -62,10 +62,12 @@ def finetune(
     train: TrainConfig,
     val_blocks: torch.Tensor | None = None,
     progress: bool = True,
+    full_batches: bool = False,
 ) -> tuple[PreTrainedModel, dict[str, Any]]:
-    """Fine-tune a fresh copy of ``base`` on token ``blocks``; with ``val_blocks`` keep the best checkpoint."""
+    """Fine-tune a fresh copy of ``base`` on token ``blocks``; with ``val_blocks`` keep the best checkpoint
+    (``full_batches``: see :func:`collapse_sim.training.train_lm`)."""
     model = load_model(base, resolve_device(train.device))
-    info = train_lm(model, blocks, train, val_blocks=val_blocks, progress=progress)
+    info = train_lm(model, blocks, train, val_blocks=val_blocks, progress=progress, full_batches=full_batches)
     return model, info
 
 
