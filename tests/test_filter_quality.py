@@ -65,8 +65,10 @@ def test_long_sentences_is_off_by_default_and_counts_every_kind_of_sentence_end(
     for sep in ("\n", "; ", ".Then "):
         chunked = sep.join(" ".join(words[i:i + 20]) for i in range(0, len(words), 20))
         assert _reason(chunked, **on) is None, sep
-    scores = quality_scores(["One two three. Four five six! Seven eight nine?\nTen eleven: twelve"])
+    scores = quality_scores(["One two three. Four five six! Seven eight nine?\nTen eleven: twelve"],
+                            QualityConfig(max_words_per_sentence=80))
     assert scores["words_per_sentence"][0] == 12 / 5
+    assert np.isnan(quality_scores([CLEAN])["words_per_sentence"][0])  # not counted while the check is off
 
 
 def test_checks_can_be_switched_off_and_thresholds_moved() -> None:
