@@ -117,15 +117,19 @@ def _apply(stages: Sequence[Any], packet: _Packet) -> _Packet:
     return packet
 
 
+#: Waves of batches in flight with worker processes: with two, the pool maps the pure segments over one
+#: wave while this process runs the others over the other (1: each wave through the pipeline in turn).
+IN_FLIGHT = 2
+
+
 def _in_waves(packets: Iterator[_Packet], segments: list[tuple[bool, list[Any]]], pool: Any,
               size: int) -> Iterator[_Packet]:
-    """``packets`` through every segment, in waves of ``size``, two waves in flight: the pool maps the pure
-    segments over one wave while this process runs the others over the other wave; a segment that runs
-    here sees the waves in order. Yields the packets in order."""
+    """``packets`` through every segment, in waves of ``size``, ``IN_FLIGHT`` waves in flight; a segment
+    that runs here sees the waves in order. Yields the packets in order."""
     waves: collections.deque[_Wave] = collections.deque()
     read_all = False
     while True:
-        while not read_all and len(waves) < 2:
+        while not read_all and len(waves) < IN_FLIGHT:
             wave = list(itertools.islice(packets, size))
             read_all = not wave
             if wave:
