@@ -31,7 +31,8 @@ test-fast: setup
 # Remake the shipped detector end to end (see models/detector/recipe.yaml and CARD.md for the CPU time):
 # the generational corpus, the simulator's pages, the machine LM, then the detector with its measured figures.
 detector: setup
-	test -f runs/lm-cpu/corpus/train.jsonl || $(VENV)/bin/collapse-sim lm --out runs/lm-cpu --quiet
+	test -f runs/lm-cpu/corpus/hf/dataset_info.json || $(VENV)/bin/collapse-sim lm --max-train-blocks 256 --out runs/lm-cpu --quiet
+	test -f runs/lm-cpu/corpus/train.jsonl || $(VENV)/bin/collapse-sim corpus runs/lm-cpu --split
 	test -f runs/pages/train.jsonl || $(VENV)/bin/collapse-sim pages --out runs/pages/train.jsonl --n 600 --split train
 	test -f runs/pages/eval.jsonl || $(VENV)/bin/collapse-sim pages --out runs/pages/eval.jsonl --n 150 --split eval --seed 1
 	$(VENV)/bin/collapse-sim finetune-lm --recipe models/detector/recipe.yaml --quiet

@@ -466,6 +466,11 @@ def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path,
         "",
         "## Figures (text that neither training nor the threshold saw)",
         "",
+        "Down to \"At the shipped threshold\", every figure is the ablation's \"all features\" row: the same "
+        "classifier refitted on all training rows, its threshold set on the threshold set. The shipped classifier "
+        "(fitted on four fifths of the training groups, Platt-scaled on the rest) has its own figures in the last "
+        "sections.",
+        "",
         "### Ablation: each feature family alone, and all of them",
         "Refitted on all training rows (the shipped classifier holds a fifth of the groups out for Platt scaling); "
         "thresholds set on the threshold set as for the detector.",
@@ -507,7 +512,7 @@ def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path,
         *([f"- the simulator's pages (`collapse-sim pages`, the pool's eval split) against the pool's eval "
            f"documents: AUROC {fig(full['simulator-pages'])}, TPR at 1% FPR "
            f"{fig(full['simulator-pages'], 'tpr_at_1pct_fpr')};"] if "simulator-pages" in full else []),
-        "- human eval texts flagged at the threshold: "
+        "- human eval texts flagged at the refit's threshold: "
         + ", ".join(f"{k} {v:.1%}" for k, v in full["human_flagged"].items()) + ".",
         "",
         "At the shipped threshold (the shipped classifier and Platt map):",

@@ -359,8 +359,9 @@ def assemble(recipe: DetectorRecipe) -> RecipeData:
     seed, h = recipe.seed, recipe.human
     corpus = Path(recipe.corpus)
     if not (corpus / "train.jsonl").is_file():
-        raise UserInputError(f"no generational corpus at {corpus} (make it with: collapse-sim lm --out "
-                             f"{corpus.parent})")
+        raise UserInputError(f"no generational corpus splits at {corpus} (make them with: collapse-sim lm "
+                             f"--max-train-blocks 256 --out {corpus.parent}, then collapse-sim corpus {corpus.parent} "
+                             "--split)")
     chat = chat_records(recipe)
     dev = dev_split(recipe)
     wiki = wikitext_blocks(h, seed)
