@@ -12,8 +12,9 @@ export HF_DATASETS_OFFLINE := 1
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# torch first, pinned to the CPU wheel, so nothing resolves a CUDA build on its own
-	$(PIP) install -q torch==2.13.0
+	# torch first, pinned, so nothing resolves a CUDA build on its own; TORCH_INDEX: where the CPU wheel is
+	# (e.g. https://download.pytorch.org/whl/cpu; PyPI's Linux wheel is the CUDA build)
+	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q -e ".[dev,ray,embed]"
 	touch $@
 
