@@ -397,7 +397,7 @@ def test_a_stage_of_your_own_runs_from_the_command_line_and_the_config(tmp_path:
     assert "shout" not in json.loads((tmp_path / "o2" / "stats.json").read_text())["by_stage"]
     assert load_config(tmp_path / "o2" / "config.yaml").stages[0].params == {"max_share": 1.0}
     for spec, message in ((f"{stage_file}:Nope", "cannot load stage"), ("gopher_docs:make_doc", "not a hygiene"),
-                          ("shout_stage", "expected module:Class")):
+                          ("shout_stage", "expected module:Class"), ("no_such_stages:Shout", "on PYTHONPATH")):
         result = CliRunner().invoke(main, ["filter", str(d), "--out", str(tmp_path / "o3"), "--no-synthetic",
                                            "--stage", spec])
         assert result.exit_code == 1 and message in result.output and result.output.count("\n") == 1

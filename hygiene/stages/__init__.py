@@ -64,6 +64,10 @@ def load_stage(spec: StageSpec) -> Stage:
         raise UserInputError(f"bad stage {spec.path!r}: expected module:Class or path/to/file.py:Class")
     try:
         cls = getattr(_module(where), cls_name)
+    except ModuleNotFoundError as exc:
+        hint = (" (a module must be importable: installed, or its folder on PYTHONPATH; or name the file, "
+                "path/to/file.py:Class)" if exc.name and where.startswith(exc.name) else "")
+        raise UserInputError(f"cannot load stage {spec.path}: {exc}{hint}") from None
     except (ImportError, FileNotFoundError, AttributeError) as exc:
         raise UserInputError(f"cannot load stage {spec.path}: {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, Stage)) or not cls.name:
