@@ -1,4 +1,4 @@
-"""Cheaper CPU arithmetic for the detector's language models: int8 and ONNX Runtime against float32.
+"""Cheaper CPU arithmetic for the detector's language models: int8, bfloat16 and ONNX Runtime against float32.
 
 Peer APIs: ``torch.ao.quantization.quantize_dynamic`` (int8 weights, activations quantised
 per batch, on ``nn.Linear``) and ``onnxruntime.InferenceSession`` (``CPUExecutionProvider``)
@@ -12,7 +12,11 @@ Variants of the shipped reference LM and machine LM (GPT-2, 10M parameters each)
   output head is an ``nn.Linear`` (the block projections are ``Conv1D``);
 - ``torch int8, all projections``: every ``Conv1D`` rewritten as the equivalent ``nn.Linear``
   first, so every matrix multiply of the model runs in int8;
-- ``onnxruntime float32`` and ``onnxruntime int8``: the exported graph.
+- ``onnxruntime float32`` and ``onnxruntime int8``: the exported graph;
+- ``torch bfloat16 autocast``: the model run under ``torch.autocast("cpu", torch.bfloat16)`` (its
+  matrix products in bfloat16, which pays on a CPU with bfloat16 instructions: AVX512-BF16, AMX),
+  as ``--autocast bfloat16`` runs it (``LanguageModel.autocast``); ``..., float32 head``: the blocks
+  so, the output head (and so every logit) in float32.
 
 On held-out detect-chat texts (the recipe's ``eval`` groups, never trained or calibrated on;
 half human, half machine), each variant is timed on the same texts as
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import importlib.metadata
 import importlib.util
 import json
@@ -64,7 +69,7 @@ ADOPT_SPEEDUP = 1.5
 TOLERANCE = {"decision_agreement_min": 0.995, "p_machine_max_abs_diff": 0.02, "ll_max_abs_diff": 0.01}
 #: the variants measured against float32 (always measured, the baseline)
 VARIANTS = ("torch int8, nn.Linear", "torch int8, all projections", "onnxruntime float32",
-            "onnxruntime int8")
+            "onnxruntime int8", "torch bfloat16 autocast", "torch bfloat16 autocast, float32 head")
 
 
 def held_out_texts(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -104,6 +109,24 @@ def torch_int8(lm: LanguageModel, all_projections: bool) -> LanguageModel:
     model = linearized(lm.model) if all_projections else lm.model
     quantized = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
     return wrap_lm(quantized, lm.tokenizer, name=f"{lm.name} (torch int8)")
+
+
+class Bf16HeadCausalLM(nn.Module):
+    """A Hugging Face GPT-2 whose blocks run under CPU bfloat16 autocast and whose output head runs in
+    float32, so every logit is a float32 product of the (rounded) last hidden state."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                output_hidden_states: bool = False) -> SimpleNamespace:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = self.model.transformer(input_ids=input_ids, attention_mask=attention_mask,
+                                         position_ids=position_ids, output_hidden_states=output_hidden_states,
+                                         use_cache=False)
+        hidden = tuple(h.float() for h in out.hidden_states) if output_hidden_states else None
+        return SimpleNamespace(logits=self.model.lm_head(out.last_hidden_state.float()), hidden_states=hidden)
 
 
 class _Export(nn.Module):
@@ -294,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
             "torch int8, all projections": lambda lm, _: torch_int8(lm, all_projections=True),
             "onnxruntime float32": lambda lm, hidden: onnx_lm(lm, hidden, Path(tmp), int8=False),
             "onnxruntime int8": lambda lm, hidden: onnx_lm(lm, hidden, Path(tmp), int8=True),
+            "torch bfloat16 autocast": lambda lm, _: dataclasses.replace(lm, autocast=torch.bfloat16),
+            "torch bfloat16 autocast, float32 head": lambda lm, _: wrap_lm(
+                Bf16HeadCausalLM(lm.model), lm.tokenizer, name=f"{lm.name} (bfloat16 blocks)"),
         }
         build_s: dict[str, float] = {}
         for name in args.variants:

@@ -154,10 +154,12 @@ class Featurizer:
         device: str | None = None,
         dtype: str | None = None,
         models: dict[str, LanguageModel] | None = None,
+        autocast: str | None = None,
     ) -> None:
         self.config = config
         self.device = device
         self.dtype = dtype
+        self.autocast = autocast
         #: already-loaded models by name (tests and callers that hold models pass them here)
         self._models: dict[str, LanguageModel] = dict(models or {})
         #: names whose models the caller passed in (not loaded from a folder, so not pinned by a fingerprint)
@@ -176,7 +178,7 @@ class Featurizer:
         if name is None:
             return None
         if name not in self._models:
-            self._models[name] = load_lm(name, device=self.device, dtype=self.dtype)
+            self._models[name] = load_lm(name, device=self.device, dtype=self.dtype, autocast=self.autocast)
         return self._models[name]
 
     @property

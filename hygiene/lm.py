@@ -23,6 +23,8 @@ from hygiene.paths import local_or_shipped, models_dir
 DEFAULT_LM = "reference-lm"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: autocast dtypes measured for the detector (benchmarks/quantization.py)
+_AUTOCAST = {"bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -32,6 +34,8 @@ class LanguageModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     name: str
+    #: run forward passes under ``torch.autocast`` in this dtype (None: in the weights' dtype)
+    autocast: torch.dtype | None = None
 
     @property
     def device(self) -> torch.device:
@@ -104,20 +108,31 @@ def select_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch
     return _DTYPES[dtype]
 
 
+def autocast_dtype(name: str | None) -> torch.dtype | None:
+    """The dtype of ``torch.autocast`` named ``name`` (None: no autocast)."""
+    if name is None:
+        return None
+    if name not in _AUTOCAST:
+        raise ValueError(f"unknown autocast dtype {name!r}; choose from {sorted(_AUTOCAST)}")
+    return _AUTOCAST[name]
+
+
 def load_lm(
     name_or_path: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
+    autocast: str | None = None,
 ) -> LanguageModel:
-    """Load a causal LM and its tokenizer by Hub id or path (default: the shipped reference LM)."""
+    """Load a causal LM and its tokenizer by Hub id or path (default: the shipped reference LM); ``autocast``
+    (``"bfloat16"``) runs its forward passes under autocast, float32 weights kept."""
     source = resolve_model(name_or_path)
     dev = select_device(device)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         source, dtype=select_dtype(dtype, dev), trust_remote_code=trust_remote_code
     )
-    return wrap_lm(model, tokenizer, name=source, device=dev)
+    return wrap_lm(model, tokenizer, name=source, device=dev, autocast=autocast_dtype(autocast))
 
 
 def wrap_lm(
@@ -125,6 +140,7 @@ def wrap_lm(
     tokenizer: PreTrainedTokenizerBase,
     name: str = "in-memory",
     device: str | torch.device | None = None,
+    autocast: torch.dtype | None = None,
 ) -> LanguageModel:
     """Prepare an already-built model and tokenizer for scoring (eval mode, fused GELU, device, pad token)."""
     if tokenizer.pad_token_id is None:
@@ -134,7 +150,7 @@ def wrap_lm(
     _fuse_gelu(model)
     if device is not None:
         model.to(select_device(device))
-    return LanguageModel(model=model, tokenizer=tokenizer, name=name)
+    return LanguageModel(model=model, tokenizer=tokenizer, name=name, autocast=autocast)
 
 
 def _fuse_gelu(model: torch.nn.Module) -> None:

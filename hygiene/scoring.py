@@ -40,6 +40,7 @@ side. The first token of a text has no prefix and is never scored.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -229,8 +230,9 @@ class Scorer:
         for m in self._models():
             dev = m.device
             want_hidden = m is self.lm and bool(self.hidden_layers)
-            out = m.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
-                          output_hidden_states=want_hidden)
+            with torch.autocast(dev.type, dtype=m.autocast) if m.autocast is not None else contextlib.nullcontext():
+                out = m.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
+                              output_hidden_states=want_hidden)
             # position t predicts token t+1; float32 whatever the model's dtype (no copy when they already
             # are: nothing else reads the model's output, so the statistics below may work in place)
             logits[id(m)] = out.logits[:, :-1].to(home, torch.float32)

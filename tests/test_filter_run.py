@@ -481,6 +481,23 @@ def test_a_device_the_machine_lacks_is_a_one_line_error_before_anything_is_writt
     assert message in result.output and not (tmp_path / "o").exists()
 
 
+def test_autocast_reaches_the_detectors_language_models_and_a_bad_one_is_a_one_line_error(tmp_path: Path) -> None:
+    import torch
+
+    from hygiene.config import SyntheticConfig
+    from hygiene.stages.synthetic import SyntheticFilter
+
+    det = SyntheticFilter(SyntheticConfig(device="cpu", autocast="bfloat16")).detector
+    f = det.config.features
+    assert {det.featurizer.model(n).autocast for n in (f.lm, f.contrast_lm)} == {torch.bfloat16}
+    assert SyntheticFilter(SyntheticConfig(device="cpu")).detector.featurizer.model(f.lm).autocast is None
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": make_doc(0)}) + "\n")
+    result = CliRunner().invoke(main, ["filter", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "o"),
+                                       "--set", "synthetic.autocast=float8", "--no-progress"])
+    assert result.exit_code != 0 and "Traceback" not in result.output and result.output.count("\n") == 1
+    assert "unknown autocast dtype 'float8'" in result.output and not (tmp_path / "o").exists()
+
+
 def test_the_cascade_defaults_to_on_for_a_cpu_and_off_for_a_gpu(monkeypatch) -> None:
     import torch
 

@@ -275,3 +275,21 @@ def test_fused_gelu_is_the_same_function_in_one_kernel():
         a, b = plain(ids).logits, fused(ids).logits
     assert torch.allclose(a, b, rtol=0, atol=1e-4 * a.abs().max().item())
 
+
+
+def test_autocast_runs_the_forward_pass_in_bfloat16(models):
+    lm = models[0]
+    seen: list[torch.dtype] = []
+    hook = lm.model.lm_head.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    try:
+        ref = score_texts(TEXTS, lm)["ll"]
+        assert set(seen) == {torch.float32}
+        seen.clear()
+        got = score_texts(TEXTS, dataclasses.replace(lm, autocast=torch.bfloat16))["ll"]
+        assert set(seen) == {torch.bfloat16}
+    finally:
+        hook.remove()
+    ok = ~np.isnan(ref)
+    assert np.array_equal(np.isnan(got), ~ok)
+    assert not np.array_equal(got[ok], ref[ok])  # bfloat16 products round differently ...
+    np.testing.assert_allclose(got[ok], ref[ok], atol=0.05)  # ... by a few hundredths of a nat at most

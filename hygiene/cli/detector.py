@@ -51,10 +51,13 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.option("--keep-fields", default=None,
               help="comma-separated input fields copied next to the scores (default: every field but the text)")
 @click.option("--trust-remote-code", is_flag=True, help="allow model repositories to run their own code")
+@click.option("--autocast", type=click.Choice(["bfloat16"]), default=None,
+              help="run the language models under bfloat16 autocast (float32 weights): about 1.8x as fast on a CPU "
+                   "with bfloat16 instructions, far slower on one without; P(machine) moves by a few hundredths")
 @_scoring_options
 @_device_options
 def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, text_field, keep_fields,
-          trust_remote_code, max_tokens, batch_size, device, dtype):
+          trust_remote_code, autocast, max_tokens, batch_size, device, dtype):
     """Per-record features and P(machine) of the texts in INPUT (any format `filter` reads: JSONL, Parquet,
     .txt, a saved dataset, a directory), with the record's fields, so scores join back to records: one
     row per record, in order; one that cannot be scored holds its 'error' instead."""
@@ -71,7 +74,7 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
                 raise click.UsageError("--sampler/--observer/--performer need --lm (a detector brings its own models)")
             if max_tokens is not None:
                 raise click.UsageError("--max-tokens is fixed by the detector's training; use it with --lm")
-            det = load_detector(detector_dir, device=device, dtype=dtype)
+            det = load_detector(detector_dir, device=device, dtype=dtype, autocast=autocast)
             feats = det.config.features
             det.featurizer.config = dataclasses.replace(
                 feats, scoring=_scoring_config(feats.scoring, None, batch_size))
@@ -84,7 +87,8 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
                         "p_machine": p, "flagged": p > det.threshold_}
         else:
             def load(name):
-                return load_lm(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code) if name else None
+                return load_lm(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                               autocast=autocast) if name else None
             scorer = Scorer(load(lm), load(sampler), load(observer), load(performer),
                             config=_scoring_config(ScoringConfig(), max_tokens, batch_size))
             fn = scorer.score

@@ -78,7 +78,8 @@ def _overrides(**values: Any) -> dict[str, Any]:
             "batch_size": "batch_size", "workers": "workers", "exact_dedup": "exact_dedup.enabled", "near_dedup": "near_dedup.enabled",
             "bands": "near_dedup.bands", "rows": "near_dedup.rows", "hash_scheme": "near_dedup.hash_scheme", "normalize": "normalize.enabled",
             "quality": "quality.enabled", "synthetic": "synthetic.enabled", "detector": "synthetic.model",
-            "threshold": "synthetic.threshold", "cascade": "synthetic.cascade", "device": "synthetic.device"}
+            "threshold": "synthetic.threshold", "cascade": "synthetic.cascade", "device": "synthetic.device",
+            "autocast": "synthetic.autocast"}
     return {keys[k]: v for k, v in values.items() if v is not None}
 
 
@@ -137,6 +138,10 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
               help="Let the detector's cheap first pass settle the texts it is sure of; the language models score "
                    "only the rest [on for a detector on the CPU, off on a GPU].")
 @click.option("--device", default=None, help="torch device of the detector, e.g. cpu or cuda:1 [cuda when available, else cpu].")
+@click.option("--autocast", type=click.Choice(["bfloat16"]), default=None,
+              help="Run the detector's language models under bfloat16 autocast: about 1.8x as fast on a CPU with "
+                   "bfloat16 instructions (AVX512-BF16, AMX), far slower on one without; about 0.1% of decisions "
+                   "change [float32].")
 def filter_cmd(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
                resume: bool, overwrite: bool, dry_run: bool, progress: bool, **options: Any) -> None:
     """Drop duplicates, pages that are not prose and likely synthetic text from INPUT shards.

@@ -38,7 +38,8 @@ class Detector(Protocol):
         """(n, 2) class probabilities; column 1 is 'machine-generated'."""
 
 
-def load_default_detector(path: str | Path | None = None, device: str | None = None, cascade: bool = True) -> Detector:
+def load_default_detector(path: str | Path | None = None, device: str | None = None, cascade: bool = True,
+                          autocast: str | None = None) -> Detector:
     """Load the detector at ``path`` (default ``models/detector``) onto ``device``, or fail with a one-line error."""
     path = detector_path(path)
     if not path.exists():
@@ -50,17 +51,21 @@ def load_default_detector(path: str | Path | None = None, device: str | None = N
         from hygiene.detector import load_detector
     except ImportError as exc:
         raise UserInputError(f"the synthetic-text detector is unavailable ({exc}); use --no-synthetic") from None
-    from hygiene.lm import select_device
+    from hygiene.lm import autocast_dtype, select_device
 
     select_device(device)  # an unknown or absent device: its own one-line error
     try:
-        return load_detector(str(path), device=device, cascade=cascade)
+        autocast_dtype(autocast)
+    except ValueError as exc:
+        raise UserInputError(f"synthetic.autocast: {exc}") from None
+    try:
+        return load_detector(str(path), device=device, cascade=cascade, autocast=autocast)
     except (OSError, ValueError, KeyError) as exc:
         raise UserInputError(f"cannot load the detector at {path}: {exc}") from None
 
 
-#: detectors this process loaded, by (directory, device, cascade)
-_LOADED: dict[tuple[str | None, str | None, bool], Detector] = {}
+#: detectors this process loaded, by (directory, device, cascade, autocast)
+_LOADED: dict[tuple[str | None, str | None, bool, str | None], Detector] = {}
 
 
 class SyntheticFilter(Filter):
@@ -104,7 +109,7 @@ class SyntheticFilter(Filter):
         if self._given is not None:
             return self._given
         if self._loaded is None:
-            key = (self.config.model, self.config.device, self.cascade)
+            key = (self.config.model, self.config.device, self.cascade, self.config.autocast)
             if key not in _LOADED:  # a process loads it once, however often the stage is unpickled
                 _LOADED[key] = load_default_detector(*key)
             self._loaded = _LOADED[key]
@@ -122,9 +127,9 @@ class SyntheticFilter(Filter):
         process never touches the GPU, and no language model is loaded until one scores)."""
         if self._given is not None:
             return self._given
-        key = (self.config.model, self.config.device, self.cascade)
+        key = (self.config.model, self.config.device, self.cascade, self.config.autocast)
         if key not in _LOADED:
-            key = (self.config.model, "cpu", self.cascade)
+            key = (self.config.model, "cpu", self.cascade, self.config.autocast)
             if key not in _LOADED:
                 _LOADED[key] = load_default_detector(*key)
         return _LOADED[key]
