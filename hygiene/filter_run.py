@@ -146,12 +146,20 @@ def _in_waves(packets: Iterator[_Packet], segments: list[tuple[bool, list[Any]]]
             next(w for w in waves if w.pending is not None).pending.wait()
 
 
+def _file_states(path: Path) -> list[tuple[str, int, int]]:
+    """Name, size and modification time of ``path``, or of every file under it (a saved dataset)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files]
+
+
 def _fingerprint(config: FilterConfig, shards: Sequence[Shard]) -> str:
-    """Hash of everything that must not change between a run and its resumption."""
+    """Hash of everything that must not change between a run and its resumption: the config and each
+    shard's name, size and modification time (an input rewritten since is another input)."""
     cfg = config.to_dict()
     for key in ("checkpoint_seconds", "workers"):  # may change between a run and its resumption
         cfg.pop(key)
-    blob = json.dumps({"config": cfg, "shards": [s.name for s in shards]}, sort_keys=True, default=str)
+    blob = json.dumps({"config": cfg, "shards": [(s.name, s.split, _file_states(s.path)) for s in shards]},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -191,13 +199,7 @@ class FilterRun:
             partial.mkdir(parents=True)
             write_json(checkpoint, self._checkpoint_state({name: 0 for name in OUTPUTS}))
             return {name: 0 for name in OUTPUTS}
-        try:
-            state = json.loads(checkpoint.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise UserInputError(f"unreadable checkpoint {checkpoint}: {exc}") from None
-        if state.get("fingerprint") != _fingerprint(self.config, self.shards):
-            raise UserInputError(
-                f"cannot resume {self.output.dir}: the inputs or the config differ from the interrupted run")
+        state = self._saved_state()
         self.output.counts = Counts.from_dict(state["counts"])
         self.done, self.deltas, self.position = list(state["done"]), list(state["deltas"]), dict(state["position"])
         for p in partial.glob("index-*.npz"):
@@ -206,6 +208,18 @@ class FilterRun:
         for stage in self.pipeline.dedup:
             stage.index.load_deltas([partial / d for d in self.deltas if d.startswith(f"index-{stage.name}-")])
         return state["offsets"]
+
+    def _saved_state(self) -> dict[str, Any]:
+        """The last checkpoint, refused when the inputs or the config differ from those of the saved run."""
+        checkpoint = self.output.partial / "checkpoint.json"
+        try:
+            state = json.loads(checkpoint.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UserInputError(f"unreadable checkpoint {checkpoint}: {exc}") from None
+        if state.get("fingerprint") != _fingerprint(self.config, self.shards):
+            raise UserInputError(
+                f"cannot resume {self.output.dir}: the inputs or the config differ from the interrupted run")
+        return state
 
     def _checkpoint_state(self, offsets: dict[str, int]) -> dict[str, Any]:
         return {"fingerprint": _fingerprint(self.config, self.shards), "done": self.done, "deltas": self.deltas,
@@ -302,8 +316,17 @@ class FilterRun:
     def run(self, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
         """Process every shard not yet done; write the outputs and return the stats."""
         output = self.output
+        if resume and overwrite:
+            raise UserInputError("--resume continues the run in --out and --overwrite replaces it: pass one")
         if resume and output.finished:
-            return json.loads((output.dir / "stats.json").read_text(encoding="utf-8"))
+            stats = json.loads((output.dir / "stats.json").read_text(encoding="utf-8"))
+            if stats.get("fingerprint") != _fingerprint(self.config, self.shards):
+                raise UserInputError(f"{output.dir} holds a finished run of other inputs or another config: pass "
+                                     "--overwrite or choose another --out")
+            return stats
+        if resume and output.finishing is not None:  # stopped while moving its outputs into place
+            self._saved_state()
+            return output.complete(self.config, output.finishing)
         offsets: dict[str, int] = {}
         if output.dir is not None:
             output.prepare(resume, overwrite, again="--resume to continue or --overwrite")
@@ -346,6 +369,8 @@ class FilterRun:
         stats = run_stats(self.counts, self.config, inputs=self.inputs, shards=len(self.shards), elapsed=elapsed,
                           processed=self.counts.records_in - first_in, threshold=self.threshold, engine="local",
                           stages=[stage.name for stage in self.pipeline.stages])
+        if output.dir is not None:
+            stats["fingerprint"] = _fingerprint(self.config, self.shards)
         output.finish(self.config, stats)
         return stats
 

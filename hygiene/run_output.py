@@ -18,6 +18,7 @@ half-written output. Only these names are ever removed from ``DIR`` (with
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -35,6 +36,8 @@ from hygiene.stages.base import FAILED, seconds_of
 
 OUTPUTS = ("kept", "rejected", "errors")
 PARTIAL = ".partial"
+#: written into PARTIAL once a run is done and before its outputs move: a resume then only completes the move
+FINISHING = "finishing.json"
 #: fields a record's group is read from when no group field is named, the first one present
 GROUP_FIELDS = ("source", "dataset")
 NO_GROUP, OTHER_GROUPS = "(none)", "(other)"
@@ -252,6 +255,10 @@ class RunOutput:
         """Refuse to replace a run unless ``overwrite`` (``again``: how to continue an interrupted one);
         with ``overwrite`` remove this layout's own files, and nothing else."""
         assert self.dir is not None
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserInputError(f"cannot create the output folder {self.dir}: {exc.strerror or exc}") from None
         if self.partial.exists() and not resume and not overwrite:
             raise UserInputError(f"{self.dir} holds an interrupted run: pass {again}")
         if (self.dir / "stats.json").exists() and not resume and not overwrite:
@@ -292,10 +299,25 @@ class RunOutput:
             fh.close()
         self.files = {}
 
+    @property
+    def finishing(self) -> dict[str, Any] | None:
+        """The stats of a run that was stopped while moving its outputs into place (None: no such run)."""
+        marker = self.partial / FINISHING if self.dir is not None else None
+        if marker is None or not marker.is_file():
+            return None
+        return json.loads(marker.read_text(encoding="utf-8"))
+
     def finish(self, config: FilterConfig, stats: dict[str, Any]) -> None:
-        """Move the outputs into place (atomic renames), then write ``config.yaml`` and ``stats.json``."""
+        """Record the stats (from here on a resumed run only completes this), then :meth:`complete`."""
         if self.dir is None:
             return
+        write_json(self.partial / FINISHING, stats)
+        self.complete(config, stats)
+
+    def complete(self, config: FilterConfig, stats: dict[str, Any]) -> dict[str, Any]:
+        """Move the outputs not moved yet into place (atomic renames), then write ``config.yaml`` and
+        ``stats.json``; returns ``stats``."""
+        assert self.dir is not None
         for name in OUTPUTS:
             src = self.partial / f"{name}.jsonl"
             if not src.exists():  # moved already by a finish that was interrupted
@@ -307,3 +329,4 @@ class RunOutput:
         write_config(self.dir / "config.yaml", config)
         write_json(self.dir / "stats.json", stats)
         shutil.rmtree(self.partial)
+        return stats

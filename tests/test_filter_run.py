@@ -174,6 +174,61 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path) 
     assert not list(out.glob(".*")), "temporary files or the checkpoint were left behind"
 
 
+def test_a_resume_refuses_inputs_rewritten_since_the_interruption(tmp_path: Path) -> None:
+    d = _shards(tmp_path)
+    config = _config(**{"synthetic.enabled": True, "batch_size": 3})
+    with pytest.raises(KeyboardInterrupt):
+        run_filter([d], tmp_path / "out", config, detector=FlakyDetector(stop_at=5), progress=False)
+    _write_jsonl(d / "s2.jsonl", [{"text": make_doc(99)}])  # same name, other records
+    with pytest.raises(UserInputError, match="differ from the interrupted run"):
+        run_filter([d], tmp_path / "out", config, resume=True, detector=FlakyDetector(), progress=False)
+
+
+def test_a_stop_while_the_outputs_move_into_place_is_completed_by_a_resume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hygiene import run_output
+
+    d = _shards(tmp_path)
+    ref = run_filter([d], tmp_path / "ref", _config(), progress=False)
+    out = tmp_path / "out"
+    real_config = run_output.write_config
+
+    def stop(*args, **kwargs):  # every output moved, config.yaml and stats.json not yet written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_output, "write_config", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_filter([d], out, _config(), progress=False)
+    monkeypatch.setattr(run_output, "write_config", real_config)
+    assert (out / "kept.jsonl").exists() and not (out / "stats.json").exists()
+    stats = run_filter([d], out, _config(), resume=True, progress=False)
+    for name in ("kept", "rejected", "errors"):
+        assert (out / f"{name}.jsonl").read_bytes() == (tmp_path / "ref" / f"{name}.jsonl").read_bytes()
+    assert stats["records_in"] == ref["records_in"] and (out / "stats.json").exists() and not (out / ".partial").exists()
+
+
+def test_resuming_a_finished_run_checks_it_is_the_same_run(tmp_path: Path) -> None:
+    d = _shards(tmp_path)
+    out = tmp_path / "out"
+    first = run_filter([d], out, _config(), progress=False)
+    again = run_filter([d], out, _config(), resume=True, progress=False)  # nothing left to do
+    assert {k: again[k] for k in ("records_in", "kept", "rejected", "errors", "fingerprint", "elapsed_s")} == \
+        {k: first[k] for k in ("records_in", "kept", "rejected", "errors", "fingerprint", "elapsed_s")}
+    with pytest.raises(UserInputError, match="finished run of other inputs or another config"):
+        run_filter([d], out, _config(**{"quality.enabled": False}), resume=True, progress=False)
+    with pytest.raises(UserInputError, match="pass one"):
+        run_filter([d], out, _config(), resume=True, overwrite=True, progress=False)
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": make_doc(0)}) + "\n")
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(main, ["filter", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "afile" / "o"),
+                                       "--no-synthetic", "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output and result.output.count("\n") == 1
+    assert "cannot create the output folder" in result.output
+
+
 def test_synthetic_stage_threshold_and_scores(tmp_path: Path) -> None:
     d = _shards(tmp_path)
     stats = run_filter([d / "s0.jsonl"], tmp_path / "o", _config(**{"synthetic.enabled": True, "synthetic.threshold": 0.95}),
