@@ -275,6 +275,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if "stages" not in stats:
         raise UserInputError(f"{run_dir}/stats.json was written by an older version: rerun the filter")
     path = Path(out) if out is not None else run_dir / "report.html"
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise UserInputError(f"the report is a page: give --out a .html path, not {path}")
     page = render(stats, run_dir)
     with atomic_open(path, "w") as fh:
         fh.write(page)

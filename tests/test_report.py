@@ -64,6 +64,10 @@ def test_the_page_shows_the_stats(run_dir: Path) -> None:
     assert "http" not in page.replace("http-equiv", "") and page.count("data:image/png;base64,") == 3
     assert make_doc(1)[:50] in page  # an excerpt of the duplicate
     assert "<b data-key='machine_share.estimate'>unknown</b>" in page  # a fake detector has no measured rates
+    kept = (run_dir / "kept.jsonl").read_bytes()
+    result = CliRunner().invoke(main, ["report", str(run_dir), "--out", str(run_dir / "kept.jsonl")])
+    assert result.exit_code == 1 and "give --out a .html path" in result.output and result.output.count("\n") == 1
+    assert (run_dir / "kept.jsonl").read_bytes() == kept  # never written over
 
 
 def test_machine_share_estimate_and_interval() -> None:
