@@ -36,12 +36,13 @@ them, and computes them itself when they are absent.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence, Sized
 
 import numpy as np
 
 from hygiene.batch import Batch, active_rows, decisions, texts
 from hygiene.dedup import HashIndex
+from hygiene.errors import UserInputError
 
 #: the column holding every rule a rejected document fails (a list of names)
 FAILED = "failed"
@@ -94,6 +95,11 @@ class Stage:
         """A stage is a batch function (``datasets.map(batched=True)``, Ray ``map_batches``), timed."""
         return timed(self.name, self.process, batch)
 
+    def _check_count(self, what: str, values: Sized, texts: int) -> None:
+        """A one-line error unless the stage gave one of ``what`` per text (a stage of one's own may not)."""
+        if len(values) != texts:
+            raise UserInputError(f"stage {self.name} returned {len(values)} {what} for {texts} texts")
+
 
 class Filter(Stage):
     """A stage that answers one question per document: score the undecided ones, reject some with a reason."""
@@ -110,6 +116,11 @@ class Filter(Stage):
         prepared = ([{c: [batch[c][i] for i in rows] for c in self.prepared_columns if c in batch}]
                     if self.prepared_columns else [])
         reasons, scores = self.score([text[i] for i in rows], *prepared)
+        self._check_count("reasons", reasons, len(rows))
+        for column in self.columns:
+            if column not in scores:
+                raise UserInputError(f"stage {self.name} returned no {column!r} scores (it names that column)")
+            self._check_count(f"{column!r} scores", scores[column], len(rows))
         stage, reason = decisions(batch)
         out = {k: v for k, v in batch.items() if k not in self.prepared_columns}
         failed = list(batch.get(FAILED) or [None] * len(stage))
@@ -175,7 +186,9 @@ class KeyedDedup(Stage):
         rows = active_rows(batch, self.annotate_only).tolist()
         text = texts(batch)
         keys: list[list[int] | None] = [None] * len(text)
-        for i, row_keys in zip(rows, self.keys([text[i] for i in rows])):
+        found = self.keys([text[i] for i in rows])
+        self._check_count("keys", found, len(rows))
+        for i, row_keys in zip(rows, found):
             keys[i] = row_keys
         return {**batch, self.key_column: keys}
 
