@@ -23,7 +23,7 @@ import json
 import random
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Sequence
 
@@ -42,6 +42,9 @@ class Shard:
     kind: str  # the reader: a key of READERS ("jsonl", "parquet", "txt", or "hf" for a saved dataset)
     name: str  # stable name used in record ids and the checkpoint
     split: str | None = None  # DatasetDict split of an "hf" shard
+    #: the inputs as the user named them (a file, a directory or a glob's match) that this shard was found
+    #: through: what :func:`shards_outside` checks against the output directory
+    named: tuple[Path, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -84,21 +87,23 @@ def _is_saved_dataset(path: Path) -> bool:
     return path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
 
 
-def _hf_shards(path: Path, name: str) -> list[Shard]:
+def _hf_shards(path: Path, name: str, named: Path) -> list[Shard]:
     """Shards of a saved dataset: the dataset itself, or one per split of a DatasetDict."""
     if (path / "dataset_dict.json").is_file():
         try:
             splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
         except (OSError, ValueError, KeyError) as exc:
             raise UserInputError(f"unreadable saved dataset {path}: {exc}") from None
-        return [Shard(path, "hf", f"{name}/{s}", s) for s in splits]
-    return [Shard(path, "hf", name)]
+        return [Shard(path, "hf", f"{name}/{s}", s, named=(named,)) for s in splits]
+    return [Shard(path, "hf", name, named=(named,))]
 
 
 def discover_shards(inputs: Sequence[str | Path]) -> list[Shard]:
     """Expand files, directories and globs into a sorted, duplicate-free list of shards.
 
-    Raises :class:`UserInputError` for a missing path, an unsupported file, or no shards.
+    Each shard keeps the inputs it was found through (:attr:`Shard.named`), all of them when
+    two inputs name the same file. Raises :class:`UserInputError` for a missing path, an
+    unsupported file, or no shards.
     """
     shards: list[Shard] = []
     for arg in map(str, inputs):
@@ -109,44 +114,56 @@ def discover_shards(inputs: Sequence[str | Path]) -> list[Shard]:
             for m in matches:
                 p = Path(m)
                 if _is_saved_dataset(p):
-                    shards += _hf_shards(p, p.as_posix())
+                    shards += _hf_shards(p, p.as_posix(), p)
                 elif p.is_file() and _kind(p):
-                    shards.append(Shard(p, _kind(p), p.as_posix()))
+                    shards.append(Shard(p, _kind(p), p.as_posix(), named=(p,)))
             continue
         path = Path(arg)
         if not path.exists():
             raise UserInputError(f"input not found: {arg}")
         if _is_saved_dataset(path):
-            shards += _hf_shards(path, path.as_posix())
+            shards += _hf_shards(path, path.as_posix(), path)
         elif path.is_dir():
             datasets_dirs = [p for p in path.rglob("*") if _is_saved_dataset(p)]
-            found = [s for d in datasets_dirs for s in _hf_shards(d, d.as_posix())]
-            found += [Shard(p, _kind(p), p.as_posix()) for p in path.rglob("*")
+            found = [s for d in datasets_dirs for s in _hf_shards(d, d.as_posix(), path)]
+            found += [Shard(p, _kind(p), p.as_posix(), named=(path,)) for p in path.rglob("*")
                       if p.is_file() and _kind(p) and not any(d in p.parents for d in datasets_dirs)]
             shards += sorted(found, key=lambda s: s.name)
         elif _kind(path):
-            shards.append(Shard(path, _kind(path), path.as_posix()))
+            shards.append(Shard(path, _kind(path), path.as_posix(), named=(path,)))
         else:
             raise UserInputError(f"unsupported input {arg}: expected {', '.join(SUFFIXES)} or a saved dataset")
-    seen: set[tuple[str, str | None]] = set()
-    unique = []
+    unique: dict[tuple[str, str | None], Shard] = {}
     for s in shards:
         key = (str(s.path.resolve()), s.split)
-        if key not in seen:
-            seen.add(key)
-            unique.append(s)
+        first = unique.get(key)
+        unique[key] = s if first is None else replace(first, named=first.named + s.named)
     if not unique:
         raise UserInputError(f"no input shards found in {' '.join(map(str, inputs))}")
-    return unique
+    return list(unique.values())
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` (resolved) or lies inside it, symbolic links followed."""
+    path = path.resolve()
+    return path == folder or folder in path.parents
 
 
 def shards_outside(shards: Sequence[Shard], out_dir: Path | None) -> list[Shard]:
-    """The shards that do not lie in ``out_dir``, so a run never reads its own outputs back
-    (e.g. ``--out`` inside or equal to an input directory); an error if none is left."""
+    """The shards that do not lie in ``out_dir``, so a run never reads its own outputs back (``--out``
+    inside an input directory).
+
+    An input named inside or equal to ``out_dir`` is an error, not skipped: it would be left unread,
+    and ``--overwrite`` could replace it. Also an error if no shard is left.
+    """
     if out_dir is None:
         return list(shards)
     out = out_dir.resolve()
-    kept = [s for s in shards if out not in s.path.resolve().parents]
+    for named in (n for s in shards for n in s.named):
+        if _within(named, out):
+            raise UserInputError(f"input {named} lies inside the output folder {out_dir}: it would not be read, "
+                                 f"and --overwrite could replace it; choose another --out")
+    kept = [s for s in shards if not _within(s.path, out)]
     if not kept:
         raise UserInputError(f"every input lies inside the output directory {out_dir}")
     return kept

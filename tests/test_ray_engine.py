@@ -191,7 +191,7 @@ def test_out_in_an_input_directory_never_reads_or_deletes_an_input(ray_cluster, 
     before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
     run = run_filter if engine == "local" else run_filter_ray
     config = _config(**{"synthetic.enabled": False})
-    with pytest.raises(UserInputError, match="every input lies inside the output directory"):
+    with pytest.raises(UserInputError, match="lies inside the output folder"):
         run([d], d, config, progress=False)
     stats = run([d], d / "clean", config, progress=False)
     again = run([d], d / "clean", config, overwrite=True, progress=False)

@@ -1,0 +1,99 @@
+"""Inputs are never lost or destroyed: an input inside --out is refused, Parquet keeps every field, a deeply
+nested JSON line or a bad line of a .txt file is one error record, on both engines."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hygiene.cli import main
+from hygiene.config import FilterConfig, load_config
+from hygiene.errors import UserInputError
+from hygiene.filter_run import run_filter
+from hygiene.records import discover_shards, shards_outside
+from gopher_docs import make_doc  # noqa: E402
+
+
+def _config(**assignments) -> FilterConfig:
+    return load_config(overrides={"synthetic.enabled": False, "checkpoint_seconds": 0.0, **assignments})
+
+
+def _write_jsonl(path: Path, records: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _filter(*args: str) -> str:
+    """The output of a ``hygiene filter`` that must fail with a one-line error, never a traceback."""
+    result = CliRunner().invoke(main, ["filter", *args, "--no-synthetic", "--no-progress"])
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+    return result.output
+
+
+def _accounted(stats: dict) -> None:
+    assert stats["records_in"] == stats["kept"] + stats["rejected"] + stats["errors"]
+
+
+# -- 1. an input inside --out ------------------------------------------------------------------------
+def test_a_file_named_inside_out_is_refused_and_never_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    _write_jsonl(out / "kept.jsonl", [{"text": make_doc(i)} for i in range(3)])
+    _write_jsonl(tmp_path / "other.jsonl", [{"text": make_doc(10)}])
+    before = (out / "kept.jsonl").read_bytes()
+    message = _filter(str(out / "kept.jsonl"), str(tmp_path / "other.jsonl"), "--out", str(out), "--overwrite")
+    assert f"input {out / 'kept.jsonl'} lies inside the output folder {out}" in message
+    assert "choose another --out" in message
+    assert (out / "kept.jsonl").read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["kept.jsonl"]
+
+
+def test_a_directory_named_as_out_is_refused_not_skipped(tmp_path: Path) -> None:
+    d = tmp_path / "indir"
+    _write_jsonl(d / "a.jsonl", [{"text": make_doc(i)} for i in range(3)])
+    _write_jsonl(tmp_path / "base.jsonl", [{"text": make_doc(10)}])
+    message = _filter(str(d), str(tmp_path / "base.jsonl"), "--out", str(d))
+    assert f"input {d} lies inside the output folder {d}" in message
+    assert sorted(p.name for p in d.iterdir()) == ["a.jsonl"]
+
+
+def test_a_glob_match_inside_out_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    _write_jsonl(out / "x.jsonl", [{"text": make_doc(0)}])
+    message = _filter(str(out / "*.jsonl"), "--out", str(out))
+    assert f"input {out / 'x.jsonl'} lies inside the output folder" in message
+
+
+def test_a_file_named_inside_out_is_refused_even_when_an_input_directory_also_holds_it(tmp_path: Path) -> None:
+    crawl = tmp_path / "crawl"
+    _write_jsonl(crawl / "a.jsonl", [{"text": make_doc(0)}])
+    _write_jsonl(crawl / "clean" / "x.jsonl", [{"text": make_doc(1)}])
+    shards = discover_shards([crawl, crawl / "clean" / "x.jsonl"])
+    with pytest.raises(UserInputError, match="input .*x.jsonl lies inside the output folder"):
+        shards_outside(shards, crawl / "clean")
+
+
+def test_out_inside_an_input_directory_still_skips_the_runs_own_outputs(tmp_path: Path) -> None:
+    crawl = tmp_path / "crawl"
+    _write_jsonl(crawl / "a.jsonl", [{"text": make_doc(i)} for i in range(4)])
+    first = run_filter([crawl], crawl / "clean", _config(), progress=False)
+    again = run_filter([crawl], crawl / "clean", _config(), overwrite=True, progress=False)
+    assert first["records_in"] == again["records_in"] == 4
+    names = [s.name for s in shards_outside(discover_shards([crawl]), crawl / "clean")]
+    assert names == [(crawl / "a.jsonl").as_posix()]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_refuses_an_input_inside_out(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from hygiene.ray_engine import run_filter_ray
+
+    _write_jsonl(tmp_path / "o" / "kept.jsonl", [{"text": make_doc(0)}])
+    with pytest.raises(UserInputError, match="lies inside the output folder"):
+        run_filter_ray([tmp_path / "o" / "kept.jsonl"], tmp_path / "o", _config(), overwrite=True, progress=False)
