@@ -401,8 +401,13 @@ def jsonl_to_parquet(src: str | Path, dst: str | Path, chunk: int = 10_000) -> N
             while rows := [_arrow_safe(json.loads(line)) for _, line in zip(range(chunk), fh)]:
                 yield rows
 
+    def schema_of(rows: list[dict[str, Any]]) -> pa.Schema:
+        """Every field of every row, each typed from all of its values (``from_pylist`` types the first row's)."""
+        names = dict.fromkeys(name for row in rows for name in row)
+        return pa.Table.from_pydict({name: [row.get(name) for row in rows] for name in names}).schema
+
     try:
-        schemas = [pa.Table.from_pylist(rows).schema for rows in chunks()]
+        schemas = [schema_of(rows) for rows in chunks()]
         schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
         with atomic_open(dst, "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
             for rows in chunks():

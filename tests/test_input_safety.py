@@ -12,7 +12,7 @@ from hygiene.cli import main
 from hygiene.config import FilterConfig, load_config
 from hygiene.errors import UserInputError
 from hygiene.filter_run import run_filter
-from hygiene.records import discover_shards, shards_outside
+from hygiene.records import discover_shards, jsonl_to_parquet, shards_outside
 from gopher_docs import make_doc  # noqa: E402
 
 
@@ -97,3 +97,34 @@ def test_ray_refuses_an_input_inside_out(tmp_path: Path) -> None:
     _write_jsonl(tmp_path / "o" / "kept.jsonl", [{"text": make_doc(0)}])
     with pytest.raises(UserInputError, match="lies inside the output folder"):
         run_filter_ray([tmp_path / "o" / "kept.jsonl"], tmp_path / "o", _config(), overwrite=True, progress=False)
+
+
+# -- 2. Parquet keeps every field -------------------------------------------------------------------
+def test_parquet_keeps_a_field_first_seen_late_in_a_chunk_or_in_a_later_chunk(tmp_path: Path) -> None:
+    rows = [{"text": "a"}, {"text": "b", "late": 1}, {"text": "c", "meta": {"x": 1}},
+            {"text": "d", "meta": {"y": "z"}, "next_chunk": True}, {"text": "e"}]
+    src = tmp_path / "in.jsonl"
+    _write_jsonl(src, rows)
+    import pyarrow.parquet as pq
+
+    for chunk in (2, 3, 10):  # the late fields inside a chunk, and in a later chunk than the first
+        jsonl_to_parquet(src, tmp_path / f"out{chunk}.parquet", chunk=chunk)
+        table = pq.read_table(tmp_path / f"out{chunk}.parquet")
+        assert table.column_names == ["text", "late", "meta", "next_chunk"]
+        got = table.to_pylist()
+        assert [r["late"] for r in got] == [None, 1, None, None, None]
+        assert [r["meta"] for r in got] == [None, None, {"x": 1, "y": None}, {"x": None, "y": "z"}, None]
+        assert [r["next_chunk"] for r in got] == [None, None, None, True, None]
+
+
+def test_format_parquet_keeps_a_field_only_the_last_record_has(tmp_path: Path) -> None:
+    records = [{"text": make_doc(i)} for i in range(5)]
+    records[-1]["extra"] = "late"
+    _write_jsonl(tmp_path / "in.jsonl", records)
+    result = CliRunner().invoke(main, ["filter", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "o"),
+                                       "--format", "parquet", "--annotate-only", "--no-synthetic", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    import pyarrow.parquet as pq
+
+    kept = pq.read_table(tmp_path / "o" / "kept.parquet").to_pylist()
+    assert [r.get("extra") for r in kept] == [None] * 4 + ["late"]
