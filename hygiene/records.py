@@ -32,6 +32,10 @@ from hygiene.errors import UserInputError
 _BOM = b"\xef\xbb\xbf"
 _TABLE_BATCH = 1024
 _RAW_CHARS = 2000
+#: deepest nesting of arrays and objects a JSON line may have: Python's parser and writer recurse once per
+#: level (a RecursionError near 1,000 levels, fewer in a deep call stack such as a Ray worker's), so a fixed
+#: limit well under that makes a line an error the same way on either engine (128: serde_json's default)
+MAX_JSON_DEPTH = 128
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,34 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and dicts more than ``limit`` levels deep (found level by level, not by
+    recursion)."""
+    level, depth = [value], 0
+    while containers := [v for v in level if isinstance(v, (list, dict))]:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [c for v in containers for c in (v.values() if isinstance(v, dict) else v)]
+    return False
+
+
+def _parse_json(text: str) -> Any:
+    """The value of one JSON line; :class:`ValueError` if it is not JSON or nests deeper than
+    :data:`MAX_JSON_DEPTH`."""
+    too_deep = ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:  # "Invalid control character at" ends with its own "at"
+        raise ValueError(f"{exc.msg.removesuffix(' at')} at column {exc.colno}") from None
+    except RecursionError:
+        raise too_deep from None
+    # a value has at most as many levels as the text has brackets: walk it only when that could be too many
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _nested_deeper(value, MAX_JSON_DEPTH):
+        raise too_deep
+    return value
+
+
 def _read_jsonl(shard: Shard, options: ReadOptions) -> Iterator[Item]:
     """Records of a JSONL shard, one per non-blank line; bad lines and truncation become errors."""
     line_no = 0
@@ -196,10 +228,9 @@ def _read_jsonl(shard: Shard, options: ReadOptions) -> Iterator[Item]:
                                raw=raw[:_RAW_CHARS].decode("utf-8", "replace"))
                     continue
                 try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    yield Item(shard.name, line_no, error=f"invalid JSON: {exc.msg} at column {exc.colno}",
-                               raw=text[:_RAW_CHARS])
+                    record = _parse_json(text)
+                except ValueError as exc:
+                    yield Item(shard.name, line_no, error=f"invalid JSON: {exc}", raw=text[:_RAW_CHARS])
                     continue
                 if not isinstance(record, dict):
                     yield Item(shard.name, line_no, error=f"not a JSON object but {type(record).__name__}")

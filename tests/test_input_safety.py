@@ -12,7 +12,7 @@ from hygiene.cli import main
 from hygiene.config import FilterConfig, load_config
 from hygiene.errors import UserInputError
 from hygiene.filter_run import run_filter
-from hygiene.records import discover_shards, jsonl_to_parquet, shards_outside
+from hygiene.records import discover_shards, jsonl_to_parquet, read_shard, shards_outside
 from gopher_docs import make_doc  # noqa: E402
 
 
@@ -128,3 +128,33 @@ def test_format_parquet_keeps_a_field_only_the_last_record_has(tmp_path: Path) -
 
     kept = pq.read_table(tmp_path / "o" / "kept.parquet").to_pylist()
     assert [r.get("extra") for r in kept] == [None] * 4 + ["late"]
+
+
+# -- 3. a deeply nested JSON line -------------------------------------------------------------------
+def _nested(depth: int) -> str:
+    """A JSON object line whose ``a`` holds ``depth`` nested lists."""
+    return '{"text": "' + make_doc(0) + '", "a": ' + "[" * depth + "]" * depth + "}"
+
+
+def _deep_corpus(d: Path) -> None:
+    """One shard with an ordinary line, lines nested too deeply for the limit or for Python, and one that fits."""
+    d.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"text": make_doc(1)}), _nested(1000), _nested(100_000), _nested(200), _nested(20)]
+    (d / "deep.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_a_deeply_nested_json_line_is_an_error_record_not_a_crash(tmp_path: Path) -> None:
+    _deep_corpus(tmp_path / "in")
+    stats = run_filter([tmp_path / "in"], tmp_path / "o", _config(**{"output.annotate_only": True}), progress=False)
+    errors = _lines(tmp_path / "o" / "errors.jsonl")
+    assert [(e["line"], e["error"]) for e in errors] == [(n, "invalid JSON: nested deeper than 128 levels")
+                                                         for n in (2, 3, 4)]
+    assert all(e["raw"].startswith('{"text": ') for e in errors)
+    assert stats["records_in"] == 5 and stats["kept"] == 2
+    _accounted(stats)
+
+
+def test_json_error_text_says_at_once(tmp_path: Path) -> None:
+    (tmp_path / "c.jsonl").write_text('{"text": "a\x01b"}\n', encoding="utf-8")
+    [item] = read_shard(discover_shards([tmp_path / "c.jsonl"])[0])
+    assert item.error == "invalid JSON: Invalid control character at column 12"
