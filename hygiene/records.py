@@ -289,18 +289,29 @@ def _txt_units(text: str, unit: str) -> Iterator[tuple[int, str]]:
 
 def _read_txt(shard: Shard, options: ReadOptions) -> Iterator[Item]:
     """A ``.txt`` file as records ``{text_field: text, "path": shard name}``: the whole file, each non-blank
-    line, or each blank-line-separated paragraph (``options.txt_unit``); a leading BOM dropped."""
+    line, or each blank-line-separated paragraph (``options.txt_unit``); a leading BOM dropped.
+
+    A record with invalid UTF-8 is an error at its own line (with its raw start, as in JSONL), so one bad
+    byte costs its line or paragraph, not the file.
+    """
     try:
         data = shard.path.read_bytes()
     except OSError as exc:
         yield Item(shard.name, None, error=f"unreadable file: {_short(exc)}", shard_failed=True)
         return
-    try:
-        text = data.removeprefix(_BOM).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        yield Item(shard.name, 1, error=f"invalid UTF-8 at byte {exc.start}")
-        return
+    # an invalid byte becomes a lone surrogate (which valid UTF-8 never decodes to), found record by record
+    text = data.removeprefix(_BOM).decode("utf-8", "surrogateescape")
     for line, unit in _txt_units(text, options.txt_unit):
+        try:
+            unit.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raw = unit.encode("utf-8", "surrogateescape")
+            at = len(unit[:exc.start].encode("utf-8"))
+            bad_line = line + unit.count("\n", 0, exc.start)
+            where = f" (line {bad_line})" if bad_line != line else ""
+            yield Item(shard.name, line, error=f"invalid UTF-8 at byte {at}{where}",
+                       raw=raw[:_RAW_CHARS].decode("utf-8", "replace"))
+            continue
         yield Item(shard.name, line, {options.text_field: unit, "path": shard.name})
 
 

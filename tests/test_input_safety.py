@@ -3,6 +3,7 @@ nested JSON line or a bad line of a .txt file is one error record, on both engin
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hygiene.cli import main
 from hygiene.config import FilterConfig, load_config
 from hygiene.errors import UserInputError
 from hygiene.filter_run import run_filter
-from hygiene.records import discover_shards, jsonl_to_parquet, read_shard, shards_outside
+from hygiene.records import ReadOptions, discover_shards, jsonl_to_parquet, read_shard, shards_outside
 from gopher_docs import make_doc  # noqa: E402
 
 
@@ -158,3 +159,66 @@ def test_json_error_text_says_at_once(tmp_path: Path) -> None:
     (tmp_path / "c.jsonl").write_text('{"text": "a\x01b"}\n', encoding="utf-8")
     [item] = read_shard(discover_shards([tmp_path / "c.jsonl"])[0])
     assert item.error == "invalid JSON: Invalid control character at column 12"
+
+
+# -- 4. invalid UTF-8 in a .txt file costs its own line -------------------------------------------
+def _bad_txt(path: Path) -> None:
+    """15 lines, an invalid byte on line 11."""
+    lines = [make_doc(i).replace("\n", " ").encode() for i in range(15)]
+    lines[10] = b"bad \xff byte on line eleven"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def test_a_bad_line_of_a_txt_file_is_its_own_error_with_its_line(tmp_path: Path) -> None:
+    _bad_txt(tmp_path / "in" / "t.txt")
+    stats = run_filter([tmp_path / "in"], tmp_path / "o", _config(txt_unit="line", **{"output.annotate_only": True}),
+                       progress=False)
+    errors = _lines(tmp_path / "o" / "errors.jsonl")
+    assert [(e["line"], e["error"], e["raw"]) for e in errors] == [
+        (11, "invalid UTF-8 at byte 4", "bad \ufffd byte on line eleven")]
+    assert stats["records_in"] == 15 and stats["kept"] == 14
+    _accounted(stats)
+
+
+def test_a_bad_paragraph_or_file_names_the_line_of_the_bad_byte(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"first paragraph\n\nsecond\nstill \xff second\n\nthird\n")
+    shard = discover_shards([path])[0]
+    items = list(read_shard(shard, ReadOptions(txt_unit="paragraph")))
+    assert [(i.line, i.error) for i in items] == [(1, None), (3, "invalid UTF-8 at byte 13 (line 4)"), (6, None)]
+    whole = list(read_shard(shard, ReadOptions(txt_unit="file")))
+    assert [(i.line, i.error) for i in whole] == [(1, "invalid UTF-8 at byte 30 (line 4)")]
+
+
+# -- the Ray engine: the same records and errors --------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray (2 CPUs) for this module, unless one is running."""
+    ray = pytest.importorskip("ray")
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_reads_deep_json_and_bad_txt_lines_as_the_local_engine_does(ray_cluster, tmp_path: Path) -> None:
+    from hygiene.ray_engine import run_filter_ray
+
+    _deep_corpus(tmp_path / "in")
+    _bad_txt(tmp_path / "in" / "t.txt")
+    config = _config(txt_unit="line", **{"output.annotate_only": True})
+    local = run_filter([tmp_path / "in"], tmp_path / "local", config, progress=False)
+    ray = run_filter_ray([tmp_path / "in"], tmp_path / "ray", config, progress=False)
+    for stats in (local, ray):
+        assert (stats["records_in"], stats["kept"], stats["errors"]) == (20, 16, 4)
+    key = lambda e: (e["shard"], e["line"])  # noqa: E731
+    assert sorted(_lines(tmp_path / "ray" / "errors.jsonl"), key=key) == \
+        sorted(_lines(tmp_path / "local" / "errors.jsonl"), key=key)
