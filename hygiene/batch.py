@@ -61,8 +61,10 @@ def check_record(record: Any, text_field: str, id_field: str | None,
         text = record[text_field]
     if id_field is None:
         return text, where, None
-    if not isinstance(record, Mapping) or record.get(id_field) is None:
+    if id_field not in record:
         return None, None, f"missing id field {id_field!r}"
+    if record[id_field] is None:
+        return None, None, f"id field {id_field!r} is null"
     return text, str(record[id_field]), None
 
 

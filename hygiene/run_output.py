@@ -18,6 +18,7 @@ half-written output. Only these names are ever removed from ``DIR`` (with
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -227,9 +228,15 @@ def check_outcome(stats: Mapping[str, Any], where: str | Path | None) -> None:
     if stats["records_in"] == 0:
         raise UserInputError(f"no records in {', '.join(stats['inputs'])}: nothing was filtered")
     if stats["errors"] == stats["records_in"]:
-        where = f"; see {Path(where) / 'errors.jsonl'}" if where is not None else ""
-        raise UserInputError(f"every one of the {stats['records_in']} records is an error "
-                             f"(a wrong --text-field?){where}")
+        hint, see = "", ""
+        if where is not None:
+            see = f"; see {Path(where) / 'errors.jsonl'}"
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                first = json.loads((Path(where) / "errors.jsonl").open(encoding="utf-8").readline())["error"]
+                hint = next((f" (a wrong {opt}?)" for key, opt in (("text field", "--text-field"),
+                                                                  ("id field", "--id-field")) if key in first), "")
+                hint = hint or f" (the first: {first})"
+        raise UserInputError(f"every one of the {stats['records_in']} records is an error{hint}{see}")
 
 
 class RunOutput:

@@ -114,7 +114,16 @@ def test_nothing_to_filter_exits_non_zero_with_one_line(tmp_path: Path) -> None:
     assert empty.exit_code == 1 and "no records in" in empty.output and len(empty.output.strip().splitlines()) == 2
     wrong = runner.invoke(main, ["filter", str(tmp_path / "wrong.jsonl"), "--out", str(tmp_path / "o2"),
                                  "--no-synthetic", "--no-progress"])
-    assert wrong.exit_code == 1 and "every one of the 1 records is an error" in wrong.output
+    assert wrong.exit_code == 1 and "every one of the 1 records is an error (a wrong --text-field?)" in wrong.output
+    (tmp_path / "ids.jsonl").write_text(json.dumps({"text": make_doc(1), "id": None}) + "\n")
+    null_id = runner.invoke(main, ["filter", str(tmp_path / "ids.jsonl"), "--out", str(tmp_path / "o3"),
+                                   "--id-field", "id", "--no-synthetic", "--no-progress"])
+    assert null_id.exit_code == 1 and "records is an error (a wrong --id-field?)" in null_id.output
+    assert "id field 'id' is null" in (tmp_path / "o3" / "errors.jsonl").read_text()
+    (tmp_path / "bad.jsonl").write_text("{broken\n")
+    broken = runner.invoke(main, ["filter", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o4"),
+                                  "--no-synthetic", "--no-progress"])
+    assert broken.exit_code == 1 and "(the first: invalid JSON" in broken.output and "--text-field" not in broken.output
 
 
 def test_an_interruption_before_any_output_does_not_suggest_resume(tmp_path: Path,
