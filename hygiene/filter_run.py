@@ -42,7 +42,7 @@ from hygiene.config import FilterConfig, load_config
 from hygiene.errors import UserInputError
 from hygiene.filtering import Pipeline, build_pipeline, run_stages, synthetic_threshold
 from hygiene.records import (Item, ReadOptions, Shard, discover_shards, json_line, read_shard, sample_positions,
-                             shard_sizes, shards_outside)
+                             shard_sizes, shard_states, shards_outside)
 from hygiene.run_output import OUTPUTS, Counts, RunOutput, error_outcome, output_rows, run_stats
 from hygiene.stages import Detector
 
@@ -146,20 +146,13 @@ def _in_waves(packets: Iterator[_Packet], segments: list[tuple[bool, list[Any]]]
             next(w for w in waves if w.pending is not None).pending.wait()
 
 
-def _file_states(path: Path) -> list[tuple[str, int, int]]:
-    """Name, size and modification time of ``path``, or of every file under it (a saved dataset)."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    return [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files]
-
-
 def _fingerprint(config: FilterConfig, shards: Sequence[Shard]) -> str:
     """Hash of everything that must not change between a run and its resumption: the config and each
     shard's name, size and modification time (an input rewritten since is another input)."""
     cfg = config.to_dict()
     for key in ("checkpoint_seconds", "workers"):  # may change between a run and its resumption
         cfg.pop(key)
-    blob = json.dumps({"config": cfg, "shards": [(s.name, s.split, _file_states(s.path)) for s in shards]},
-                      sort_keys=True, default=str)
+    blob = json.dumps({"config": cfg, "shards": shard_states(shards)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -5,23 +5,27 @@ directory or glob of them: :mod:`hygiene.records`). Each output row holds the re
 (or row; with several shards, its ``shard`` too), its fields (all but the text, or those named)
 and the scores, so scores join back to records. A record that cannot be scored (unreadable, no
 string text) gets a row with ``error`` in its place: every input record has exactly one row.
-Rows go to ``<output>.partial`` a chunk at a time, each chunk flushed to disk; a rerun
-keeps the complete rows already there and continues after them; the finished file
-is renamed into place, so ``output`` itself only ever appears whole.
+Rows go to ``<output>.partial`` a chunk at a time, each chunk flushed to disk; a rerun of the same
+inputs and settings (recorded beside it in ``<output>.partial.json``) keeps the complete rows already
+there and continues after them, another one is refused; the finished file is renamed into place, so
+``output`` itself only ever appears whole. An input is never written over, nor an existing output
+unless ``overwrite``.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from hygiene.atomic import write_json
 from hygiene.errors import UserInputError
-from hygiene.records import Item, ReadOptions, Shard, discover_shards, dumps_record, read_shard
+from hygiene.records import Item, ReadOptions, Shard, discover_shards, dumps_record, read_shard, shard_states
 
 #: texts -> {column: array of len(texts)}
 ScoreFn = Callable[[list[str]], dict[str, np.ndarray]]
@@ -73,19 +77,43 @@ def score_jsonl(
     chunk: int = 256,
     progress: bool = True,
     keep_fields: Sequence[str] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> ScoreCounts:
     """Score ``input_path`` into the JSONL ``output_path``: one row per record, in order (its line, its shard
     when there are several, the ``keep_fields`` of the record, default all but the text, and the scores;
     or ``error`` for a record that cannot be scored). Streams: ``chunk`` records in memory at a time.
 
     A record field named like one of the row's own columns (``line``, ``shard``, ``error`` or a score) is
-    written as ``input_<name>``, so neither hides the other.
+    written as ``input_<name>``, so neither hides the other. ``settings`` (what scores, e.g. the detector)
+    joins the inputs in what an interrupted run must share with the one that resumes it.
     """
     output = Path(output_path)
     partial = output.with_name(output.name + ".partial")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    done = _complete_rows(partial)
+    marker = output.with_name(output.name + ".partial.json")
     shards = discover_shards([input_path])
+    if any(output.resolve() == s.path.resolve() for s in shards):
+        raise UserInputError(f"the output {output} is an input: choose another -o")
+    if output.exists() and not overwrite:
+        raise UserInputError(f"{output} exists: pass --overwrite to replace it, or choose another -o")
+    state = json.loads(json.dumps({"inputs": shard_states(shards), "text_field": text_field,
+                                   "keep_fields": keep_fields, "settings": settings or {}}, default=str))
+    if overwrite:
+        partial.unlink(missing_ok=True)
+        marker.unlink(missing_ok=True)
+    if partial.exists():
+        try:
+            same = json.loads(marker.read_text(encoding="utf-8")) == state
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            raise UserInputError(f"{partial} holds rows of other inputs or settings: pass --overwrite to start over")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"cannot create the folder of {output}: {exc.strerror or exc}") from None
+    write_json(marker, state)
+    done = _complete_rows(partial)
     several = len(shards) > 1
     items = _items(shards, text_field)
     rows = errors = 0
@@ -127,4 +155,5 @@ def score_jsonl(
             bar.update(len(part))
     bar.close()
     os.replace(partial, output)
+    marker.unlink()
     return ScoreCounts(rows, errors, first_error)

@@ -168,6 +168,32 @@ def test_score_resumes_after_an_interruption_and_keeps_clashing_fields_apart(tmp
     assert rows[3] == {"line": 4, "error": rows[3]["error"]} and [r["line"] for r in rows] == list(range(1, 9))
 
 
+def test_score_never_writes_over_an_input_an_output_or_another_runs_rows(tmp_path: Path) -> None:
+    from hygiene.errors import UserInputError
+
+    def lengths(texts: list[str]) -> dict[str, np.ndarray]:
+        return {"words": np.array([len(t.split()) for t in texts])}
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": f"a b {i}"}) + "\n" for i in range(4)))
+    before = src.read_bytes()
+    with pytest.raises(UserInputError, match="is an input"):
+        score_jsonl(src, src, lengths, progress=False, overwrite=True)
+    assert src.read_bytes() == before
+    score_jsonl(src, tmp_path / "out.jsonl", lengths, progress=False)
+    with pytest.raises(UserInputError, match="exists: pass --overwrite"):
+        score_jsonl(src, tmp_path / "out.jsonl", lengths, progress=False)
+    assert score_jsonl(src, tmp_path / "out.jsonl", lengths, progress=False, overwrite=True) == ScoreCounts(4, 0)
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"text": "x"}) + "\n")
+    (tmp_path / "new.jsonl.partial").write_text(json.dumps({"line": 1, "words": 9}) + "\n")  # another run's rows
+    with pytest.raises(UserInputError, match="rows of other inputs or settings"):
+        score_jsonl(other, tmp_path / "new.jsonl", lengths, progress=False)
+    assert score_jsonl(other, tmp_path / "new.jsonl", lengths, progress=False, overwrite=True) == ScoreCounts(1, 0)
+    assert json.loads((tmp_path / "new.jsonl").read_text()) == {"line": 1, "words": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "new.jsonl", "other.jsonl", "out.jsonl"]
+
+
 def test_public_names() -> None:
     names = {"FilterConfig", "filter_records", "filter_dataset", "load_detector", "score_texts", "run_filter"}
     assert names <= set(dir(hygiene))

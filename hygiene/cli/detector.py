@@ -54,10 +54,11 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.option("--autocast", type=click.Choice(["bfloat16"]), default=None,
               help="run the language models under bfloat16 autocast (float32 weights): about 1.8x as fast on a CPU "
                    "with bfloat16 instructions, far slower on one without; P(machine) moves by a few hundredths")
+@click.option("--overwrite", is_flag=True, help="replace an existing output (and any interrupted run's rows)")
 @_scoring_options
 @_device_options
 def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, text_field, keep_fields,
-          trust_remote_code, autocast, max_tokens, batch_size, device, dtype):
+          trust_remote_code, autocast, overwrite, max_tokens, batch_size, device, dtype):
     """Per-record features and P(machine) of the texts in INPUT (any format `filter` reads: JSONL, Parquet,
     .txt, a saved dataset, a directory), with the record's fields, so scores join back to records: one
     row per record, in order; one that cannot be scored holds its 'error' instead."""
@@ -92,8 +93,11 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
             scorer = Scorer(load(lm), load(sampler), load(observer), load(performer),
                             config=_scoring_config(ScoringConfig(), max_tokens, batch_size))
             fn = scorer.score
+        settings = {"detector": detector_dir, "lm": lm, "sampler": sampler, "observer": observer,
+                    "performer": performer, "max_tokens": max_tokens, "dtype": dtype, "autocast": autocast}
         counts = score_jsonl(input_path, out, fn, text_field=text_field,
-                             keep_fields=[f for f in keep_fields.split(",") if f] if keep_fields is not None else None)
+                             keep_fields=[f for f in keep_fields.split(",") if f] if keep_fields is not None else None,
+                             settings=settings, overwrite=overwrite)
     except (UserInputError, ValueError, OSError) as exc:
         raise _fail(exc) from None
     click.echo(f"scored {counts.rows - counts.errors} records -> {out}")
