@@ -102,6 +102,25 @@ class QualityConfig:
     #: writing (old journals, some school essays; docs/filter.md)
     max_words_per_sentence: float | None = None
 
+    def range_checks(self) -> list[tuple[bool, str]]:
+        """(ok, message) for each threshold outside its meaningful range: counts and lengths >= 0, fractions
+        in [0, 1] (a check set to None is off and passes)."""
+        def at_least_0(name: str) -> tuple[bool, str]:
+            v = getattr(self, name)
+            return v is None or v >= 0, f"quality.{name} must be >= 0"
+
+        def fraction(name: str, v: float | None) -> tuple[bool, str]:
+            return v is None or 0.0 <= v <= 1.0, f"quality.{name} must lie in [0, 1]"
+
+        counts = ("min_words", "max_words", "min_mean_word_length", "max_mean_word_length", "min_stop_words",
+                  "max_words_per_sentence")
+        fractions = ("max_symbol_word_ratio", "max_bullet_lines_ratio", "max_ellipsis_lines_ratio",
+                     "min_alpha_words_ratio", "max_dup_line_frac", "max_dup_para_frac", "max_dup_line_char_frac",
+                     "max_dup_para_char_frac")
+        return ([at_least_0(n) for n in counts] + [fraction(n, getattr(self, n)) for n in fractions]
+                + [fraction(f"max_top_ngram_char_frac.{n}", v) for n, v in self.max_top_ngram_char_frac.items()]
+                + [fraction(f"max_dup_ngram_char_frac.{n}", v) for n, v in self.max_dup_ngram_char_frac.items()])
+
 
 @dataclass
 class SyntheticConfig:
@@ -182,6 +201,9 @@ class FilterConfig:
             (self.output.format in ("jsonl", "parquet"), "output.format must be 'jsonl' or 'parquet'"),
             (all(n >= 1 for n in self.quality.max_top_ngram_char_frac), "n-gram sizes must be >= 1"),
             (all(n >= 1 for n in self.quality.max_dup_ngram_char_frac), "n-gram sizes must be >= 1"),
+            (self.checkpoint_seconds >= 0, "checkpoint_seconds must be >= 0"),
+            (self.synthetic.autocast in (None, "bfloat16"), "synthetic.autocast must be null or 'bfloat16'"),
+            *self.quality.range_checks(),
         ]
         for ok, message in checks:
             if not ok:

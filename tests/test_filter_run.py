@@ -307,6 +307,10 @@ def test_parquet_output_and_dedup_command(tmp_path: Path) -> None:
         (["filter", "IN", "--out", "X", "--config", "CFG"], "Error: bad config CFG: "),
         (["filter", "IN", "--out", "X", "--set", "near_dedup.rows=0"], "Error: bad config: near_dedup.bands and rows"),
         (["filter", "IN", "--out", "X", "--set", "stages=[{params: {}}]"], "Error: bad config: stages[0] needs 'path'"),
+        (["filter", "IN", "--out", "X", "--set", "quality.min_words=-5"], "Error: bad config: quality.min_words must be >= 0"),
+        (["filter", "IN", "--out", "X", "--set", "quality.max_top_ngram_char_frac={2: 5}"],
+         "Error: bad config: quality.max_top_ngram_char_frac.2 must lie in [0, 1]"),
+        (["filter", "IN", "--out", "X", "--set", "checkpoint_seconds=-1"], "Error: bad config: checkpoint_seconds must be >= 0"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
@@ -546,11 +550,13 @@ def test_autocast_reaches_the_detectors_language_models_and_a_bad_one_is_a_one_l
     f = det.config.features
     assert {det.featurizer.model(n).autocast for n in (f.lm, f.contrast_lm)} == {torch.bfloat16}
     assert SyntheticFilter(SyntheticConfig(device="cpu")).detector.featurizer.model(f.lm).autocast is None
+    with pytest.raises(UserInputError, match="unknown autocast dtype 'float8'"):  # a config built in code
+        _ = SyntheticFilter(SyntheticConfig(device="cpu", autocast="float8")).detector
     (tmp_path / "in.jsonl").write_text(json.dumps({"text": make_doc(0)}) + "\n")
     result = CliRunner().invoke(main, ["filter", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "o"),
                                        "--set", "synthetic.autocast=float8", "--no-progress"])
     assert result.exit_code != 0 and "Traceback" not in result.output and result.output.count("\n") == 1
-    assert "unknown autocast dtype 'float8'" in result.output and not (tmp_path / "o").exists()
+    assert "synthetic.autocast must be null or 'bfloat16'" in result.output and not (tmp_path / "o").exists()
 
 
 def test_the_cascade_defaults_to_on_for_a_cpu_and_off_for_a_gpu(monkeypatch) -> None:
