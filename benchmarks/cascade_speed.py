@@ -8,7 +8,8 @@ processes (one torch thread each), the gopher profile with it (the pre-``human``
 crawl's removals to compare), the default with the cascade and the shipped fast detector
 (``detector-fast``: its language models read 160 tokens a text, the default's 256), and the default with
 the cascade and ``--autocast bfloat16`` (the language models' products in bfloat16: pays on a CPU with
-bfloat16 instructions), with the documents it decides differently from the default. CPU seconds count this process and its finished worker processes. Prints
+bfloat16 instructions) or ``--backend onnxruntime`` (ONNX Runtime runs them; exported before the clock
+starts), each with the documents it decides differently from the default. CPU seconds count this process and its finished worker processes. Prints
 documents per second (wall and CPU), the ratio, the documents
 the two default runs decide differently, and what each run removes of each kind of page; writes
 ``cascade_speed.json`` and ``cascade_speed.md`` to ``--out``.
@@ -42,13 +43,15 @@ from hygiene.normalize import normalize_text
 from _results import save  # benchmarks/_results.py, beside this script
 
 CRAWL = Path(__file__).resolve().parents[1] / "examples" / "crawl"
-#: (label, profile, cascade, worker processes, detector: None for the default, autocast: None for float32)
-RUNS = (("human profile, every document scored in full (baseline)", "human", False, 1, None, None),
-        ("human profile, cascade (the default)", "human", True, 1, None, None),
-        ("human profile, cascade, --workers 2 (one torch thread each)", "human", True, 2, None, None),
-        ("gopher profile, cascade", "gopher", True, 1, None, None),
-        ("human profile, cascade, --detector detector-fast", "human", True, 1, "detector-fast", None),
-        ("human profile, cascade, --autocast bfloat16", "human", True, 1, None, "bfloat16"))
+#: (label, profile, cascade, worker processes, detector: None for the default, autocast: None for float32,
+#: what runs the language models)
+RUNS = (("human profile, every document scored in full (baseline)", "human", False, 1, None, None, "torch"),
+        ("human profile, cascade (the default)", "human", True, 1, None, None, "torch"),
+        ("human profile, cascade, --workers 2 (one torch thread each)", "human", True, 2, None, None, "torch"),
+        ("gopher profile, cascade", "gopher", True, 1, None, None, "torch"),
+        ("human profile, cascade, --detector detector-fast", "human", True, 1, "detector-fast", None, "torch"),
+        ("human profile, cascade, --autocast bfloat16", "human", True, 1, None, "bfloat16", "torch"),
+        ("human profile, cascade, --backend onnxruntime", "human", True, 1, None, None, "onnxruntime"))
 #: shares of the detector's documents whose decision the oracle band may change
 ORACLE_BOUNDS = (0.005, 0.01, 0.02, 0.05)
 
@@ -87,13 +90,15 @@ def cpu_seconds() -> float:
 
 
 def timed(crawl: Path, out: Path, limit: int | None, profile: str, cascade: bool, workers: int,
-          device: str | None = None, detector: str | None = None, autocast: str | None = None) -> dict:
+          device: str | None = None, detector: str | None = None, autocast: str | None = None,
+          backend: str = "torch") -> dict:
     """One filter run: docs/s (wall, CPU of this process and its workers) and every record's outcome; the
     detector (None: the shipped default) on ``device`` (None: the filter's default), its language models
-    under ``autocast`` (None: float32)."""
+    under ``autocast`` (None: float32) run by ``backend``."""
     config = load_config(profile=profile, overrides={"synthetic.cascade": cascade, "limit": limit, "workers": workers,
                                                      "synthetic.device": device, "synthetic.model": detector,
-                                                     "synthetic.autocast": autocast, "output.annotate": True})
+                                                     "synthetic.autocast": autocast, "synthetic.backend": backend,
+                                                     "output.annotate": True})
     run = FilterRun([crawl], out, config, progress=False)
     t, c = time.perf_counter(), cpu_seconds()
     stats = run.run()
@@ -116,9 +121,11 @@ def main() -> None:
         kind = {r["id"]: "synthetic" if r["kind"].startswith("synthetic") else r["kind"] for r in map(json.loads, fh)}
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (label, profile, cascade, workers, detector, autocast) in enumerate(RUNS):
+        for i, (label, profile, cascade, workers, detector, autocast, backend) in enumerate(RUNS):
+            if backend == "onnxruntime":  # the export, once, before the clock starts
+                load_detector(backend=backend).features(["warm up"])
             runs[label] = timed(args.crawl, Path(tmp) / str(i), args.limit, profile, cascade, workers, None, detector,
-                                autocast)
+                                autocast, backend)
     full, fast = runs[RUNS[0][0]], runs[RUNS[1][0]]
     differ = sum(fast["outcome"].get(i) != o for i, o in full["outcome"].items())
     pages = Counter(kind[i] for i in full["outcome"])
@@ -141,11 +148,12 @@ def main() -> None:
                      f"{removed['human']} of {pages['human']} ({as_machine}) |")
     lines += ["", f"ratio cascade / full: {result['ratio_wall']:.1f}x wall, {result['ratio_cpu']:.1f}x CPU; decisions "
               f"that differ: {differ} of {full['docs']} ({result['decisions_differ_share']:.2%})"]
-    bf16 = runs[RUNS[-1][0]]
-    bf16_differ = sum(bf16["outcome"].get(i) != o for i, o in fast["outcome"].items())
-    result["autocast_bfloat16"] = {"ratio_wall": bf16["docs_per_s"] / fast["docs_per_s"], "decisions_differ": bf16_differ}
-    lines.append(f"ratio --autocast bfloat16 / the default: {result['autocast_bfloat16']['ratio_wall']:.2f}x wall; "
-                 f"decisions that differ: {bf16_differ} of {fast['docs']} ({bf16_differ / max(fast['docs'], 1):.2%})")
+    for key, label in (("autocast_bfloat16", RUNS[-2][0]), ("backend_onnxruntime", RUNS[-1][0])):
+        run = runs[label]
+        moved = sum(run["outcome"].get(i) != o for i, o in fast["outcome"].items())
+        result[key] = {"ratio_wall": run["docs_per_s"] / fast["docs_per_s"], "decisions_differ": moved}
+        lines.append(f"ratio {label.rsplit(', ', 1)[1]} / the default: {result[key]['ratio_wall']:.2f}x wall; "
+                     f"decisions that differ: {moved} of {fast['docs']} ({moved / max(fast['docs'], 1):.2%})")
     bands = oracle_bands(full["scored"])
     result["first_pass_bound"] = {"documents": len(full["scored"]), **bands}
     lines += ["", f"What a band of this first pass can settle, of the {len(full['scored'])} documents the detector read "

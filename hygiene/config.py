@@ -138,6 +138,9 @@ class SyntheticConfig:
     #: instructions (AVX512-BF16, AMX) and far slower on one without; P(machine) moves by up to 0.07 and about
     #: 0.1% of decisions change (docs/benchmarks.md); None: float32, what the classifier was fitted on
     autocast: str | None = None
+    #: "onnxruntime": the language models run by ONNX Runtime on the CPU (pip install onnxruntime onnxscript;
+    #: exported once into a cache), the same scores as "torch" and 1.7x its speed on some CPUs (docs/benchmarks.md)
+    backend: str = "torch"
 
 
 @dataclass
@@ -203,6 +206,7 @@ class FilterConfig:
             (all(n >= 1 for n in self.quality.max_dup_ngram_char_frac), "n-gram sizes must be >= 1"),
             (self.checkpoint_seconds >= 0, "checkpoint_seconds must be >= 0"),
             (self.synthetic.autocast in (None, "bfloat16"), "synthetic.autocast must be null or 'bfloat16'"),
+            (self.synthetic.backend in ("torch", "onnxruntime"), "synthetic.backend must be 'torch' or 'onnxruntime'"),
             *self.quality.range_checks(),
         ]
         for ok, message in checks:

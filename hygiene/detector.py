@@ -163,12 +163,13 @@ class Detector:
 
     def __init__(self, config: DetectorConfig = DetectorConfig(), device: str | None = None,
                  dtype: str | None = "float32", models: dict[str, LanguageModel] | None = None,
-                 autocast: str | None = None) -> None:
+                 autocast: str | None = None, backend: str = "torch") -> None:
         # float32 on every device by default: the classifier and its threshold were fitted on features
         # scored in float32, and bfloat16 scores on a GPU would shift them (pass dtype for a detector
         # trained otherwise); autocast="bfloat16" trades a small shift for speed (docs/benchmarks.md)
         self.config = config
-        self.featurizer = Featurizer(config.features, device=device, dtype=dtype, models=models, autocast=autocast)
+        self.featurizer = Featurizer(config.features, device=device, dtype=dtype, models=models, autocast=autocast,
+                                     backend=backend)
         self.classifier_: ArrayClassifier | None = None
         self.lexical_: LexicalModel | None = None
         #: the cascade's first-pass classifier, its Platt map and its band (of its log-odds)
@@ -524,13 +525,14 @@ def _sha256(path: Path) -> str:
 
 def load_detector(path: str | os.PathLike | None = None, device: str | None = None, dtype: str | None = "float32",
                   models: dict[str, LanguageModel] | None = None, cascade: bool = True,
-                  autocast: str | None = None) -> Detector:
+                  autocast: str | None = None, backend: str = "torch") -> Detector:
     """Load a detector directory (default: the shipped one; a bare name such as ``detector-fast``: the shipped
     folder of that name, where no such path exists here), refusing pickles and tampered files.
 
     ``cascade=False`` scores every text with every feature even where the detector has a cascade;
     ``autocast="bfloat16"`` runs its language models under bfloat16 autocast (faster on a CPU with bfloat16
-    instructions; P(machine) moves by a few hundredths)."""
+    instructions; P(machine) moves by a few hundredths); ``backend="onnxruntime"`` runs them with ONNX Runtime
+    on the CPU (the same scores, faster on some CPUs: :mod:`hygiene.onnx_lm`)."""
     root = detector_path(path)
     if not root.is_dir():
         raise DetectorError(f"{root} is not a detector directory (expected a folder with manifest.json)")
@@ -552,7 +554,7 @@ def load_detector(path: str | os.PathLike | None = None, device: str | None = No
         config = _config_from_dict(header["config"])
         _check_models(root, header.get("models", {}), models or {})
         arrays = load_file(str(root / "classifier.safetensors"))
-        det = Detector(config, device=device, dtype=dtype, models=models, autocast=autocast)
+        det = Detector(config, device=device, dtype=dtype, models=models, autocast=autocast, backend=backend)
         lexical = {k[len(_LEXICAL_PREFIX):]: v for k, v in arrays.items() if k.startswith(_LEXICAL_PREFIX)}
         first = {k[len(_FIRST_PASS_PREFIX):]: v for k, v in arrays.items() if k.startswith(_FIRST_PASS_PREFIX)}
         arrays = {k: v for k, v in arrays.items() if not k.startswith((_LEXICAL_PREFIX, _FIRST_PASS_PREFIX))}

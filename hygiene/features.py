@@ -155,11 +155,13 @@ class Featurizer:
         dtype: str | None = None,
         models: dict[str, LanguageModel] | None = None,
         autocast: str | None = None,
+        backend: str = "torch",
     ) -> None:
         self.config = config
         self.device = device
         self.dtype = dtype
         self.autocast = autocast
+        self.backend = backend  # "torch", or "onnxruntime" for the models it loads (hygiene.onnx_lm)
         #: already-loaded models by name (tests and callers that hold models pass them here)
         self._models: dict[str, LanguageModel] = dict(models or {})
         #: names whose models the caller passed in (not loaded from a folder, so not pinned by a fingerprint)
@@ -178,7 +180,12 @@ class Featurizer:
         if name is None:
             return None
         if name not in self._models:
-            self._models[name] = load_lm(name, device=self.device, dtype=self.dtype, autocast=self.autocast)
+            lm = load_lm(name, device=self.device, dtype=self.dtype, autocast=self.autocast)
+            if self.backend == "onnxruntime":
+                from hygiene.onnx_lm import onnx_lm
+
+                lm = onnx_lm(lm)
+            self._models[name] = lm
         return self._models[name]
 
     @property

@@ -54,11 +54,14 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.option("--autocast", type=click.Choice(["bfloat16"]), default=None,
               help="run the language models under bfloat16 autocast (float32 weights): about 1.8x as fast on a CPU "
                    "with bfloat16 instructions, far slower on one without; P(machine) moves by a few hundredths")
+@click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
+              help="what runs a detector's language models: onnxruntime (CPU; pip install onnxruntime onnxscript) "
+                   "gives the same scores, about 1.7x as fast on some CPUs")
 @click.option("--overwrite", is_flag=True, help="replace an existing output (and any interrupted run's rows)")
 @_scoring_options
 @_device_options
 def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, text_field, keep_fields,
-          trust_remote_code, autocast, overwrite, max_tokens, batch_size, device, dtype):
+          trust_remote_code, autocast, backend, overwrite, max_tokens, batch_size, device, dtype):
     """Per-record features and P(machine) of the texts in INPUT (any format `filter` reads: JSONL, Parquet,
     .txt, a saved dataset, a directory), with the record's fields, so scores join back to records: one
     row per record, in order; one that cannot be scored holds its 'error' instead."""
@@ -75,7 +78,7 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
                 raise click.UsageError("--sampler/--observer/--performer need --lm (a detector brings its own models)")
             if max_tokens is not None:
                 raise click.UsageError("--max-tokens is fixed by the detector's training; use it with --lm")
-            det = load_detector(detector_dir, device=device, dtype=dtype, autocast=autocast)
+            det = load_detector(detector_dir, device=device, dtype=dtype, autocast=autocast, backend=backend)
             feats = det.config.features
             det.featurizer.config = dataclasses.replace(
                 feats, scoring=_scoring_config(feats.scoring, None, batch_size))
@@ -88,13 +91,20 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
                         "p_machine": p, "flagged": p > det.threshold_}
         else:
             def load(name):
-                return load_lm(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                               autocast=autocast) if name else None
+                if not name:
+                    return None
+                lm = load_lm(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code, autocast=autocast)
+                if backend == "onnxruntime":
+                    from hygiene.onnx_lm import onnx_lm
+
+                    lm = onnx_lm(lm)
+                return lm
             scorer = Scorer(load(lm), load(sampler), load(observer), load(performer),
                             config=_scoring_config(ScoringConfig(), max_tokens, batch_size))
             fn = scorer.score
         settings = {"detector": detector_dir, "lm": lm, "sampler": sampler, "observer": observer,
-                    "performer": performer, "max_tokens": max_tokens, "dtype": dtype, "autocast": autocast}
+                    "performer": performer, "max_tokens": max_tokens, "dtype": dtype, "autocast": autocast,
+                    "backend": backend}
         counts = score_jsonl(input_path, out, fn, text_field=text_field,
                              keep_fields=[f for f in keep_fields.split(",") if f] if keep_fields is not None else None,
                              settings=settings, overwrite=overwrite)

@@ -39,7 +39,7 @@ class Detector(Protocol):
 
 
 def load_default_detector(path: str | Path | None = None, device: str | None = None, cascade: bool = True,
-                          autocast: str | None = None) -> Detector:
+                          autocast: str | None = None, backend: str = "torch") -> Detector:
     """Load the detector at ``path`` (default ``models/detector``) onto ``device``, or fail with a one-line error."""
     path = detector_path(path)
     if not path.exists():
@@ -58,14 +58,18 @@ def load_default_detector(path: str | Path | None = None, device: str | None = N
         autocast_dtype(autocast)
     except ValueError as exc:
         raise UserInputError(f"synthetic.autocast: {exc}") from None
+    if backend == "onnxruntime":
+        from hygiene.onnx_lm import check_available
+
+        check_available()
     try:
-        return load_detector(str(path), device=device, cascade=cascade, autocast=autocast)
+        return load_detector(str(path), device=device, cascade=cascade, autocast=autocast, backend=backend)
     except (OSError, ValueError, KeyError) as exc:
         raise UserInputError(f"cannot load the detector at {path}: {exc}") from None
 
 
-#: detectors this process loaded, by (directory, device, cascade, autocast)
-_LOADED: dict[tuple[str | None, str | None, bool, str | None], Detector] = {}
+#: detectors this process loaded, by (directory, device, cascade, autocast, backend)
+_LOADED: dict[tuple[str | None, str | None, bool, str | None, str], Detector] = {}
 
 
 class SyntheticFilter(Filter):
@@ -109,7 +113,7 @@ class SyntheticFilter(Filter):
         if self._given is not None:
             return self._given
         if self._loaded is None:
-            key = (self.config.model, self.config.device, self.cascade, self.config.autocast)
+            key = (self.config.model, self.config.device, self.cascade, self.config.autocast, self.config.backend)
             if key not in _LOADED:  # a process loads it once, however often the stage is unpickled
                 _LOADED[key] = load_default_detector(*key)
             self._loaded = _LOADED[key]
@@ -127,9 +131,9 @@ class SyntheticFilter(Filter):
         process never touches the GPU, and no language model is loaded until one scores)."""
         if self._given is not None:
             return self._given
-        key = (self.config.model, self.config.device, self.cascade, self.config.autocast)
+        key = (self.config.model, self.config.device, self.cascade, self.config.autocast, self.config.backend)
         if key not in _LOADED:
-            key = (self.config.model, "cpu", self.cascade, self.config.autocast)
+            key = (self.config.model, "cpu", self.cascade, self.config.autocast, self.config.backend)
             if key not in _LOADED:
                 _LOADED[key] = load_default_detector(*key)
         return _LOADED[key]
