@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -149,6 +150,19 @@ def test_human_profile_drops_a_product_listing_and_keeps_prose_with_a_list() -> 
     dropped, kept = filter_records([listing, prose], human)
     assert (dropped.stage, dropped.reason) == ("quality", "bullet_lines") and kept.kept
     assert human.quality.max_bullet_lines_ratio == gopher.quality.max_bullet_lines_ratio == 0.9
+
+
+def test_human_profile_caps_a_record_at_a_million_words_counting_only_its_words() -> None:
+    from hygiene.quality import quality_scores
+
+    human = load_config(overrides=_no_detector())
+    dump = " ".join(f"w{i % 5000}" for i in range(1_000_001))
+    book = " ".join(f"w{i % 5000}" for i in range(669_000))  # the pool's longest book
+    too_long, kept = filter_records([dump, book], human)
+    assert (too_long.stage, too_long.reason) == ("quality", "too_many_words")
+    assert kept.reason != "too_many_words"
+    scores = quality_scores([dump], human.quality, complete=False)
+    assert scores["words"][0] == 1_000_001 and np.isnan(scores["dup_5gram_char_frac"][0])  # nothing else computed
 
 
 def test_human_profile_removes_every_duplicate_of_the_example_crawl() -> None:
