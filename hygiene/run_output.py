@@ -159,9 +159,17 @@ def output_rows(records: Iterable[dict[str, Any]], batch: Mapping[str, Sequence]
                           {stage_name: batch[name][k] for name, stage_name in timing},
                           note["scores"].get("synthetic_settled"))
         if stage is None or output.annotate_only:
-            yield "kept", {**record, "hygiene": note} if output.annotate or output.annotate_only else record, outcome
+            yield "kept", _annotated(record, note) if output.annotate or output.annotate_only else record, outcome
         else:
-            yield "rejected", {**record, "hygiene": note}, outcome
+            yield "rejected", _annotated(record, note), outcome
+
+
+def _annotated(record: dict[str, Any], note: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with the filter's ``hygiene`` note; a ``hygiene`` field of the record's own is kept as
+    ``input_hygiene``, so nothing of the input is lost."""
+    if "hygiene" not in record:
+        return {**record, "hygiene": note}
+    return {**{k: v for k, v in record.items() if k != "hygiene"}, "input_hygiene": record["hygiene"], "hygiene": note}
 
 
 def error_outcome(error: Mapping[str, Any], config: FilterConfig) -> Outcome:

@@ -174,6 +174,15 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path) 
     assert not list(out.glob(".*")), "temporary files or the checkpoint were left behind"
 
 
+def test_a_records_own_hygiene_field_is_kept(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    _write_jsonl(src, [{"text": make_doc(1), "hygiene": {"from": "upstream"}}, {"text": "too short", "hygiene": 7}])
+    run_filter([src], tmp_path / "o", _config(**{"output.annotate": True}), progress=False)
+    (kept,), (rejected,) = _lines(tmp_path / "o" / "kept.jsonl"), _lines(tmp_path / "o" / "rejected.jsonl")
+    assert kept["input_hygiene"] == {"from": "upstream"} and kept["hygiene"]["id"]
+    assert rejected["input_hygiene"] == 7 and rejected["hygiene"]["reason"] == "too_few_words"
+
+
 def test_a_resume_refuses_inputs_rewritten_since_the_interruption(tmp_path: Path) -> None:
     d = _shards(tmp_path)
     config = _config(**{"synthetic.enabled": True, "batch_size": 3})
