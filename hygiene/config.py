@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from hygiene.errors import UserInputError
+from hygiene.errors import UserInputError, one_line
 
 #: the profile a run starts from unless told otherwise
 DEFAULT_PROFILE = "human"
@@ -306,8 +306,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except UserInputError:
         raise
     except Exception as exc:  # yaml.YAMLError, tomllib.TOMLDecodeError, UnicodeDecodeError
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserInputError(f"bad config {path}: {first}") from None
+        raise UserInputError(f"bad config {path}: {one_line(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -8,3 +8,13 @@ from __future__ import annotations
 
 class UserInputError(ValueError):
     """Bad input or configuration, described in one line that names what is wrong."""
+
+
+def one_line(exc: BaseException) -> str:
+    """A parser's error in one line: its problem and where (YAML's errors span several lines with a caret
+    under the spot), else the first line of its message."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

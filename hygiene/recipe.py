@@ -38,7 +38,7 @@ import yaml
 
 from hygiene.classifier import ClassifierConfig
 from hygiene.detector import CascadeConfig, DetectorConfig
-from hygiene.errors import UserInputError
+from hygiene.errors import UserInputError, one_line
 from hygiene.features import FeatureConfig
 from hygiene.human_data import iter_documents, passages
 from hygiene.labelled import LabelledText, human_pool, read_labelled
@@ -162,7 +162,7 @@ def load_recipe(path: str | os.PathLike) -> DetectorRecipe:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise UserInputError(f"{path}: not valid YAML ({exc})") from None
+        raise UserInputError(f"{path}: not valid YAML ({one_line(exc)})") from None
     try:
         return _build(DetectorRecipe, raw, "")
     except (TypeError, ValueError) as exc:

@@ -51,6 +51,10 @@ def test_unknown_and_malformed_keys_name_the_file_and_key(tmp_path):
         load_recipe(bad)
     with pytest.raises(UserInputError, match="recipe not found"):
         load_recipe(tmp_path / "missing.yaml")
+    bad.write_text("detector:\n  features: [1, 2\n  other: 3\n")
+    with pytest.raises(UserInputError) as err:
+        load_recipe(bad)
+    assert "\n" not in str(err.value) and str(err.value).endswith("but got ':' at line 3, column 8)")
 
 
 def test_chat_groups_split_by_hash_in_the_configured_shares():
