@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -64,16 +65,21 @@ def _export(model: nn.Module, path: Path, max_length: int | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
     os.close(fd)
+    # the exporter reports its steps, shape notes and skipped operator sets on stdout, as warnings and in its
+    # log: none is the user's concern
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
     try:
-        # the exporter reports its steps and shape notes on stdout and as warnings: none is the user's concern
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
+            exporter_log.setLevel(logging.ERROR)
             torch.onnx.export(_Export(model).eval(), (ids, torch.ones_like(ids), torch.arange(8).expand(2, 8)), tmp,
                               input_names=["input_ids", "attention_mask", "position_ids"],
                               dynamic_shapes=({0: batch, 1: seq},) * 3, dynamo=True, external_data=False,
                               verbose=False)
         os.replace(tmp, path)
     finally:
+        exporter_log.setLevel(level)
         Path(tmp).unlink(missing_ok=True)
 
 
