@@ -122,7 +122,8 @@ def onnx_lm(lm: LanguageModel) -> LanguageModel:
     when onnxruntime or onnxscript is missing, the model is not a float32 one on the CPU, or the export fails."""
     check_available()
     if lm.device.type != "cpu" or lm.autocast is not None:
-        raise UserInputError("the onnxruntime backend runs float32 models on the CPU (no --device cuda, no --autocast)")
+        raise UserInputError("the onnxruntime backend runs float32 models on the CPU: pass --device cpu (where a GPU "
+                             "is seen) and no --autocast")
     path = cache_dir() / f"{_key(lm.model)}.onnx"
     if not path.is_file():
         try:
