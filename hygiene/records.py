@@ -346,37 +346,42 @@ def shard_sizes(shards: Sequence[Shard], options: ReadOptions = ReadOptions(),
     """How many records (and errors) each shard holds, if that is cheap to know: from the metadata of
     Parquet files and saved datasets, by counting lines in text files up to ``max_bytes`` in all (``None``:
     any size); else ``None``."""
-    import pyarrow.parquet as pq
-
     text = [s for s in shards if s.kind in ("jsonl", "txt")]
     if max_bytes is not None and sum(s.path.stat().st_size for s in text) > max_bytes:
         return None
-    sizes = []
     try:
-        for shard in shards:
-            if shard.kind == "parquet":
-                sizes.append(pq.ParquetFile(shard.path).metadata.num_rows)
-            elif shard.kind == "jsonl":
-                with _open_binary(shard.path) as fh:
-                    sizes.append(sum(1 for line in fh if line.strip()))
-            elif shard.kind == "txt":
-                sizes.append(sum(1 for _ in read_shard(shard, options)) if options.txt_unit != "file" else 1)
-            else:
-                import datasets
-
-                ds = datasets.load_from_disk(str(shard.path))
-                sizes.append((ds[shard.split] if shard.split is not None else ds).num_rows)
+        return [_shard_size(shard, options) for shard in shards]
     except Exception:  # an unreadable shard: its errors are reported by the run itself
         return None
-    return sizes
+
+
+def _shard_size(shard: Shard, options: ReadOptions) -> int:
+    """The records (and errors) of a shard, from metadata or a count of lines; raises if it is unreadable."""
+    import pyarrow.parquet as pq
+
+    if shard.kind == "parquet":
+        return pq.ParquetFile(shard.path).metadata.num_rows
+    if shard.kind == "jsonl":
+        with _open_binary(shard.path) as fh:
+            return sum(1 for line in fh if line.strip())
+    if shard.kind == "txt":
+        return sum(1 for _ in read_shard(shard, options)) if options.txt_unit != "file" else 1
+    import datasets
+
+    ds = datasets.load_from_disk(str(shard.path))
+    return (ds[shard.split] if shard.split is not None else ds).num_rows
 
 
 def sample_positions(shards: Sequence[Shard], options: ReadOptions, n: int, seed: int) -> dict[str, set[int]]:
     """The positions, within their shard, of a seeded random sample of ``n`` of the shards' records (an
-    unreadable line counts as one): what ``--sample`` filters, the same on either engine."""
-    sizes = shard_sizes(shards, options, max_bytes=None)
-    if sizes is None:
-        raise UserInputError("cannot count the records to sample from (an unreadable shard); use --limit")
+    unreadable line counts as one): what ``--sample`` filters, the same on either engine. A shard that cannot
+    be counted cheaply (a truncated ``.gz``) is counted as the run reads it: its records, then one error."""
+    sizes = []
+    for shard in shards:
+        try:
+            sizes.append(_shard_size(shard, options))
+        except Exception:  # noqa: BLE001 - unreadable past some point: count what the reader yields
+            sizes.append(sum(1 for _ in read_shard(shard, options)))
     total = sum(sizes)
     chosen = sorted(random.Random(seed).sample(range(total), min(n, total)))
     starts = list(itertools.accumulate(sizes, initial=0))

@@ -202,6 +202,22 @@ def test_sample_is_seeded_and_in_input_order(tmp_path: Path) -> None:
     assert first != kept("c", sample_seed=1)
 
 
+def test_sample_reads_past_a_truncated_gzip_shard(tmp_path: Path) -> None:
+    import gzip
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text("".join(json.dumps({"text": make_doc(i)}) + "\n" for i in range(6)))
+    whole = gzip.compress("".join(json.dumps({"text": make_doc(10 + i)}) + "\n" for i in range(40)).encode())
+    (tmp_path / "in" / "b.jsonl.gz").write_bytes(whole[: len(whole) * 2 // 3])  # cut off mid-stream
+    full = run_filter([tmp_path / "in"], tmp_path / "all", load_config(overrides=_no_detector()), progress=False)
+    assert full["errors"] == 1  # the records before the cut are read, the rest is one error
+    n = full["records_in"]
+    stats = run_filter([tmp_path / "in"], tmp_path / "s", load_config(overrides=_no_detector(sample=n)),
+                       progress=False)
+    assert stats["records_in"] == n and stats["kept"] + stats["rejected"] + stats["errors"] == n
+    assert (tmp_path / "s" / "kept.jsonl").read_text() == (tmp_path / "all" / "kept.jsonl").read_text()
+
+
 def test_shard_sizes_give_the_progress_total(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
