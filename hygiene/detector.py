@@ -117,6 +117,12 @@ def encode_labels(labels: Sequence[int | str]) -> np.ndarray:
     return np.array(out, dtype=int)
 
 
+def _both_classes(y: np.ndarray) -> None:
+    """A one-line error unless the labels hold human and machine texts alike."""
+    if len(np.unique(y)) < 2:
+        raise DetectorError("training needs both human and machine texts")
+
+
 def threshold_for_fpr(p_human: np.ndarray, target_fpr: float) -> float:
     """Smallest threshold t with ``mean(p_human > t) <= target_fpr`` among the observed scores."""
     p = np.sort(np.asarray(p_human, dtype=float))[::-1]
@@ -251,7 +257,8 @@ class Detector:
     def fit(self, texts: Sequence[str], labels: Sequence[int | str], groups: Sequence[Any] | None = None,
             progress: bool = False, summary: dict[str, Any] | None = None,
             cache: str | os.PathLike | None = None) -> "Detector":
-        """Featurize labelled texts, then :meth:`fit_features`."""
+        """Featurize labelled texts, then :meth:`fit_features` (labels checked first: featurizing is the slow part)."""
+        _both_classes(encode_labels(labels))
         X = self.base_features(texts, progress=progress, cache=cache)
         return self.fit_features(X, labels, groups, summary=summary, texts=texts)
 
@@ -281,8 +288,7 @@ class Detector:
         X = np.asarray(X, dtype=float)
         if X.ndim != 2 or X.shape[1] != len(self.featurizer.names):
             raise DetectorError(f"expected a feature matrix with {len(self.featurizer.names)} columns, got shape {X.shape}")
-        if len(np.unique(y)) < 2:
-            raise DetectorError("training needs both human and machine texts")
+        _both_classes(y)
         cfg = self.config
         train, calib = self.split(y, groups)
         if cfg.lexical is not None:

@@ -82,6 +82,17 @@ def test_per_domain_threshold_holds_the_target_for_every_domain():
     assert np.mean(det.predict_proba_features(b)[:, 1] > det.threshold_) <= 0.01
 
 
+def test_one_class_of_labels_is_refused_before_any_text_is_scored(monkeypatch: pytest.MonkeyPatch) -> None:
+    det = Detector(DetectorConfig(features=FeatureConfig(lm="unused", scoring=ScoringConfig())))
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("featurized before the labels were checked")
+
+    monkeypatch.setattr(det, "base_features", no_scoring)
+    with pytest.raises(DetectorError, match="needs both human and machine texts"):
+        det.fit(["a text", "another"], ["human", "human"])
+
+
 def test_threshold_for_fpr_counts_allowed_false_positives():
     p = np.linspace(0, 1, 1000)
     t = threshold_for_fpr(p, 0.01)
