@@ -15,6 +15,26 @@ from hygiene.paths import data_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
+def _ray_session():
+    """One local Ray (2 CPUs) for the whole test session, unless one is running."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture
+def ray_cluster(_ray_session, request: pytest.FixtureRequest) -> None:
+    """The session's Ray, with the calling test module pickled by value, so its fakes reach the workers."""
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(request.module)
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only shared data directory; tests that need it skip when absent."""
     d = data_dir()

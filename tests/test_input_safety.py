@@ -3,7 +3,6 @@ nested JSON line or a bad line of a .txt file is one error record, on both engin
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -192,21 +191,6 @@ def test_a_bad_paragraph_or_file_names_the_line_of_the_bad_byte(tmp_path: Path) 
 
 
 # -- the Ray engine: the same records and errors --------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A local Ray (2 CPUs) for this module, unless one is running."""
-    ray = pytest.importorskip("ray")
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 @pytest.mark.slow
 @pytest.mark.ray
 def test_ray_reads_deep_json_and_bad_txt_lines_as_the_local_engine_does(ray_cluster, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,20 +38,6 @@ class MarkerDetector:
         self.last_settled_ = np.array(["machine" not in t for t in texts])
         p = np.array([0.9 if "machine" in t else 0.1 for t in texts])
         return np.stack([1 - p, p], axis=1)
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray (2 CPUs) for the whole test session."""
-    from ray import cloudpickle
-
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fake detector, for the Ray workers
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
