@@ -239,8 +239,9 @@ def check_outcome(stats: Mapping[str, Any], where: str | Path | None) -> None:
         hint, see = "", ""
         if where is not None:
             see = f"; see {Path(where) / 'errors.jsonl'}"
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                first = json.loads((Path(where) / "errors.jsonl").open(encoding="utf-8").readline())["error"]
+            with contextlib.suppress(OSError, ValueError, KeyError), \
+                    (Path(where) / "errors.jsonl").open(encoding="utf-8") as fh:
+                first = json.loads(fh.readline())["error"]
                 hint = next((f" (a wrong {opt}?)" for key, opt in (("text field", "--text-field"),
                                                                   ("id field", "--id-field")) if key in first), "")
                 hint = hint or f" (the first: {first})"
