@@ -34,6 +34,10 @@ DEFAULT_PROFILE = "human"
 TXT_UNITS = ("file", "line", "paragraph")
 #: the near-dedup signature schemes (:class:`hygiene.dedup.MinHasher`)
 HASH_SCHEMES = ("fast", "datasketch")
+#: what may run the detector's language models (:mod:`hygiene.onnx_lm` for onnxruntime), and the dtypes they
+#: may run under with autocast (``hygiene.lm.autocast_dtype``)
+BACKENDS = ("torch", "onnxruntime")
+AUTOCASTS = ("bfloat16",)
 
 
 @dataclass
@@ -134,12 +138,13 @@ class SyntheticConfig:
     #: detector runs on the CPU, off on a GPU, where the language models cost less than the first pass
     cascade: bool | None = None
     device: str | None = None  # torch device of the detector's language models; None: cuda when available, else cpu
-    #: "bfloat16": the language models run under bfloat16 autocast, about 1.8x as fast on a CPU with bfloat16
-    #: instructions (AVX512-BF16, AMX) and far slower on one without; P(machine) moves by up to 0.07 and about
-    #: 0.1% of decisions change (docs/benchmarks.md); None: float32, what the classifier was fitted on
+    #: "bfloat16": the language models run under bfloat16 autocast, the filter about 1.5-1.8x as fast on a CPU
+    #: with bfloat16 instructions (AVX512-BF16, AMX) and far slower on one without; P(machine) moves by up to
+    #: 0.07 and about 0.1% of decisions change (docs/benchmarks.md); None: float32, what the classifier was fitted on
     autocast: str | None = None
     #: "onnxruntime": the language models run by ONNX Runtime on the CPU (pip install onnxruntime onnxscript;
-    #: exported once into a cache), the same scores as "torch" and 1.7x its speed on some CPUs (docs/benchmarks.md)
+    #: exported once into a cache), the same scores as "torch", the filter about 1.6x as fast on some CPUs
+    #: (docs/benchmarks.md)
     backend: str = "torch"
 
 
@@ -205,8 +210,9 @@ class FilterConfig:
             (all(n >= 1 for n in self.quality.max_top_ngram_char_frac), "n-gram sizes must be >= 1"),
             (all(n >= 1 for n in self.quality.max_dup_ngram_char_frac), "n-gram sizes must be >= 1"),
             (self.checkpoint_seconds >= 0, "checkpoint_seconds must be >= 0"),
-            (self.synthetic.autocast in (None, "bfloat16"), "synthetic.autocast must be null or 'bfloat16'"),
-            (self.synthetic.backend in ("torch", "onnxruntime"), "synthetic.backend must be 'torch' or 'onnxruntime'"),
+            (self.synthetic.autocast in (None, *AUTOCASTS),
+             f"synthetic.autocast must be null or {' or '.join(map(repr, AUTOCASTS))}"),
+            (self.synthetic.backend in BACKENDS, f"synthetic.backend must be {' or '.join(map(repr, BACKENDS))}"),
             *self.quality.range_checks(),
         ]
         for ok, message in checks:

@@ -23,7 +23,7 @@ from hygiene.paths import local_or_shipped, models_dir
 DEFAULT_LM = "reference-lm"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-#: autocast dtypes measured for the detector (benchmarks/quantization.py)
+#: the torch dtype of each autocast name of hygiene.config.AUTOCASTS (measured: benchmarks/quantization.py)
 _AUTOCAST = {"bfloat16": torch.bfloat16}
 
 

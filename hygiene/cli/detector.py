@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from hygiene.cli import main
+from hygiene.config import AUTOCASTS, BACKENDS
 from hygiene.errors import UserInputError
 
 _CLASSIFIERS = click.Choice(["hgb", "logistic"])
@@ -51,10 +52,10 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.option("--keep-fields", default=None,
               help="comma-separated input fields copied next to the scores (default: every field but the text)")
 @click.option("--trust-remote-code", is_flag=True, help="allow model repositories to run their own code")
-@click.option("--autocast", type=click.Choice(["bfloat16"]), default=None,
-              help="run the language models under bfloat16 autocast (float32 weights): about 1.8x as fast on a CPU "
+@click.option("--autocast", type=click.Choice(AUTOCASTS), default=None,
+              help="run the language models under bfloat16 autocast (float32 weights): about 1.9x as fast on a CPU "
                    "with bfloat16 instructions, far slower on one without; P(machine) moves by a few hundredths")
-@click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
               help="what runs a detector's language models: onnxruntime (CPU; pip install onnxruntime onnxscript) "
                    "gives the same scores, about 1.7x as fast on some CPUs")
 @click.option("--overwrite", is_flag=True, help="replace an existing output (and any interrupted run's rows)")

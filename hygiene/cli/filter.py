@@ -7,7 +7,7 @@ from typing import Any, Callable
 import click
 
 from hygiene.cli import main
-from hygiene.config import HASH_SCHEMES, TXT_UNITS, profiles
+from hygiene.config import AUTOCASTS, BACKENDS, HASH_SCHEMES, TXT_UNITS, profiles
 from hygiene.errors import UserInputError
 
 
@@ -142,13 +142,13 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
               help="Let the detector's cheap first pass settle the texts it is sure of; the language models score "
                    "only the rest [on for a detector on the CPU, off on a GPU].")
 @click.option("--device", default=None, help="torch device of the detector, e.g. cpu or cuda:1 [cuda when available, else cpu].")
-@click.option("--autocast", type=click.Choice(["bfloat16"]), default=None,
-              help="Run the detector's language models under bfloat16 autocast: about 1.8x as fast on a CPU with "
-                   "bfloat16 instructions (AVX512-BF16, AMX), far slower on one without; about 0.1% of decisions "
-                   "change [float32].")
-@click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default=None,
+@click.option("--autocast", type=click.Choice(AUTOCASTS), default=None,
+              help="Run the detector's language models under bfloat16 autocast: the filter about 1.5-1.8x as fast on "
+                   "a CPU with bfloat16 instructions (AVX512-BF16, AMX), far slower on one without; about 0.1% of "
+                   "decisions change [float32].")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None,
               help="What runs the detector's language models: onnxruntime (CPU; pip install onnxruntime "
-                   "onnxscript) gives the same scores, about 1.7x as fast on some CPUs [torch].")
+                   "onnxscript) gives the same scores, the filter about 1.6x as fast on some CPUs [torch].")
 def filter_cmd(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
                resume: bool, overwrite: bool, dry_run: bool, progress: bool, **options: Any) -> None:
     """Drop duplicates, pages that are not prose and likely synthetic text from INPUT shards.
