@@ -180,12 +180,8 @@ class Featurizer:
         if name is None:
             return None
         if name not in self._models:
-            lm = load_lm(name, device=self.device, dtype=self.dtype, autocast=self.autocast)
-            if self.backend == "onnxruntime":
-                from hygiene.onnx_lm import onnx_lm
-
-                lm = onnx_lm(lm)
-            self._models[name] = lm
+            self._models[name] = load_lm(name, device=self.device, dtype=self.dtype, autocast=self.autocast,
+                                         backend=self.backend)
         return self._models[name]
 
     @property

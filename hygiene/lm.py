@@ -123,16 +123,23 @@ def load_lm(
     dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
     autocast: str | None = None,
+    backend: str = "torch",
 ) -> LanguageModel:
     """Load a causal LM and its tokenizer by Hub id or path (default: the shipped reference LM); ``autocast``
-    (``"bfloat16"``) runs its forward passes under autocast, float32 weights kept."""
+    (``"bfloat16"``) runs its forward passes under autocast, float32 weights kept; ``backend="onnxruntime"``
+    runs them with ONNX Runtime on the CPU (:mod:`hygiene.onnx_lm`)."""
     source = resolve_model(name_or_path)
     dev = select_device(device)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         source, dtype=select_dtype(dtype, dev), trust_remote_code=trust_remote_code
     )
-    return wrap_lm(model, tokenizer, name=source, device=dev, autocast=autocast_dtype(autocast))
+    lm = wrap_lm(model, tokenizer, name=source, device=dev, autocast=autocast_dtype(autocast))
+    if backend == "onnxruntime":
+        from hygiene.onnx_lm import onnx_lm  # imports this module
+
+        return onnx_lm(lm)
+    return lm
 
 
 def wrap_lm(

@@ -92,14 +92,8 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
                         "p_machine": p, "flagged": p > det.threshold_}
         else:
             def load(name):
-                if not name:
-                    return None
-                lm = load_lm(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code, autocast=autocast)
-                if backend == "onnxruntime":
-                    from hygiene.onnx_lm import onnx_lm
-
-                    lm = onnx_lm(lm)
-                return lm
+                return load_lm(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                               autocast=autocast, backend=backend) if name else None
             scorer = Scorer(load(lm), load(sampler), load(observer), load(performer),
                             config=_scoring_config(ScoringConfig(), max_tokens, batch_size))
             fn = scorer.score
