@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     texts, labels = held_out_texts(args.texts)
-    det = load_detector()
+    det = load_detector(backend="torch")  # the float32 baseline every variant is measured against
     f = det.config.features
     ref, machine = det.featurizer.model(f.lm), det.featurizer.model(f.contrast_lm)
     layers = det.featurizer.scorer.hidden_layers

@@ -34,9 +34,9 @@ DEFAULT_PROFILE = "human"
 TXT_UNITS = ("file", "line", "paragraph")
 #: the near-dedup signature schemes (:class:`hygiene.dedup.MinHasher`)
 HASH_SCHEMES = ("fast", "datasketch")
-#: what may run the detector's language models (:mod:`hygiene.onnx_lm` for onnxruntime), and the dtypes they
-#: may run under with autocast (``hygiene.lm.autocast_dtype``)
-BACKENDS = ("torch", "onnxruntime")
+#: what may run the detector's language models (:mod:`hygiene.onnx_lm` for onnxruntime; "auto":
+#: ``hygiene.lm.resolve_backend``), and the dtypes they may run under with autocast (``hygiene.lm.autocast_dtype``)
+BACKENDS = ("auto", "torch", "onnxruntime")
 AUTOCASTS = ("bfloat16",)
 
 
@@ -144,8 +144,8 @@ class SyntheticConfig:
     autocast: str | None = None
     #: "onnxruntime": the language models run by ONNX Runtime on the CPU (pip install onnxruntime onnxscript;
     #: exported once into a cache), the same scores as "torch", the filter about 1.6x as fast on some CPUs
-    #: (docs/benchmarks.md)
-    backend: str = "torch"
+    #: (docs/benchmarks.md); "auto": onnxruntime for float32 models on the CPU where it is installed, else torch
+    backend: str = "auto"
 
 
 @dataclass
@@ -212,7 +212,7 @@ class FilterConfig:
             (self.checkpoint_seconds >= 0, "checkpoint_seconds must be >= 0"),
             (self.synthetic.autocast in (None, *AUTOCASTS),
              f"synthetic.autocast must be null or {' or '.join(map(repr, AUTOCASTS))}"),
-            (self.synthetic.backend in BACKENDS, f"synthetic.backend must be {' or '.join(map(repr, BACKENDS))}"),
+            (self.synthetic.backend in BACKENDS, f"synthetic.backend must be one of {', '.join(map(repr, BACKENDS))}"),
             *self.quality.range_checks(),
         ]
         for ok, message in checks:

@@ -169,7 +169,7 @@ class Detector:
 
     def __init__(self, config: DetectorConfig = DetectorConfig(), device: str | None = None,
                  dtype: str | None = "float32", models: dict[str, LanguageModel] | None = None,
-                 autocast: str | None = None, backend: str = "torch") -> None:
+                 autocast: str | None = None, backend: str = "auto") -> None:
         # float32 on every device by default: the classifier and its threshold were fitted on features
         # scored in float32, and bfloat16 scores on a GPU would shift them (pass dtype for a detector
         # trained otherwise); autocast="bfloat16" trades a small shift for speed (docs/benchmarks.md)
@@ -531,14 +531,15 @@ def _sha256(path: Path) -> str:
 
 def load_detector(path: str | os.PathLike | None = None, device: str | None = None, dtype: str | None = "float32",
                   models: dict[str, LanguageModel] | None = None, cascade: bool = True,
-                  autocast: str | None = None, backend: str = "torch") -> Detector:
+                  autocast: str | None = None, backend: str = "auto") -> Detector:
     """Load a detector directory (default: the shipped one; a bare name such as ``detector-fast``: the shipped
     folder of that name, where no such path exists here), refusing pickles and tampered files.
 
     ``cascade=False`` scores every text with every feature even where the detector has a cascade;
     ``autocast="bfloat16"`` runs its language models under bfloat16 autocast (faster on a CPU with bfloat16
     instructions; P(machine) moves by a few hundredths); ``backend="onnxruntime"`` runs them with ONNX Runtime
-    on the CPU (the same scores, faster on some CPUs: :mod:`hygiene.onnx_lm`)."""
+    on the CPU (the same scores, faster: :mod:`hygiene.onnx_lm`), and the default ``"auto"`` does so wherever
+    it is installed and the models are float32 on the CPU (``hygiene.lm.resolve_backend``)."""
     root = detector_path(path)
     if not root.is_dir():
         raise DetectorError(f"{root} is not a detector directory (expected a folder with manifest.json)")

@@ -155,13 +155,13 @@ class Featurizer:
         dtype: str | None = None,
         models: dict[str, LanguageModel] | None = None,
         autocast: str | None = None,
-        backend: str = "torch",
+        backend: str = "auto",
     ) -> None:
         self.config = config
         self.device = device
         self.dtype = dtype
         self.autocast = autocast
-        self.backend = backend  # "torch", or "onnxruntime" for the models it loads (hygiene.onnx_lm)
+        self.backend = backend  # what runs the models it loads: hygiene.lm.resolve_backend
         #: already-loaded models by name (tests and callers that hold models pass them here)
         self._models: dict[str, LanguageModel] = dict(models or {})
         #: names whose models the caller passed in (not loaded from a folder, so not pinned by a fingerprint)

@@ -8,6 +8,7 @@ caller asks for it; the model is put in eval mode on the chosen device and dtype
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,8 @@ def load_lm(
 ) -> LanguageModel:
     """Load a causal LM and its tokenizer by Hub id or path (default: the shipped reference LM); ``autocast``
     (``"bfloat16"``) runs its forward passes under autocast, float32 weights kept; ``backend="onnxruntime"``
-    runs them with ONNX Runtime on the CPU (:mod:`hygiene.onnx_lm`)."""
+    runs them with ONNX Runtime on the CPU (:mod:`hygiene.onnx_lm`), and ``"auto"`` does so wherever it can
+    (:func:`resolve_backend`; where the export fails, it warns in one line and keeps torch)."""
     source = resolve_model(name_or_path)
     dev = select_device(device)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -135,11 +137,28 @@ def load_lm(
         source, dtype=select_dtype(dtype, dev), trust_remote_code=trust_remote_code
     )
     lm = wrap_lm(model, tokenizer, name=source, device=dev, autocast=autocast_dtype(autocast))
-    if backend == "onnxruntime":
+    if resolve_backend(backend, lm) == "onnxruntime":
         from hygiene.onnx_lm import onnx_lm  # imports this module
 
-        return onnx_lm(lm)
+        try:
+            return onnx_lm(lm)
+        except UserInputError as exc:
+            if backend != "auto":
+                raise
+            logging.getLogger(__name__).warning("%s: scoring %s with torch", exc, source)
     return lm
+
+
+def resolve_backend(backend: str, lm: LanguageModel) -> str:
+    """What runs ``lm``: ``"auto"`` is onnxruntime for a float32 model on the CPU without autocast where
+    onnxruntime and onnxscript are installed (the same scores, about 1.7x as fast: ``docs/benchmarks.md``), else
+    torch; any other name is itself."""
+    if backend != "auto":
+        return backend
+    from hygiene.onnx_lm import available  # imports this module
+
+    plain = lm.device.type == "cpu" and lm.autocast is None and lm.model.dtype == torch.float32
+    return "onnxruntime" if plain and available() else "torch"
 
 
 def wrap_lm(

@@ -110,9 +110,18 @@ class OnnxCausalLM(nn.Module):
         return SimpleNamespace(logits=torch.from_numpy(outputs[0]), hidden_states=hidden)
 
 
+def _missing() -> list[str]:
+    return [m for m in REQUIRED if importlib.util.find_spec(m) is None]
+
+
+def available() -> bool:
+    """Whether what the backend needs is installed."""
+    return not _missing()
+
+
 def check_available() -> None:
     """A one-line error when what the backend needs is not installed."""
-    missing = [m for m in REQUIRED if importlib.util.find_spec(m) is None]
+    missing = _missing()
     if missing:
         raise UserInputError(f"the onnxruntime backend needs {' and '.join(missing)}: pip install {' '.join(missing)}")
 

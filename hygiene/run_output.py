@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,8 +183,11 @@ def versions() -> dict[str, str]:
     import numpy
     import pyarrow
 
-    return {"hygiene": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
-            "pyarrow": pyarrow.__version__}
+    found = {"hygiene": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
+             "pyarrow": pyarrow.__version__}
+    # what ran the detector, where this process loaded it
+    return found | {name: sys.modules[name].__version__ for name in ("torch", "transformers", "onnxruntime")
+                    if name in sys.modules}
 
 
 def stage_stats(counts: Counts, stages: Sequence[str], annotate_only: bool) -> list[dict[str, Any]]:

@@ -1,11 +1,16 @@
-"""Shared test setup: offline hubs, the shared data directory."""
+"""Shared test setup: offline hubs, a cache of exported models of the test run's own, the shared data
+directory."""
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# models exported for the onnxruntime backend (the default on the CPU where it is installed) go here, never
+# into the user's cache; the subprocesses the tests start inherit it
+os.environ["HYGIENE_CACHE"] = tempfile.mkdtemp(prefix="hygiene-test-cache-")
 
 from pathlib import Path  # noqa: E402
 

@@ -321,7 +321,7 @@ def test_parquet_output_and_dedup_command(tmp_path: Path) -> None:
          "Error: bad config: quality.max_top_ngram_char_frac.2 must lie in [0, 1]"),
         (["filter", "IN", "--out", "X", "--set", "checkpoint_seconds=-1"], "Error: bad config: checkpoint_seconds must be >= 0"),
         (["filter", "IN", "--out", "X", "--set", "synthetic.backend=tensorrt"],
-         "Error: bad config: synthetic.backend must be 'torch' or 'onnxruntime'"),
+         "Error: bad config: synthetic.backend must be one of 'auto', 'torch', 'onnxruntime'"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:

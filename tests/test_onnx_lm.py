@@ -91,3 +91,48 @@ def test_the_filter_with_the_onnxruntime_backend_decides_as_with_torch(tmp_path:
         p_torch = [r["hygiene"]["scores"].get("synthetic_p") for r in torch_rows]
         p_onnx = [r["hygiene"]["scores"].get("synthetic_p") for r in onnx_rows]
         np.testing.assert_allclose(np.array(p_onnx, dtype=float), np.array(p_torch, dtype=float), atol=1e-5)
+
+
+def test_auto_runs_float32_cpu_models_with_onnxruntime_and_falls_back_to_torch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import dataclasses
+
+    from hygiene.lm import load_lm, resolve_backend
+    from hygiene.onnx_lm import OnnxCausalLM
+
+    monkeypatch.setenv("HYGIENE_CACHE", str(tmp_path / "cache"))
+    (lm,) = tiny_lms(1, seed=7)
+    assert resolve_backend("auto", lm) == "onnxruntime" and resolve_backend("torch", lm) == "torch"
+    assert resolve_backend("auto", dataclasses.replace(lm, autocast=torch.bfloat16)) == "torch"
+    lm.model.save_pretrained(tmp_path / "lm")
+    lm.tokenizer.save_pretrained(tmp_path / "lm")
+    assert isinstance(load_lm(tmp_path / "lm", device="cpu", backend="auto").model, OnnxCausalLM)
+    assert not isinstance(load_lm(tmp_path / "lm", device="cpu").model, OnnxCausalLM)  # the library's default: torch
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(onnx_lm_module, "_export", broken)
+    monkeypatch.setenv("HYGIENE_CACHE", str(tmp_path / "empty-cache"))
+    with caplog.at_level("WARNING", logger="hygiene.lm"):
+        fallback = load_lm(tmp_path / "lm", device="cpu", backend="auto")
+    assert not isinstance(fallback.model, OnnxCausalLM)
+    assert "cannot export" in caplog.text and "with torch" in caplog.text
+    with pytest.raises(UserInputError, match="cannot export"):  # asked for by name: an error, not a fallback
+        load_lm(tmp_path / "lm", device="cpu", backend="onnxruntime")
+    monkeypatch.setattr(onnx_lm_module.importlib.util, "find_spec", lambda name: None)
+    assert resolve_backend("auto", lm) == "torch"
+
+
+def test_a_detector_runs_its_models_with_onnxruntime_by_default_on_the_cpu(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from hygiene.config import load_config
+    from hygiene.onnx_lm import OnnxCausalLM
+    from hygiene.stages.synthetic import SyntheticFilter
+    from tiny_detector import save_tiny_detector
+
+    monkeypatch.setenv("HYGIENE_CACHE", str(tmp_path / "cache"))
+    config = load_config(overrides={**save_tiny_detector(tmp_path), "synthetic.device": "cpu"})
+    assert config.synthetic.backend == "auto"
+    detector = SyntheticFilter(config.synthetic).detector
+    assert isinstance(detector.featurizer.model(detector.config.features.lm).model, OnnxCausalLM)

@@ -55,9 +55,10 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.option("--autocast", type=click.Choice(AUTOCASTS), default=None,
               help="run the language models under bfloat16 autocast (float32 weights): about 1.9x as fast on a CPU "
                    "with bfloat16 instructions, far slower on one without; P(machine) moves by a few hundredths")
-@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="what runs a detector's language models: onnxruntime (CPU; pip install onnxruntime onnxscript) "
-                   "gives the same scores, about 1.7x as fast on some CPUs")
+                   "gives the same scores, about 1.7x as fast; auto uses it for float32 models on the CPU where "
+                   "it is installed")
 @click.option("--overwrite", is_flag=True, help="replace an existing output (and any interrupted run's rows)")
 @_scoring_options
 @_device_options

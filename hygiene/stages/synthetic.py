@@ -39,7 +39,7 @@ class Detector(Protocol):
 
 
 def load_default_detector(path: str | Path | None = None, device: str | None = None, cascade: bool = True,
-                          autocast: str | None = None, backend: str = "torch") -> Detector:
+                          autocast: str | None = None, backend: str = "auto") -> Detector:
     """Load the detector at ``path`` (default ``models/detector``) onto ``device``, or fail with a one-line error."""
     path = detector_path(path)
     if not path.exists():
