@@ -18,3 +18,10 @@ def one_line(exc: BaseException) -> str:
         return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def error_hint(first: str) -> str:
+    """What to say of a run whose every record is an error, from the first error: the option it points at,
+    else the error itself."""
+    return next((f" (a wrong {opt}?)" for key, opt in (("text field", "--text-field"), ("id field", "--id-field"))
+                 if key in first), f" (the first: {first})")

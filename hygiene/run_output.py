@@ -32,7 +32,7 @@ from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 from hygiene import __version__
 from hygiene.atomic import write_json
 from hygiene.config import FilterConfig, write_config
-from hygiene.errors import UserInputError
+from hygiene.errors import UserInputError, error_hint
 from hygiene.records import jsonl_to_parquet
 from hygiene.stages.base import FAILED, seconds_of
 
@@ -245,10 +245,7 @@ def check_outcome(stats: Mapping[str, Any], where: str | Path | None) -> None:
             see = f"; see {Path(where) / 'errors.jsonl'}"
             with contextlib.suppress(OSError, ValueError, KeyError), \
                     (Path(where) / "errors.jsonl").open(encoding="utf-8") as fh:
-                first = json.loads(fh.readline())["error"]
-                hint = next((f" (a wrong {opt}?)" for key, opt in (("text field", "--text-field"),
-                                                                  ("id field", "--id-field")) if key in first), "")
-                hint = hint or f" (the first: {first})"
+                hint = error_hint(json.loads(fh.readline())["error"])
         raise UserInputError(f"every one of the {stats['records_in']} records is an error{hint}{see}")
 
 

@@ -24,7 +24,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hygiene.atomic import write_json
-from hygiene.errors import UserInputError
+from hygiene.batch import check_record
+from hygiene.errors import UserInputError, error_hint
 from hygiene.records import Item, ReadOptions, Shard, discover_shards, dumps_record, read_shard, shard_states
 
 #: texts -> {column: array of len(texts)}
@@ -35,8 +36,8 @@ def _items(shards: Sequence[Shard], text_field: str) -> Iterator[Item]:
     """Every record of ``shards`` as read, in order, an unusable one with its ``error`` set."""
     for shard in shards:
         for item in read_shard(shard, ReadOptions(text_field)):
-            if item.error is None and not isinstance(item.record.get(text_field), str):
-                item.error = f"expected a string {text_field!r} field"
+            if item.error is None:  # the filter's word for a record without a usable text
+                item.error = check_record(item.record, text_field, None, "")[2]
             yield item
 
 
@@ -56,6 +57,16 @@ class ScoreCounts:
     rows: int
     errors: int
     first_error: str | None = None  # ``shard:line: message`` of the first, for the reader
+
+
+def check_scored(counts: ScoreCounts, input_path: str | os.PathLike, output_path: str | os.PathLike) -> None:
+    """Raise :class:`UserInputError` when a run had nothing to score, as ``filter`` does: no records, or every
+    one an error (the output is written either way)."""
+    if counts.rows == 0:
+        raise UserInputError(f"no records in {input_path}: nothing was scored")
+    if counts.errors == counts.rows:
+        hint = error_hint(counts.first_error or "")
+        raise UserInputError(f"every one of the {counts.rows} records is an error{hint}; see {output_path}")
 
 
 def _complete_rows(partial: Path) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 import numpy as np
 import pytest
@@ -260,6 +261,14 @@ def test_cli_train_evaluate_score_calibrate(cli_setup):
                    "--keep-fields", "source_id"])
     row = json.loads((root / "kept.jsonl").read_text().splitlines()[0])
     assert r.exit_code == 0 and row["source_id"] == "doc0" and "label" not in row
+    # as filter does: written, but exit 1 when nothing could be scored
+    (root / "empty.jsonl").write_text("")
+    (root / "bad.jsonl").write_text('{"body": "a"}\n{"body": "b"}\n')
+    for name, message in (("empty", "no records in .*empty.jsonl: nothing was scored"),
+                          ("bad", r"every one of the 2 records is an error \(a wrong --text-field\?\); see")):
+        r = run(main, ["score", str(root / f"{name}.jsonl"), "--detector", str(det), "--no-progress"])
+        assert r.exit_code == 1 and re.search(message, r.output) and "Traceback" not in r.output, r.output
+        assert len((root / f"{name}.scores.jsonl").read_text().splitlines()) == {"empty": 0, "bad": 2}[name]
     r = run(main, ["calibrate", "--detector", str(det), "--data", str(corpus), "--human-sources", "",
                    "--target-fpr", "0.05"])
     assert r.exit_code == 0, r.output

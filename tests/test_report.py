@@ -124,7 +124,7 @@ def test_score_writes_one_row_per_record_bad_ones_with_their_error_and_names_sha
     assert [(Path(r["shard"]).name, r["line"]) for r in rows] == [("a.jsonl", 1), ("a.jsonl", 2), ("a.jsonl", 3),
                                                                  ("a.jsonl", 4), ("b.jsonl", 1)]
     assert [r.get("words") for r in rows] == [2, None, None, 1, 3]
-    assert rows[1]["error"].startswith("invalid JSON") and rows[2]["error"] == "expected a string 'text' field"
+    assert rows[1]["error"].startswith("invalid JSON") and rows[2]["error"] == "text field 'text' is int, not a string"
     assert all("error" not in r for r in (rows[0], rows[3], rows[4]))
     assert [t for c in calls for t in c] == ["one two", "x", "five six seven"]  # bad records never reach the scorer
     # a single file: no shard field, as before

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from hygiene.cli import main
+from hygiene.cli import hide_loading_bars, main
 from hygiene.config import AUTOCASTS, BACKENDS
 from hygiene.errors import UserInputError
 
@@ -60,20 +60,24 @@ def _fail(exc: Exception) -> click.ClickException:
                    "gives the same scores, about 1.7x as fast; auto uses it for float32 models on the CPU where "
                    "it is installed")
 @click.option("--overwrite", is_flag=True, help="replace an existing output (and any interrupted run's rows)")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar [on].")
 @_scoring_options
 @_device_options
 def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, text_field, keep_fields,
-          trust_remote_code, autocast, backend, overwrite, max_tokens, batch_size, device, dtype):
+          trust_remote_code, autocast, backend, overwrite, progress, max_tokens, batch_size, device, dtype):
     """Per-record features and P(machine) of the texts in INPUT (any format `filter` reads: JSONL, Parquet,
     .txt, a saved dataset, a directory), with the record's fields, so scores join back to records: one
-    row per record, in order; one that cannot be scored holds its 'error' instead."""
+    row per record, in order; one that cannot be scored holds its 'error' instead. Exits 1, its output
+    written, when INPUT holds no record or only errors."""
     from hygiene.detector import load_detector
     from hygiene.features import is_vector_feature
     from hygiene.lm import load_lm
-    from hygiene.score_file import score_jsonl
+    from hygiene.score_file import check_scored, score_jsonl
     from hygiene.scoring import ScoringConfig, Scorer
 
     out = Path(out_path) if out_path else Path(input_path).with_suffix(".scores.jsonl")
+    if not progress:
+        hide_loading_bars()
     try:
         if lm is None:
             if any((sampler, observer, performer)):
@@ -103,7 +107,8 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
                     "backend": backend}
         counts = score_jsonl(input_path, out, fn, text_field=text_field,
                              keep_fields=[f for f in keep_fields.split(",") if f] if keep_fields is not None else None,
-                             settings=settings, overwrite=overwrite)
+                             settings=settings, overwrite=overwrite, progress=progress)
+        check_scored(counts, input_path, out)
     except (UserInputError, ValueError, OSError) as exc:
         raise _fail(exc) from None
     click.echo(f"scored {counts.rows - counts.errors} records -> {out}")

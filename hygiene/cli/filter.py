@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import click
 
-from hygiene.cli import main
+from hygiene.cli import hide_loading_bars, main
 from hygiene.config import AUTOCASTS, BACKENDS, HASH_SCHEMES, TXT_UNITS, profiles
 from hygiene.errors import UserInputError
 
@@ -97,10 +97,8 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
     if engine == "local" and (address is not None or gpus):
         raise click.UsageError("--ray-address and --gpus-per-worker need --engine ray")
     profile = options.pop("profile")
-    if not progress:  # the language models' loading bars too
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+    if not progress:
+        hide_loading_bars()
     try:
         config = load_config(config_path, {**_overrides(**options), **forced}, assignments, profile)
         config.stages += [StageSpec(path) for path in stages]
