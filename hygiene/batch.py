@@ -63,9 +63,12 @@ def check_record(record: Any, text_field: str, id_field: str | None,
         return text, where, None
     if id_field not in record:
         return None, None, f"missing id field {id_field!r}"
-    if record[id_field] is None:
+    value = record[id_field]
+    if value is None:
         return None, None, f"id field {id_field!r} is null"
-    return text, str(record[id_field]), None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):  # an id must read back as what it was
+        return None, None, f"id field {id_field!r} is {type(value).__name__}, not a string or integer"
+    return text, str(value), None
 
 
 def _empty() -> dict[str, list]:

@@ -121,6 +121,16 @@ def test_nothing_to_filter_exits_non_zero_with_one_line(tmp_path: Path) -> None:
                                    "--id-field", "id", "--no-synthetic", "--no-progress"])
     assert null_id.exit_code == 1 and "records is an error (a wrong --id-field?)" in null_id.output
     assert "id field 'id' is null" in (tmp_path / "o3" / "errors.jsonl").read_text()
+    ids = [7, "a", None, [1], {"k": 1}, 1.5, True]
+    (tmp_path / "ids.jsonl").write_text("".join(json.dumps({"text": make_doc(i), "id": v}) + "\n"
+                                                for i, v in enumerate(ids)))
+    mixed = runner.invoke(main, ["filter", str(tmp_path / "ids.jsonl"), "--out", str(tmp_path / "o5"), "--id-field",
+                                 "id", "--no-synthetic", "--no-progress", "--annotate"])
+    assert mixed.exit_code == 0, mixed.output
+    kept = [json.loads(x)["hygiene"]["id"] for x in (tmp_path / "o5" / "kept.jsonl").read_text().splitlines()]
+    errors = [json.loads(x)["error"] for x in (tmp_path / "o5" / "errors.jsonl").read_text().splitlines()]
+    assert kept == ["7", "a"] and errors == ["id field 'id' is null"] + [
+        f"id field 'id' is {kind}, not a string or integer" for kind in ("list", "dict", "float", "bool")]
     (tmp_path / "bad.jsonl").write_text("{broken\n")
     broken = runner.invoke(main, ["filter", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o4"),
                                   "--no-synthetic", "--no-progress"])
