@@ -173,8 +173,18 @@ def _decide(pipeline: Pipeline, builder: BatchBuilder, records: Sequence[Any], s
     return decided
 
 
+#: the columns ``filter_dataset`` adds to a rejected (or annotated) row
+ANNOTATIONS = ("hygiene_stage", "hygiene_reason", "hygiene_failed", "hygiene_scores")
+
+
+def _annotations(d: Decision) -> tuple[str | None, str | None, str, str]:
+    """A decision as the values of :data:`ANNOTATIONS`."""
+    return d.stage, d.reason, json.dumps(d.failed), json.dumps(d.scores)
+
+
 def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detector | None = None) -> tuple[Any, Any]:
-    """Kept and rejected ``datasets.Dataset`` from ``ds``, via ``map(batched=True)``.
+    """Kept and rejected ``datasets.Dataset`` from ``ds``, via ``map(batched=True)``; from a streaming
+    ``datasets.IterableDataset``, kept and rejected streams (:func:`_filter_stream`).
 
     The rejected dataset gains ``hygiene_stage``, ``hygiene_reason`` (the first failed rule),
     ``hygiene_failed`` (every failed rule, JSON) and ``hygiene_scores`` (JSON) columns; the kept
@@ -187,19 +197,20 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
     from datasets.fingerprint import generate_random_fingerprint
 
     config = config or load_config()
-    if config.text_field not in ds.column_names:
+    if ds.column_names is not None and config.text_field not in ds.column_names:
         raise UserInputError(f"dataset has no text column {config.text_field!r} (columns: {ds.column_names})")
+    if isinstance(ds, datasets.IterableDataset):
+        return _filter_stream(ds, config, detector)
     pipeline = build_pipeline(config, detector)
     builder = BatchBuilder(config.text_field, config.id_field)
 
     def annotate(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         records = [dict(zip(batch, values)) for values in zip(*batch.values())]
         decided = _decide(pipeline, builder, records, indices[0] if indices else 0)
-        return {"hygiene_stage": [d.stage for d in decided], "hygiene_reason": [d.reason for d in decided],
-                "hygiene_failed": [json.dumps(d.failed) for d in decided],
-                "hygiene_scores": [json.dumps(d.scores) for d in decided]}
+        values = [_annotations(d) for d in decided]
+        return {col: [v[i] for v in values] for i, col in enumerate(ANNOTATIONS)}
 
-    columns = ["hygiene_stage", "hygiene_reason", "hygiene_failed", "hygiene_scores"]
+    columns = list(ANNOTATIONS)
     features = ds.features.copy()
     for col in columns:
         features[col] = datasets.Value("string")
@@ -216,3 +227,38 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
         keep = keep.remove_columns(columns)
     return keep, rejected
 
+
+
+def _stream_rows(ds: Any, config: FilterConfig, detector: Detector | None, kept: bool) -> Iterator[dict[str, Any]]:
+    """The kept (or rejected) rows of a fresh filter run over ``ds``, as :func:`filter_dataset` writes them."""
+    annotate = config.output.annotate or config.output.annotate_only
+    for d in filter_records(ds, config, detector):
+        if d.kept == kept:
+            yield {**d.record, **dict(zip(ANNOTATIONS, _annotations(d)))} if annotate or not kept else d.record
+
+
+def _filter_stream(ds: Any, config: FilterConfig, detector: Detector | None) -> tuple[Any, Any]:
+    """Kept and rejected ``datasets.IterableDataset`` of a streaming ``ds``, rows as :func:`filter_dataset`
+    writes them. Each filters ``ds`` afresh, with a dedup index of its own, every time it is read: the
+    same rows every time, and reading both runs the filter twice."""
+    import datasets
+    from datasets.fingerprint import generate_random_fingerprint
+    from datasets.io.generator import GeneratorDatasetInputStream
+
+    def features(annotated: bool) -> Any:
+        if ds.features is None:
+            return None
+        out = ds.features.copy()
+        if annotated:
+            out.update({col: datasets.Value("string") for col in ANNOTATIONS})
+        return out
+
+    def stream(kept: bool, annotated: bool) -> Any:
+        # IterableDataset.from_generator's own machinery, with a fingerprint given so that it does not hash
+        # (pickle) the dataset, config and detector it is handed: a detector holds unpicklable sessions
+        return GeneratorDatasetInputStream(_stream_rows, features(annotated), streaming=True,
+                                           gen_kwargs={"ds": ds, "config": config, "detector": detector,
+                                                       "kept": kept},
+                                           fingerprint=generate_random_fingerprint()).read()
+
+    return stream(True, config.output.annotate or config.output.annotate_only), stream(False, True)

@@ -349,6 +349,33 @@ def test_filter_records_and_filter_dataset_agree() -> None:
     assert json.loads(rejected["hygiene_scores"][0]) == {"exact_duplicate_of": 0}
 
 
+def test_a_streaming_dataset_is_filtered_afresh_each_time_it_is_read() -> None:
+    import threading
+
+    import datasets
+
+    import hygiene
+
+    class UnpicklableDetector(FlakyDetector):  # as a detector holding model sessions is
+        lock = threading.Lock()
+
+        def __reduce__(self):
+            raise TypeError("cannot pickle a detector")
+
+    texts = [make_doc(i) + (" machine" if i == 2 else "") for i in range(5)] + [make_doc(0), "too short", None]
+    ds = datasets.Dataset.from_dict({"text": texts, "k": list(range(8))})
+    config = _config(batch_size=3, **{"synthetic.enabled": True})
+    whole_kept, whole_rejected = hygiene.filter_dataset(ds, config, detector=UnpicklableDetector())
+    kept, rejected = hygiene.filter_dataset(ds.to_iterable_dataset(num_shards=2), config,
+                                            detector=UnpicklableDetector())
+    assert isinstance(kept, datasets.IterableDataset) and isinstance(rejected, datasets.IterableDataset)
+    rows = list(rejected)
+    assert [r["k"] for r in kept] == [r["k"] for r in kept] == whole_kept["k"] == [0, 1, 3, 4]  # no dedup carry-over
+    assert [(r["k"], r["hygiene_stage"]) for r in rows] == list(zip(whole_rejected["k"], whole_rejected["hygiene_stage"]))
+    assert [r["hygiene_stage"] for r in rows] == ["synthetic", "exact_dedup", "quality", "error"]
+    assert list(next(iter(kept))) == ["text", "k"] and json.loads(rows[1]["hygiene_scores"]) == {"exact_duplicate_of": 0}
+
+
 def test_worker_processes_give_identical_outputs(tmp_path: Path) -> None:
     d = _shards(tmp_path)
     config = _config(**{"synthetic.enabled": True, "batch_size": 3})
