@@ -228,7 +228,6 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
     return keep, rejected
 
 
-
 def _stream_rows(ds: Any, config: FilterConfig, detector: Detector | None, kept: bool) -> Iterator[dict[str, Any]]:
     """The kept (or rejected) rows of a fresh filter run over ``ds``, as :func:`filter_dataset` writes them."""
     annotate = config.output.annotate or config.output.annotate_only

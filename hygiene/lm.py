@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.activations import NewGELUActivation
 
-from hygiene.errors import UserInputError
+from hygiene.errors import UserInputError, one_line
 from hygiene.paths import local_or_shipped, models_dir
 
 #: Name of the shipped reference LM inside ``models_dir()``.
@@ -142,10 +142,10 @@ def load_lm(
 
         try:
             return onnx_lm(lm)
-        except UserInputError as exc:
+        except Exception as exc:  # noqa: BLE001 - "auto" never fails for want of the faster path: torch it is
             if backend != "auto":
                 raise
-            logging.getLogger(__name__).warning("%s: scoring %s with torch", exc, source)
+            logging.getLogger(__name__).warning("%s: scoring %s with torch", one_line(exc), source)
     return lm
 
 

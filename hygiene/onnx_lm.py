@@ -111,6 +111,7 @@ class OnnxCausalLM(nn.Module):
 
 
 def _missing() -> list[str]:
+    """The packages of :data:`REQUIRED` that are not installed."""
     return [m for m in REQUIRED if importlib.util.find_spec(m) is None]
 
 

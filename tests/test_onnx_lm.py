@@ -109,6 +109,15 @@ def test_auto_runs_float32_cpu_models_with_onnxruntime_and_falls_back_to_torch(
     assert isinstance(load_lm(tmp_path / "lm", device="cpu", backend="auto").model, OnnxCausalLM)
     assert not isinstance(load_lm(tmp_path / "lm", device="cpu").model, OnnxCausalLM)  # the library's default: torch
 
+    def no_session(*args, **kwargs):
+        raise RuntimeError("the session cannot start\nsecond line")
+
+    with monkeypatch.context() as m, caplog.at_level("WARNING", logger="hygiene.lm"):
+        m.setattr(onnx_lm_module, "OnnxCausalLM", no_session)
+        assert not isinstance(load_lm(tmp_path / "lm", device="cpu", backend="auto").model, OnnxCausalLM)
+    assert "the session cannot start: scoring" in caplog.text and "second line" not in caplog.text
+    caplog.clear()
+
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operator")
 
