@@ -44,7 +44,7 @@ from hygiene.features import TEXT_STATS, FeatureConfig, Featurizer
 from hygiene.lexical import LexicalConfig, LexicalModel, LexicalRows, fit_out_of_fold
 from hygiene.lm import LanguageModel, model_fingerprint, resolve_model
 from hygiene.paths import detector_path
-from hygiene.scoring import ScoringConfig
+from hygiene.scoring import MIN_TOKENS, ScoringConfig
 
 FORMAT = "hygiene-detector"
 #: 2 added the lexical model and the language models' fingerprints; version 1 directories still load
@@ -415,7 +415,8 @@ class Detector:
         return np.column_stack([1 - p, p])
 
     def predict_proba(self, texts: Sequence[str], progress: bool = False, first: np.ndarray | None = None) -> np.ndarray:
-        """Calibrated ``[P(human), P(machine)]`` for each text, shape (n, 2).
+        """Calibrated ``[P(human), P(machine)]`` for each text, shape (n, 2); NaN for a text too short to judge
+        (under :data:`MIN_TOKENS` tokens: no language-model evidence; :meth:`predict` says 0 for it).
 
         With a cascade (and ``use_cascade``), the first pass scores every text and only those inside
         its band get the language models; a settled text's P(machine) is the first pass's calibrated
@@ -423,9 +424,15 @@ class Detector:
         ``first``: the texts' :meth:`first_pass_features`, computed ahead (the same numbers, not recomputed).
         """
         texts = list(texts)
+        if not texts:
+            self.last_settled_ = np.zeros(0, dtype=bool)
+            return np.zeros((0, 2))
         if self.first_pass_ is None or not self.use_cascade:
             self.last_settled_ = np.zeros(len(texts), dtype=bool)
-            return self.predict_proba_features(self.features(texts, progress=progress, first=first))
+            X = self.features(texts, progress=progress, first=first)
+            p = self.predict_proba_features(X)[:, 1]
+            p[~self.judged_features(X)] = np.nan
+            return np.column_stack([1 - p, p])
         first = self.first_pass_features(texts) if first is None else self._check_first(first, len(texts))
         p, settled = self._first_pass(first)
         inside = np.flatnonzero(~settled)
@@ -433,7 +440,17 @@ class Detector:
         if len(inside):
             X = self.features([texts[i] for i in inside], progress=progress, first=first[inside])
             p[inside] = self.predict_proba_features(X)[:, 1]
+        scorer = self.featurizer.scorer if self.config.features.lm is not None else None
+        if scorer is not None:
+            p[[len(ids) < MIN_TOKENS for ids in scorer.tokenize(texts)]] = np.nan
         return np.column_stack([1 - p, p])
+
+    def judged_features(self, X: np.ndarray) -> np.ndarray:
+        """Which rows of a feature matrix hold language-model evidence (a ``length`` of :data:`MIN_TOKENS` tokens
+        or more); :meth:`predict_proba` gives the others NaN."""
+        if "length" not in self.feature_names:
+            return np.ones(len(X), dtype=bool)
+        return np.asarray(X)[:, self.feature_names.index("length")] >= MIN_TOKENS
 
     def predict(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """1 where the text is flagged as machine-made (``P(machine) > threshold_``), else 0."""

@@ -52,6 +52,8 @@ from hygiene.lm import LanguageModel, check_shared_tokenizer
 from hygiene.normalize import normalize_text
 
 #: Features from one scoring model (plus a sampling model for Fast-DetectGPT).
+#: the fewest tokens a text needs for a score (the first token is only context): shorter texts get NaN
+MIN_TOKENS = 2
 LM_FEATURES = ("length", "ll", "logrank", "entropy", "lrr", "top10", "top100", "top1000", "fast_detectgpt")
 #: Sign that makes each zero-shot score larger for machine text: models sample from their own
 #: high-probability, low-rank, low-entropy region; Binoculars is lower for machine text.
@@ -177,7 +179,7 @@ class Scorer:
         return enc["input_ids"]
 
     def score(self, texts: Sequence[str], progress: bool = False) -> dict[str, np.ndarray]:
-        """Features of each text, as ``{name: float array of len(texts)}`` (NaN for texts under 2 tokens)."""
+        """Features of each text, as ``{name: float array of len(texts)}`` (NaN for texts under :data:`MIN_TOKENS`)."""
         ids = self.tokenize(texts)
         n = len(ids)
         out = {name: np.full(n, np.nan) for name in self.feature_names}
@@ -193,10 +195,10 @@ class Scorer:
         return out
 
     def _batches(self, ids: list[list[int]]) -> Iterator[np.ndarray]:
-        """Indices of scorable texts (2+ tokens), longest first, grouped under the batch-size and token caps."""
+        """Indices of scorable texts (:data:`MIN_TOKENS` or more), longest first, grouped under the batch-size and token caps."""
         lengths = np.array([len(x) for x in ids])
         order = np.argsort(-lengths, kind="stable")
-        order = order[lengths[order] >= 2]
+        order = order[lengths[order] >= MIN_TOKENS]
         start = 0
         cfg = self.config
         budget = cfg.max_batch_tokens or (512 if self.lm.device.type == "cpu" else 16384)

@@ -526,6 +526,16 @@ def test_cascade_settles_without_the_language_models_and_round_trips(tmp_path, t
     off = load_detector(tmp_path / "det", models={"tiny": lm}, cascade=False)
     np.testing.assert_allclose(off.predict_proba(texts)[:, 1], full, rtol=1e-9)
     assert not off.last_settled_.any()
+    # a text too short to judge (under two tokens: no language-model evidence) gets NaN, is not flagged, and
+    # passes the filter's stage unjudged; no texts, no rows
+    short = ["", "\u200b", texts[0]]
+    for d in (back, off):
+        got = d.predict_proba(short)[:, 1]
+        assert np.isnan(got[:2]).all() and np.isfinite(got[2]) and list(d.predict(short)[:2]) == [0, 0]
+        assert d.predict_proba([]).shape == (0, 2)
+    reasons, columns = SyntheticFilter(SyntheticConfig(threshold=-1.0), detector=back).score(short)
+    assert reasons == [None, None, "machine_generated"] and columns["synthetic_p"][:2] == [None, None]
+    assert columns["synthetic_settled"][:2] == [None, None]
 
     # moving the threshold refits the band on the same texts, at the new threshold
     back.calibrate(texts[:120], target_fpr=0.05)

@@ -75,7 +75,8 @@ _LOADED: dict[tuple[str | None, str | None, bool, str | None, str], Detector] = 
 class SyntheticFilter(Filter):
     """Score undecided documents with the detector; reject those above the threshold. Adds ``synthetic_p``, and
     ``synthetic_settled`` (1: the cascade's first pass decided, no language model read the text; 0: scored in
-    full) where the detector says which (``last_settled_``)."""
+    full) where the detector says which (``last_settled_``). A text the detector cannot judge (P(machine) NaN:
+    too short) passes, with neither."""
 
     name = "synthetic"
     columns = {"synthetic_p": float, "synthetic_settled": int}
@@ -173,10 +174,11 @@ class SyntheticFilter(Filter):
             p = np.asarray(self.detector.predict_proba(chunk, **given), dtype=float)
             if p.shape != (len(chunk), 2):
                 raise ValueError(f"detector returned shape {p.shape} for {len(chunk)} texts, expected ({len(chunk)}, 2)")
-            probs += p[:, 1].tolist()
+            judged = ~np.isnan(p[:, 1])  # a text too short to judge is not judged, and passes
+            probs += [float(v) if ok else None for v, ok in zip(p[:, 1], judged)]
             mask = getattr(self.detector, "last_settled_", None)
-            settled += ([int(v) for v in mask] if mask is not None and len(mask) == len(chunk)
-                        else [None] * len(chunk))
+            settled += ([int(v) if ok else None for v, ok in zip(mask, judged)]
+                        if mask is not None and len(mask) == len(chunk) else [None] * len(chunk))
         threshold = self.threshold if probs else None
-        return (["machine_generated" if p > threshold else None for p in probs],
+        return (["machine_generated" if p is not None and p > threshold else None for p in probs],
                 {"synthetic_p": probs, "synthetic_settled": settled})
