@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from collapse_sim import lm
 from collapse_sim.generation import Decoding
@@ -62,7 +63,7 @@ def page_documents(docs: Sequence[HumanDoc]) -> list[tuple[str, str, str]]:
 
 
 def continue_openings(model_path: str, openings: Sequence[str], n: int, seed: int, prompt_tokens: int = 64,
-                      doc_blocks: int = 3, batch_size: int = 32) -> list[tuple[int, str, str]]:
+                      doc_blocks: int = 3, batch_size: int = 32, progress: bool = False) -> list[tuple[int, str, str]]:
     """Pages the model writes after the first ``prompt_tokens`` tokens of each opening (those long enough),
     up to ``n``, a third per decoding: (index into ``openings``, decoding label, page text)."""
     tok = lm.load_tokenizer(model_path)
@@ -79,6 +80,7 @@ def continue_openings(model_path: str, openings: Sequence[str], n: int, seed: in
         raise UserInputError(f"none of the {len(openings)} openings has {prompt_tokens} tokens to continue")
     prompts = torch.tensor(heads)
     out = []
+    bar = tqdm(total=len(usable), desc="pages", unit="page", disable=not progress)
     for k, dec in enumerate(DECODINGS):
         part = prompts[k::3]
         if not len(part):
@@ -88,10 +90,13 @@ def continue_openings(model_path: str, openings: Sequence[str], n: int, seed: in
         label = f"{dec.method}" + (f"-top_p{dec.top_p}" if dec.top_p < 1 else "")
         texts = tok.batch_decode(docs.tolist(), skip_special_tokens=True)
         out += [(usable[k + 3 * j], label, t.strip()) for j, t in enumerate(texts)]
+        bar.update(len(texts))
+    bar.close()
     return out
 
 
-def write_pages(model_path: str, out: str | Path, config: PagesConfig = PagesConfig()) -> dict[str, int]:
+def write_pages(model_path: str, out: str | Path, config: PagesConfig = PagesConfig(),
+                progress: bool = False) -> dict[str, int]:
     """Write ``config.n`` labelled pages (JSON lines: ``text``, ``label`` synthetic, ``generator``, ``decoding``,
     ``domain``, ``group`` = the opened document's pool id, so a page and its document share a group) to
     ``out``; return the count per domain. Deterministic for a model, config and machine."""
@@ -101,7 +106,7 @@ def write_pages(model_path: str, out: str | Path, config: PagesConfig = PagesCon
         raise UserInputError(f"no human-pool document of split {config.split!r} in {data_dir()} to open a page with")
     random.Random(config.seed).shuffle(docs)
     pages = continue_openings(model_path, [t for _, _, t in docs], config.n, config.seed, config.prompt_tokens,
-                              config.doc_blocks, config.batch_size)
+                              config.doc_blocks, config.batch_size, progress)
     name = Path(model_path).name
     counts: dict[str, int] = {}
     with atomic_open(Path(out)) as fh:

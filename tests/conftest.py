@@ -19,6 +19,13 @@ import pytest  # noqa: E402
 from hygiene.paths import data_dir  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _progress_bar_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run with --quiet sets these for the libraries it imports later; each test starts without."""
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def _ray_session():
     """One local Ray (2 CPUs) for the whole test session, unless one is running."""

@@ -4,9 +4,21 @@ from __future__ import annotations
 import click
 
 from hygiene import __version__
+from hygiene.errors import one_line
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Sizes past what the machine holds (``--runs``, ``--samples``, ...) end in one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (MemoryError, OverflowError) as exc:
+            raise click.ClickException(f"the sizes asked for are too large for this machine ({type(exc).__name__}"
+                                       f"{': ' + one_line(exc) if str(exc) else ''}); use smaller values") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="collapse-sim")
 def main() -> None:
     """Reproduce model collapse and write labelled generational corpora."""

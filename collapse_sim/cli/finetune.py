@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from collapse_sim.cli import main
+from collapse_sim.cli.options import FINITE, device_option, quiet_option
 
 
 @main.command("finetune-lm")
@@ -16,9 +17,9 @@ from collapse_sim.cli import main
               show_default=True, help="Detector recipe: its machine_lm section and training groups say what to learn.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Model directory [default: the recipe's machine_lm.out].")
-@click.option("--device", default=None, help="Training device (default: CUDA when present).")
-@click.option("--time-budget", type=float, default=None, help="Seconds of training [default: the recipe's].")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@device_option(help="Training device (default: CUDA when present).")
+@click.option("--time-budget", type=FINITE, default=None, help="Seconds of training [default: the recipe's].")
+@quiet_option()
 def finetune_cmd(recipe_path: str, out: Path | None, device: str | None, time_budget: float | None,
                  quiet: bool) -> None:
     """Fine-tune the recipe's base LM on the machine side of the detector's training data."""

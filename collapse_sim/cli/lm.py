@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from collapse_sim.cli import main
-from collapse_sim.cli.options import RESUMES, run_options
+from collapse_sim.cli.options import FINITE, RESUMES, Finite, device_option, refuse_overlap, run_options
 from collapse_sim.generation import DECODINGS
 from collapse_sim.lm import PRESETS, SELECTIONS, build_corpus, preset, run_lm
 from collapse_sim.reuse import MODES
@@ -28,21 +28,21 @@ from collapse_sim.reuse import MODES
               help="Human evaluation text [default: ../shared/data/wikitext-2/test.txt].")
 @click.option("--mode", "modes", type=click.Choice(MODES), multiple=True,
               help="Data-reuse mode; repeat for several arms [default: replace and mix].")
-@click.option("--real-fraction", type=click.FloatRange(0, 1), default=None,
+@click.option("--real-fraction", type=Finite(0, 1), default=None,
               help="Share of human data in each generation's training set under mix [default 0.1].")
 @click.option("--decoding", type=click.Choice(DECODINGS), default=None, help="Decoding [default: beam].")
 @click.option("--sampling-arm/--no-sampling-arm", default=None,
               help="Also run a pure-sampling arm beside beam/greedy [default: on].")
 @click.option("--num-beams", type=click.IntRange(min=1), default=None, help="Beams for beam search [default 5].")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None)
-@click.option("--repetition-penalty", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--temperature", type=Finite(min=0, min_open=True), default=None)
+@click.option("--top-p", type=Finite(0, 1, min_open=True), default=None)
+@click.option("--repetition-penalty", type=Finite(min=0, min_open=True), default=None,
               help="1.0 (off) by default as in the paper's text; the authors' code used 3.0.")
 @click.option("--select", type=click.Choice(SELECTIONS), default=None,
               help="Checkpoint selection on held-out human blocks (real, the paper) or synthetic data.")
 @click.option("--max-train-blocks", type=click.IntRange(min=2), default=None,
               help="Evenly spaced subset of the human training blocks [default: the preset's].")
-@click.option("--device", default=None, help="Training and inference device [default: CUDA when present].")
+@device_option(help="Training and inference device [default: CUDA when present].")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
 @click.option("--bf16/--no-bf16", default=None, help="bf16 autocast in training.")
 @click.option("--seed", type=int, default=None)
@@ -57,6 +57,7 @@ def lm_cmd(out: Path, generations: int | None, preset_name: str, base_model: str
     Writes per-generation models and data, metrics.json, perplexity.png,
     histograms-*.png, report.md and the labelled corpus (corpus/) into OUT.
     """
+    refuse_overlap(out, (train_file, eval_file, base_model))
     cfg = preset(preset_name)
     dec = {k: v for k, v in dict(method=decoding, num_beams=num_beams, temperature=temperature, top_p=top_p,
                                  repetition_penalty=repetition_penalty).items() if v is not None}
@@ -83,7 +84,7 @@ def lm_cmd(out: Path, generations: int | None, preset_name: str, base_model: str
 @click.option("--rebuild", is_flag=True, help="Rebuild RUN_DIR/corpus from the run's finished generations.")
 @click.option("--split", "do_split", is_flag=True,
               help="Write train/validation/test splits by source_id (RUN_DIR/corpus/splits and <split>.jsonl).")
-@click.option("--fractions", type=float, nargs=3, default=(0.8, 0.1, 0.1), show_default=True,
+@click.option("--fractions", type=FINITE, nargs=3, default=(0.8, 0.1, 0.1), show_default=True,
               help="Train, validation and test shares of source ids.")
 def corpus_cmd(run_dir: Path, rebuild: bool, do_split: bool, fractions: tuple[float, float, float]) -> None:
     """Show (and optionally rebuild or split) the labelled generational corpus of an lm run."""

@@ -1,13 +1,89 @@
 """The options every simulation command takes, spelled once."""
 from __future__ import annotations
 
+import math
+import os
+import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import click
 
 
 RESUMES = "an interrupted run resumes after its last finished generation"
+
+
+class Finite(click.FloatRange):
+    """A float in a range that is also finite: ``inf`` and ``nan`` pass ``click.FloatRange`` (``nan`` fails no
+    comparison) and would run a whole simulation into NaN metrics."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+#: any finite float
+FINITE = Finite()
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse a device this machine lacks before any work (``hygiene.lm.select_device`` says why)."""
+    if value is not None:
+        from hygiene.errors import UserInputError
+        from hygiene.lm import select_device
+
+        try:
+            select_device(value)
+        except UserInputError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+def device_option(help: str) -> Callable:
+    """``--device``, checked as it is parsed."""
+    return click.option("--device", default=None, callback=_device, help=help)
+
+
+def _out_dir(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    """Make the output directory before any work, so that one that cannot be made fails at once, in one line."""
+    try:
+        value.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot create {value}: {exc.strerror or exc}", ctx, param) from None
+    return value
+
+
+def refuse_overlap(out: Path, inputs: Iterable[str | Path | None]) -> None:
+    """An output never writes over an input: refuse ``--out`` where it is an input, holds one, or lies inside
+    an input folder (a model directory)."""
+    here = out.resolve()
+    for given in inputs:
+        if given is None or not Path(given).exists():
+            continue
+        there = Path(given).resolve()
+        if here == there or here in there.parents or there in here.parents:
+            raise click.BadParameter(f"{out} overlaps the input {given}: choose another --out", param_hint="--out")
+
+
+def _quiet(ctx: click.Context, param: click.Parameter, quiet: bool) -> bool:
+    """With ``--quiet``, the loading and saving bars of the Hugging Face libraries go too."""
+    if quiet:
+        os.environ.update(HF_HUB_DISABLE_PROGRESS_BARS="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+        for module, hide in (("huggingface_hub.utils", "disable_progress_bars"),
+                             ("transformers.utils.logging", "disable_progress_bar"),
+                             ("datasets", "disable_progress_bars")):
+            if module in sys.modules:  # imported already: the variables above come too late for it
+                getattr(sys.modules[module], hide)()
+    return quiet
+
+
+def quiet_option() -> Callable:
+    """``--quiet``: no progress bars, ours or the libraries'."""
+    return click.option("--quiet", is_flag=True, callback=_quiet, help="No progress bars.")
 
 
 def run_options(command: str, resumes: str = "") -> Callable:
@@ -16,8 +92,8 @@ def run_options(command: str, resumes: str = "") -> Callable:
     what = "Output directory" + (f"; {resumes}." if resumes else ".")
     options = [
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs") / command,
-                     show_default=True, help=what),
-        click.option("--quiet", is_flag=True, help="No progress bars."),
+                     show_default=True, callback=_out_dir, help=what),
+        quiet_option(),
     ]
 
     def decorate(fn: Callable) -> Callable:

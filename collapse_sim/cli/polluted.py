@@ -7,30 +7,30 @@ from pathlib import Path
 import click
 
 from collapse_sim.cli import main
-from collapse_sim.cli.options import RESUMES, run_options
+from collapse_sim.cli.options import RESUMES, Finite, run_options
 from collapse_sim.generation import DECODINGS
 
 
 @main.command("polluted")
-@click.option("--synthetic-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
+@click.option("--synthetic-fraction", type=Finite(0, 1, max_open=True), default=None,
               help="Share of each crawl written by the chain's previous model [0.5].")
 @click.option("--generations", type=click.IntRange(min=1), default=None,
               help="Model generations, generation 0 included [the preset's: 5].")
 @click.option("--runs", type=click.IntRange(min=1), default=None, help="Repetitions with their own seeds [3].")
 @click.option("--policy", type=click.Choice(["drop", "resample"]), default=None,
               help="drop what the filter rejects, or resample by (1 - p_synthetic)^beta (Drayson et al. 2025) [drop].")
-@click.option("--beta", type=click.FloatRange(min=0), default=None, help="Resampling exponent [1.0].")
+@click.option("--beta", type=Finite(min=0), default=None, help="Resampling exponent [1.0].")
 @click.option("--crawl-docs", type=click.IntRange(min=2), default=None, help="Documents per crawl [128].")
 @click.option("--preset", "preset_name", type=click.Choice(["cpu", "tiny"]), default="cpu", show_default=True,
               help="cpu: the lm cpu preset's model and budget; tiny: seconds, for tests.")
 @click.option("--base-model", default=None, help="HF id or path of the base to fine-tune [the lm preset's].")
 @click.option("--decoding", type=click.Choice(DECODINGS), default=None,
               help="How each chain writes its synthetic documents [the lm preset's: beam, 5 beams].")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--temperature", type=Finite(min=0, min_open=True), default=None,
               help="Sampling temperature [1.0].")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, help="Nucleus sampling [1.0].")
+@click.option("--top-p", type=Finite(0, 1, min_open=True), default=None, help="Nucleus sampling [1.0].")
 @click.option("--detector", type=click.Path(), default=None, help="Detector directory, or a shipped one by name (detector-fast) [models/detector].")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+@click.option("--threshold", type=Finite(0, 1), default=None,
               help="Flag above this detector probability [the detector's calibrated threshold].")
 @click.option("--filter-config", type=click.Path(dir_okay=False), default=None,
               help="hygiene filter config (YAML/TOML), as for `hygiene filter --config` [hygiene's defaults "

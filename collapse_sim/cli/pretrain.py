@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from collapse_sim.cli import main
+from collapse_sim.cli.options import FINITE, device_option
 
 
 @main.command("pretrain")
@@ -20,8 +21,8 @@ from collapse_sim.cli import main
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Human text root (default ../shared/data).")
 @click.option("--prepare-only", is_flag=True, help="Only train the tokenizer and write token arrays into OUT.")
-@click.option("--device", default=None, help="Training device (default: CUDA when present).")
-@click.option("--time-budget", type=float, default=None, help="Seconds of training; the schedule is fitted to it.")
+@device_option(help="Training device (default: CUDA when present).")
+@click.option("--time-budget", type=FINITE, default=None, help="Seconds of training; the schedule is fitted to it.")
 @click.option("--seed", type=int, default=None)
 def pretrain_cmd(preset_name: str, out: Path, data: Path | None, data_dir: Path | None, prepare_only: bool,
                  device: str | None, time_budget: float | None, seed: int | None) -> None:

@@ -12,7 +12,7 @@ import click
 
 from collapse_sim import gaussian as gaussian_sim
 from collapse_sim.cli import main
-from collapse_sim.cli.options import run_options
+from collapse_sim.cli.options import FINITE, Finite, run_options
 from collapse_sim.metrics import SimulationResult
 from collapse_sim.reuse import MODES, Reuse
 
@@ -30,7 +30,7 @@ def _common(command: str, generations: int, samples: int, runs: int, resumes: st
         click.option("--mode", type=click.Choice(MODES), default="replace", show_default=True,
                      help="replace: previous generation only; mix: a fraction of fresh original data; "
                           "accumulate: keep all data so far."),
-        click.option("--real-fraction", type=click.FloatRange(0.0, 1.0), default=0.1, show_default=True,
+        click.option("--real-fraction", type=Finite(0.0, 1.0), default=0.1, show_default=True,
                      help="Fraction of fresh original data per generation (--mode mix)."),
     ]
 
@@ -59,7 +59,7 @@ def _report(result: SimulationResult, out: Path, figures: list[Path]) -> None:
 @main.command()
 @_common("discrete", generations=1000, samples=100, runs=1000)
 @click.option("--states", type=click.IntRange(min=2), default=20, show_default=True, help="Number of states K.")
-@click.option("--zipf-exponent", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+@click.option("--zipf-exponent", type=Finite(min=0.0), default=1.0, show_default=True,
               help="Original p_k proportional to k^-s (0: uniform).")
 def discrete(generations, samples, runs, seed, mode, real_fraction, out, quiet, states, zipf_exponent) -> None:
     """A categorical distribution re-estimated from M samples of itself each generation."""
@@ -76,8 +76,8 @@ def discrete(generations, samples, runs, seed, mode, real_fraction, out, quiet, 
 @_common("gaussian", generations=1000, samples=100, runs=1000)
 @click.option("--growth", type=click.Choice(gaussian_sim.GROWTHS), default="constant", show_default=True,
               help="Sample size per generation: M, M(i+1) or M(i+1)^2.")
-@click.option("--mu", type=float, default=0.0, show_default=True, help="Original mean.")
-@click.option("--sigma", type=click.FloatRange(min=0.0, min_open=True), default=1.0, show_default=True,
+@click.option("--mu", type=FINITE, default=0.0, show_default=True, help="Original mean.")
+@click.option("--sigma", type=Finite(min=0.0, min_open=True), default=1.0, show_default=True,
               help="Original standard deviation.")
 def gaussian(generations, samples, runs, seed, mode, real_fraction, out, quiet, growth, mu, sigma) -> None:
     """N(mu, sigma^2) re-fitted each generation by sample mean and unbiased variance."""

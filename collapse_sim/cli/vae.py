@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from collapse_sim.cli import main
-from collapse_sim.cli.options import RESUMES, run_options
+from collapse_sim.cli.options import RESUMES, Finite, device_option, run_options
 from collapse_sim.image_data import DATASETS
 from collapse_sim.reuse import MODES, Reuse
 
@@ -26,7 +26,7 @@ PIXELS = ("sample", "mean")
               help="Generations trained on samples, after generation 0 (trained on real data).")
 @click.option("--mode", type=click.Choice(MODES), default="replace", show_default=True,
               help="What each generation trains on.")
-@click.option("--real-fraction", type=click.FloatRange(0.0, 1.0), default=0.1, show_default=True,
+@click.option("--real-fraction", type=Finite(0.0, 1.0), default=0.1, show_default=True,
               help="Share of fresh real images in each generation's training set (--mode mix).")
 @click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -35,7 +35,7 @@ PIXELS = ("sample", "mean")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="VAE epochs a generation (default: 100 on digits, 30 on mnist as in the authors' notebook).")
 @click.option("--latent-dim", type=click.IntRange(min=1), default=None, help="VAE latent size (default 20).")
-@click.option("--device", default=None, help="Torch device of the VAEs (default cpu).")
+@device_option(help="Torch device of the VAEs (default cpu).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Torch CPU threads; the small MLPs run fastest on one.")
 @run_options("vae", resumes=RESUMES)
