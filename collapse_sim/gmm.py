@@ -25,11 +25,13 @@ from tqdm import tqdm
 from collapse_sim.metrics import SimulationResult, config_dict
 from collapse_sim.mixture import Mixture, l2_distance, w2_distance
 from collapse_sim.plots import plot_density_panels, plot_metric_curves
+from collapse_sim.resume import read_record, reading
 from collapse_sim.reuse import Reuse
 from hygiene.atomic import write_json
+from hygiene.errors import UserInputError
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserInputError):
     """A stored run that cannot be reused: unreadable, or written under another configuration."""
 
 
@@ -130,18 +132,24 @@ def chain_metrics(fits: Mixture, original: Mixture, holdout: np.ndarray, w2_leve
 
 
 def _load_checkpoint(path: Path, cfg_json: dict, run: int) -> Chain | None:
-    """The finished run stored at ``path``, or None; refuses one written under another config."""
+    """The finished run stored at ``path``, or None; refuses one unreadable, written under another config,
+    or whose arrays are not one row per generation and one column per component."""
     if not path.exists():
         return None
+    fix = f"delete it to recompute run {run}"
     try:
-        rec = json.loads(path.read_text())
-        stored = rec["config"]
-        fits = Mixture.of(rec["weights"], rec["means"], rec["variances"])
-        not_converged = int(rec["not_converged"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({exc}); delete it to recompute run {run}") from exc
-    if stored != cfg_json:
+        rec = read_record(path, "config", "weights", "means", "variances", "not_converged", fix=fix)
+        with reading(path, fix):
+            fits = Mixture.of(rec["weights"], rec["means"], rec["variances"])
+            not_converged = int(rec["not_converged"])
+    except UserInputError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if rec["config"] != cfg_json:
         raise CheckpointError(f"{path}: written with a different configuration; use another output directory")
+    shape = (cfg_json["generations"] + 1, len(cfg_json["means"]))
+    if fits.weights.shape != shape:
+        raise CheckpointError(f"{path}: arrays of shape {fits.weights.shape}, not {shape} (generations + 1, "
+                              f"components); {fix}")
     return Chain(fits, not_converged)
 
 

@@ -53,7 +53,7 @@ from collapse_sim.lm.models import base_model_path, finetune, load_tokenizer, tr
 from collapse_sim.generation import Decoding, generate_continuations
 from collapse_sim.metrics import SimulationResult, config_dict
 from collapse_sim.polluted_report import plot_chains, write_report
-from collapse_sim.resume import check_resumable, load_tensors, save_tensors
+from collapse_sim.resume import check_resumable, load_tensors, read_record, save_tensors
 from collapse_sim.text_metrics import perplexity_profile, sample_perplexities
 from collapse_sim.training import TrainConfig, block_perplexity, resolve_device
 from hygiene.atomic import atomic_open, write_json
@@ -75,6 +75,8 @@ MEASURES = (
 FILTER_MEASURES = (
     "detector_recall", "detector_human_flagged", "human_kept", "synthetic_removed", "train_synthetic_share",
 )
+#: what every chain's gen.json holds (generation 0's, shared, and the other chains' too hold the filter's NaNs)
+RECORDED = MEASURES + FILTER_MEASURES
 
 
 def wikitext_filter_config() -> FilterConfig:
@@ -380,8 +382,8 @@ def _run_one(
     gen0.to(device)
     human_ppl = document_perplexities(gen0, data.eval, data.eval_next, batch_size=cfg.lm.score_batch_size)
     if (g0 / "gen.json").is_file():
-        rec0 = json.loads((g0 / "gen.json").read_text())
-        samples0 = load_tensors(g0 / "data.safetensors")["samples"].long()
+        rec0 = read_record(g0 / "gen.json", *RECORDED)
+        samples0 = load_tensors(g0 / "data.safetensors", "samples")["samples"].long()
     else:
         samples0, rec0 = measure(gen0, 0, info0)
         n0 = len(data.gen0)
@@ -399,8 +401,8 @@ def _run_one(
         for chain in CHAINS:
             gdir = out / chain / f"gen-{g:02d}"
             if (gdir / "gen.json").is_file():  # finished earlier: resume after it
-                records[chain].append(json.loads((gdir / "gen.json").read_text()))
-                previous[chain] = load_tensors(gdir / "data.safetensors")["samples"].long()
+                records[chain].append(read_record(gdir / "gen.json", *RECORDED))
+                previous[chain] = load_tensors(gdir / "data.safetensors", "samples")["samples"].long()
                 continue
             t0 = time.perf_counter()
             ids = torch.cat([data.pool[draw["human"]], previous[chain]])[draw["order"]]
@@ -468,7 +470,7 @@ MAY_CHANGE = ("generations", "runs", "lm.train.device", "lm.train.threads")
 def _saved_config(out: Path) -> dict[str, Any] | None:
     """The configuration of the run already in ``out`` (None: none there)."""
     path = out / "run.json"
-    return json.loads(path.read_text())["config"] if path.is_file() else None
+    return read_record(path, "config")["config"] if path.is_file() else None
 
 
 # --------------------------------------------------------------------------- results

@@ -1,5 +1,5 @@
-"""What lets a simulation stop and resume: tensors written atomically, and a refusal to resume a
-directory that another configuration wrote.
+"""What lets a simulation stop and resume: tensors written atomically, a refusal to resume a
+directory that another configuration wrote, and a one-line error naming any of its files that is damaged.
 
 A generation is finished when its record (``gen.json`` or the like) exists: the simulations write
 its tensors first and its record last, so an interrupted generation is redone, never half-read.
@@ -7,13 +7,53 @@ its tensors first and its record last, so an interrupted generation is redone, n
 from __future__ import annotations
 
 import json
+import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from hygiene.atomic import atomic_open
+from hygiene.errors import UserInputError, one_line
+
+#: what reading a damaged file raises: safetensors', JSON's (a ValueError), numpy's and the file system's errors,
+#: and a stored value of the wrong type or shape
+_DAMAGE = (SafetensorError, OSError, ValueError, TypeError, EOFError, KeyError, zipfile.BadZipFile)
+#: what to do about a damaged file of a run's state
+FIX = "delete it or use another --out"
+
+
+@contextmanager
+def reading(path: str | Path, fix: str = FIX) -> Iterator[None]:
+    """Read a run's own file ``path`` inside this block: a damaged one is a one-line
+    :class:`UserInputError` naming it and ``fix``, not a traceback from deep in a parser."""
+    try:
+        yield
+    except UserInputError:
+        raise
+    except _DAMAGE as exc:
+        raise UserInputError(f"{path}: unreadable ({one_line(exc)}); {fix}") from exc
+
+
+def read_record(path: str | Path, *keys: str, fix: str = FIX) -> dict[str, Any]:
+    """The JSON object a run stored at ``path`` (run.json, gen.json, ...), holding ``keys``; else a
+    :class:`UserInputError` naming the file."""
+    with reading(path, fix):
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(record, dict):
+        raise UserInputError(f"{path}: not a JSON object; {fix}")
+    _require(path, record, keys, fix)
+    return record
+
+
+def _require(path: str | Path, found: Mapping[str, Any], keys: Iterable[str], fix: str = FIX) -> None:
+    """A :class:`UserInputError` naming ``path`` when ``found`` (what it held) lacks one of ``keys``."""
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise UserInputError(f"{path}: no {', '.join(map(repr, missing))} in it; {fix}")
 
 
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
@@ -22,9 +62,13 @@ def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
         fh.write(save({k: v.contiguous() for k, v in tensors.items()}))
 
 
-def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file (on the CPU)."""
-    return load_file(str(path))
+def load_tensors(path: str | Path, *keys: str) -> dict[str, torch.Tensor]:
+    """The tensors of a run's safetensors file (on the CPU), holding ``keys``; a damaged file is a
+    :class:`UserInputError` naming it."""
+    with reading(path):
+        tensors = load_file(str(path))
+    _require(path, tensors, keys)
+    return tensors
 
 
 def _drop(config: dict[str, Any], dotted: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from collapse_sim.image_metrics import (  # noqa: E402
 )
 from collapse_sim.metrics import SimulationResult, config_dict  # noqa: E402
 from collapse_sim.plots import plot_metric_curves, save_figure  # noqa: E402
-from collapse_sim.resume import check_resumable  # noqa: E402
+from collapse_sim.resume import check_resumable, read_record, reading  # noqa: E402
 from collapse_sim.reuse import Reuse  # noqa: E402
 from collapse_sim.vae import (  # noqa: E402
     PIXELS,
@@ -151,7 +150,7 @@ def _check_config(state: Path, cfg: VAECollapseConfig) -> None:
     """Refuse to resume a state directory written by a different configuration."""
     now = config_dict(cfg)
     path = state / "config.json"
-    check_resumable(json.loads(path.read_text()) if path.is_file() else None, now, path, _EXTENSIBLE)
+    check_resumable(read_record(path) if path.is_file() else None, now, path, _EXTENSIBLE)
     write_json(path, now)
 
 
@@ -183,9 +182,17 @@ def _load_generation(run_dir: Path, g: int) -> tuple[np.ndarray, dict[str, float
     done = run_dir / f"gen{g:03d}.json"
     if not done.is_file():
         return None
-    with np.load(run_dir / f"gen{g:03d}.npz", allow_pickle=False) as z:
+    path = run_dir / f"gen{g:03d}.npz"
+    with reading(path), np.load(path, allow_pickle=False) as z:
         samples = z["samples"]
-    return samples, json.loads(done.read_text())
+    return samples, read_record(done, *METRICS)
+
+
+def _load_vae0(run_dir: Path, data: ImageSet, cfg: VAECollapseConfig) -> VAE:
+    """The generation-0 VAE a run saved (a damaged file: an error naming it)."""
+    path = run_dir / "vae0.safetensors"
+    with reading(path):
+        return load_vae(path, data.n_pixels, cfg.vae)
 
 
 def _seeds(seed: int, run: int, g: int) -> tuple[np.random.Generator, int, int]:
@@ -236,7 +243,7 @@ def simulate_run(
                 vae0 = vae
             samples = sample_images(vae, n, data.levels, cfg.pixels, seed=sample_seed)
             if vae0 is None:
-                vae0 = load_vae(run_dir / "vae0.safetensors", data.n_pixels, cfg.vae)
+                vae0 = _load_vae0(run_dir, data, cfg)
             metrics = generation_metrics(
                 samples, held_out_features, space, vae0, data.n_classes, cfg.k, cfg.tail_classes
             )
@@ -247,7 +254,7 @@ def simulate_run(
         heads.append(samples[:GRID_COLUMNS])
         on_generation()
     if vae0 is None:
-        vae0 = load_vae(run_dir / "vae0.safetensors", data.n_pixels, cfg.vae)
+        vae0 = _load_vae0(run_dir, data, cfg)
     return RunOutput(np.asarray(rows), vae0, np.stack(heads))
 
 

@@ -1,11 +1,10 @@
 """The labelled generational corpus of an lm run: human blocks and every generation's continuations."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from collapse_sim.lm.models import load_tokenizer, model_dir
-from collapse_sim.resume import load_tensors
+from collapse_sim.resume import load_tensors, read_record
 
 
 def build_corpus(run_dir: str | Path) -> Path:
@@ -18,10 +17,10 @@ def build_corpus(run_dir: str | Path) -> Path:
     info_path = run / "run.json"
     if not info_path.is_file() or not (run / "human.safetensors").is_file():
         raise FileNotFoundError(f"{run} is not an lm run directory (no run.json / human.safetensors)")
-    info = json.loads(info_path.read_text())
+    info = read_record(info_path, "config", "base_model", "train_file")
     seed = info["config"]["seed"]
     tokenizer = load_tokenizer(info["base_model"])
-    human = load_tensors(run / "human.safetensors")
+    human = load_tensors(run / "human.safetensors", "train", "train_ids")
     prompts = tokenizer.batch_decode(human["train"].tolist())
     source_ids = [f"{info['train_file']}:{i}" for i in human["train_ids"].tolist()]
     rows = [
@@ -34,7 +33,8 @@ def build_corpus(run_dir: str | Path) -> Path:
             if not (gdir / "gen.json").is_file():
                 continue
             g, method = int(gdir.name.split("-")[1]), gdir.parent.name
-            texts = tokenizer.batch_decode(load_tensors(gdir / "data.safetensors")["continuations"].tolist())
+            continuations = load_tensors(gdir / "data.safetensors", "continuations")["continuations"]
+            texts = tokenizer.batch_decode(continuations.tolist())
             generator = f"{model_dir(run, mode, method, g)} (generation {g})"
             rows.extend(
                 CorpusRow(text=text, generation=g + 1, label="synthetic", generator=generator, decoding=method,

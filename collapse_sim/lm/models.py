@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from collapse_sim import pretrain as pretraining
 from collapse_sim.lm.config import LMConfig
 from collapse_sim.metrics import config_dict
+from collapse_sim.resume import read_record, reading
 from collapse_sim.training import TrainConfig, resolve_device, train_lm
 from hygiene.atomic import write_json
 from hygiene.paths import models_dir
@@ -34,7 +35,7 @@ def base_model_path(cfg: LMConfig, progress: bool = True) -> str:
     wanted = json.loads(json.dumps(config_dict(cfg.base)))
     for name in ("base-lm", "reference-lm"):  # the cpu and the reference preset's base, both shipped
         card = models_dir() / name / "pretrain.json"
-        if card.is_file() and json.loads(card.read_text())["config"] == wanted:
+        if card.is_file() and read_record(card, "config", fix="restore the shipped models")["config"] == wanted:
             return str(card.parent)
     key = hashlib.sha1(json.dumps(config_dict(cfg.base), sort_keys=True).encode()).hexdigest()[:12]
     out = default_cache_dir() / f"base-{key}"
@@ -93,6 +94,10 @@ def model_dir(out: Path, mode: str, method: str, generation: int) -> Path:
     return out / mode / "gen-00" / "model" if generation == 0 else gen_dir(out, mode, method, generation) / "model"
 
 
+#: what a fine-tune's record holds (:func:`collapse_sim.training.train_lm`) and the simulations read
+TRAINING_RECORD = ("best_step", "best_val_loss", "tokens_per_s")
+
+
 def train_or_load(
     model_dir: Path, info_path: Path, train: Callable[[], tuple[PreTrainedModel, dict[str, Any]]],
     tokenizer: PreTrainedTokenizerBase, device: str | None = None,
@@ -100,7 +105,9 @@ def train_or_load(
     """The model saved in ``model_dir`` with its training record ``info_path`` (an earlier, interrupted
     session trained it); else ``train()``'s model, saved there with its record (written last)."""
     if (model_dir / "config.json").is_file() and info_path.is_file():
-        return load_model(model_dir, resolve_device(device)), json.loads(info_path.read_text())
+        info = read_record(info_path, *TRAINING_RECORD)
+        with reading(model_dir):
+            return load_model(model_dir, resolve_device(device)), info
     model, info = train()
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, tokenizer, model_dir)

@@ -26,7 +26,6 @@ decodings (``<out>/<mode>/gen-00/model``).
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,7 +42,7 @@ from collapse_sim.lm.data import LMData, load_data
 from collapse_sim.lm.models import base_model_path, finetune, gen_dir, load_tokenizer, model_dir, train_or_load
 from collapse_sim.lm.report import plot_histograms, plot_perplexity, write_report
 from collapse_sim.metrics import SimulationResult, config_dict
-from collapse_sim.resume import check_resumable, load_tensors, save_tensors
+from collapse_sim.resume import check_resumable, load_tensors, read_record, save_tensors
 from collapse_sim.reuse import MODES, Reuse
 from collapse_sim.text_metrics import perplexity_profile, sample_perplexities, token_metrics
 from collapse_sim.training import block_perplexity
@@ -113,8 +112,8 @@ def run_lm(cfg: LMConfig, out_dir: str | Path, progress: bool = True) -> Simulat
         torch.set_num_threads(threads)
     plot_perplexity(result, out / "perplexity.png")
     for mode, method in (k.split("/") for k in result.summary["arms"]):
-        hists = [load_tensors(gen_dir(out, mode, method, g) / "data.safetensors")["sample_perplexity"].numpy()
-                 for g in range(cfg.generations)]
+        hists = [load_tensors(gen_dir(out, mode, method, g) / "data.safetensors", "sample_perplexity")
+                 ["sample_perplexity"].numpy() for g in range(cfg.generations)]
         plot_histograms(hists, human_ppl[mode], out / f"histograms-{mode}-{method}.png", title=f"{mode} / {method}")
     build_corpus(out)
     write_report(out, result)
@@ -149,10 +148,10 @@ def _run_arms(cfg: LMConfig, out: Path, progress: bool) -> tuple[SimulationResul
         for g in bar:
             gdir = gen_dir(out, mode, dec.method, g)
             if (gdir / "gen.json").is_file():  # finished earlier: resume after it
-                saved = load_tensors(gdir / "data.safetensors")
+                saved = load_tensors(gdir / "data.safetensors", "continuations")
                 continuations.append(saved["continuations"].long())
                 val_continuations = saved["val_continuations"].long() if "val_continuations" in saved else None
-                recs.append(json.loads((gdir / "gen.json").read_text()))
+                recs.append(read_record(gdir / "gen.json", *METRICS, "selected_on"))
                 continue
             blocks = _compose(cfg, mode, g, data.train, continuations)
             val = val_continuations if (cfg.select == "synthetic" and g > 0) else data.val
@@ -222,7 +221,7 @@ MAY_CHANGE = ("generations", "train.device", "train.threads")
 def _saved_config(out: Path) -> dict[str, Any] | None:
     """The configuration of the run already in ``out`` (None: none there)."""
     path = out / "run.json"
-    return json.loads(path.read_text())["config"] if path.is_file() else None
+    return read_record(path, "config")["config"] if path.is_file() else None
 
 
 METRICS = (

@@ -1,0 +1,141 @@
+"""Damaged run state and bad inputs to the simulations end in one line naming the file, never a traceback."""
+from __future__ import annotations
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from collapse_sim import gmm, lm, polluted, vae_collapse
+from collapse_sim.cli import main as cli
+from collapse_sim.lm import simulation as lm_simulation
+from collapse_sim.lm.models import train_or_load
+from collapse_sim.resume import load_tensors, read_record, save_tensors
+from hygiene.errors import UserInputError
+from hygiene.paths import models_dir
+
+GARBAGE = b"not a safetensors file"
+
+
+def _one_line(exc: pytest.ExceptionInfo, *names: str) -> None:
+    message = str(exc.value)
+    assert "\n" not in message
+    for name in names:
+        assert name in message, message
+
+
+# --------------------------------------------------------------------------- a run's own files
+
+
+def test_damaged_safetensors_is_named(tmp_path):
+    path = tmp_path / "data.safetensors"
+    path.write_bytes(GARBAGE)
+    with pytest.raises(UserInputError) as exc:
+        load_tensors(path)
+    _one_line(exc, str(path), "delete it or use another --out")
+
+
+def test_safetensors_without_an_expected_tensor_is_named(tmp_path):
+    path = tmp_path / "data.safetensors"
+    save_tensors({"other": torch.zeros(2)}, path)
+    with pytest.raises(UserInputError) as exc:
+        load_tensors(path, "samples")
+    _one_line(exc, str(path), "'samples'")
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"x": 1}'])
+def test_bad_record_is_named(tmp_path, text):
+    path = tmp_path / "gen.json"
+    path.write_text(text)
+    with pytest.raises(UserInputError) as exc:
+        read_record(path, "config")
+    _one_line(exc, str(path))
+
+
+@pytest.mark.parametrize("saved_config", [lm_simulation._saved_config, polluted._saved_config])
+def test_run_json_without_config_is_named(tmp_path, saved_config):
+    (tmp_path / "run.json").write_text('{"x": 1}')
+    with pytest.raises(UserInputError) as exc:
+        saved_config(tmp_path)
+    _one_line(exc, "run.json", "'config'")
+
+
+def test_corpus_command_names_a_damaged_run_json(tmp_path):
+    (tmp_path / "run.json").write_text('{"x": 1}')
+    (tmp_path / "human.safetensors").write_bytes(GARBAGE)
+    res = CliRunner().invoke(cli, ["corpus", str(tmp_path), "--rebuild"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "run.json" in res.output and "'config'" in res.output
+
+
+def test_corpus_names_a_damaged_human_safetensors(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"config": {"seed": 0, "modes": []}, "train_file": "t.txt",
+                                                   "base_model": str(models_dir() / "base-lm")}))
+    (tmp_path / "human.safetensors").write_bytes(GARBAGE)
+    with pytest.raises(UserInputError) as exc:
+        lm.build_corpus(tmp_path)
+    _one_line(exc, "human.safetensors")
+
+
+def test_damaged_generation_model_names_its_folder(tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(models_dir() / "base-lm", model)
+    (model / "model.safetensors").write_bytes(GARBAGE)
+    (tmp_path / "model.json").write_text(json.dumps({"best_step": 1, "best_val_loss": 2.0, "tokens_per_s": 3.0}))
+    with pytest.raises(UserInputError) as exc:
+        train_or_load(model, tmp_path / "model.json", lambda: pytest.fail("retrained"), None, "cpu")
+    _one_line(exc, str(model))
+
+
+def test_damaged_training_record_is_named(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (tmp_path / "model.json").write_text('{"best_step": 1}')
+    with pytest.raises(UserInputError) as exc:
+        train_or_load(model, tmp_path / "model.json", lambda: pytest.fail("retrained"), None, "cpu")
+    _one_line(exc, "model.json", "'best_val_loss'")
+
+
+def test_vae_state_files_are_named(tmp_path):
+    (tmp_path / "config.json").write_text("[]")
+    with pytest.raises(UserInputError) as exc:
+        vae_collapse._check_config(tmp_path, vae_collapse.config_for("digits"))
+    _one_line(exc, "config.json")
+
+    (tmp_path / "gen000.json").write_text(json.dumps({m: 0.0 for m in vae_collapse.METRICS}))
+    (tmp_path / "gen000.npz").write_bytes(b"garbage")
+    with pytest.raises(UserInputError) as exc:
+        vae_collapse._load_generation(tmp_path, 0)
+    _one_line(exc, "gen000.npz")
+
+    np.savez(tmp_path / "gen000.npz", samples=np.zeros((2, 3)))
+    (tmp_path / "gen000.json").write_text('{"recall": 1.0}')
+    with pytest.raises(UserInputError) as exc:
+        vae_collapse._load_generation(tmp_path, 0)
+    _one_line(exc, "gen000.json", "'precision'")
+
+    (tmp_path / "vae0.safetensors").write_bytes(GARBAGE)
+    with pytest.raises(UserInputError) as exc:
+        vae_collapse._load_vae0(tmp_path, SimpleNamespace(n_pixels=64), vae_collapse.config_for("digits"))
+    _one_line(exc, "vae0.safetensors")
+
+
+def test_gmm_checkpoint_of_the_wrong_shape_is_named(tmp_path):
+    cfg = gmm.GMMConfig(generations=4, samples=20, runs=2, holdout=50, w2_levels=20, snapshots=(0,))
+    gmm.simulate(cfg, checkpoint_dir=tmp_path)
+    path = tmp_path / "run_0000.json"
+    rec = json.loads(path.read_text())
+    rec.update(weights=rec["weights"][:2], means=rec["means"][:2], variances=rec["variances"][:2])
+    path.write_text(json.dumps(rec))
+    with pytest.raises(gmm.CheckpointError) as exc:
+        gmm.simulate(cfg, checkpoint_dir=tmp_path)
+    _one_line(exc, str(path))
+    path.write_text("{broken")
+    with pytest.raises(gmm.CheckpointError) as exc:
+        gmm.simulate(cfg, checkpoint_dir=tmp_path)
+    _one_line(exc, str(path), "run 0")
