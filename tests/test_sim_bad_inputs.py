@@ -139,3 +139,22 @@ def test_gmm_checkpoint_of_the_wrong_shape_is_named(tmp_path):
     with pytest.raises(gmm.CheckpointError) as exc:
         gmm.simulate(cfg, checkpoint_dir=tmp_path)
     _one_line(exc, str(path), "run 0")
+
+
+# --------------------------------------------------------------------------- the lm's text files
+
+
+def test_no_texts_make_no_blocks():
+    tokenizer = lm.load_tokenizer(models_dir() / "base-lm")
+    assert lm.encode_blocks([], tokenizer, 32).shape == (0, 32)
+
+
+def test_empty_train_file_fails_before_the_run_writes_anything(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    out = tmp_path / "run"
+    cfg = lm.preset("tiny", base_model=str(models_dir() / "base-lm"), train_file=str(empty))
+    with pytest.raises(UserInputError) as exc:
+        lm.run_lm(cfg, out, progress=False)
+    _one_line(exc, str(empty), "no text to make 32-token blocks")
+    assert list(out.iterdir()) == []  # nothing that would block the corrected rerun

@@ -10,25 +10,31 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from collapse_sim.lm.config import LMConfig
+from hygiene.errors import UserInputError
 from hygiene.paths import data_dir
 
 
 def encode_blocks(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, block: int) -> torch.Tensor:
     """Tokenise ``texts`` as one stream (no special tokens) and cut it into ``(N, block)`` blocks (tail dropped)."""
+    if len(texts) == 0:  # a tokenizer given no texts fails with an IndexError
+        return torch.empty((0, block), dtype=torch.long)
     ids = [i for chunk in tokenizer(list(texts), add_special_tokens=False)["input_ids"] for i in chunk]
     n = len(ids) // block
     return torch.tensor(ids[: n * block], dtype=torch.long).view(n, block)
 
 
 def read_blocks(path: str | Path, tokenizer: PreTrainedTokenizerBase, block: int) -> torch.Tensor:
-    """The ``(N, block)`` token blocks of a text file, read as one stream."""
+    """The ``(N, block)`` token blocks of a text file, read as one stream; a file too short for two blocks
+    (a run needs a training and a held-out block, or an evaluation block and the one after it) is an error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text file not found: {path}")
-    blocks = encode_blocks(path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True), tokenizer,
-                           block)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise UserInputError(f"{path}: no text to make {block}-token blocks from")
+    blocks = encode_blocks(text.splitlines(keepends=True), tokenizer, block)
     if len(blocks) < 2:
-        raise ValueError(f"{path} holds fewer than two {block}-token blocks")
+        raise UserInputError(f"{path} holds fewer than two {block}-token blocks")
     return blocks
 
 
