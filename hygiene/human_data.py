@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from hygiene.errors import UserInputError, one_line
 from hygiene.paths import data_dir
 
 SPLITS = ("train", "calib", "eval")
@@ -69,13 +70,30 @@ def iter_documents(
                             split = split_of(doc_id)
                             if split not in wanted:
                                 continue
-                            text = json.loads(line).get("text") or ""
+                            text = _line_text(path, i, line)
                             if text.strip():
                                 yield HumanDoc(doc_id, source, split, text)
                 else:
                     split = "train" if source == "tinyshakespeare" else split_of(rel)
                     if split in wanted:
                         yield HumanDoc(rel, source, split, path.read_text(encoding="utf-8", errors="replace"))
+
+
+def _line_text(path: Path, i: int, line: str) -> str:
+    """The ``text`` of line ``i`` (0-based) of a JSONL file ("" for a blank line): a line that is not a JSON
+    object, or whose text is not a string, is a one-line error naming the file and line."""
+    if not line.strip():
+        return ""
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise UserInputError(f"{path}, line {i + 1}: not JSON ({one_line(exc)})") from exc
+    if not isinstance(record, dict):
+        raise UserInputError(f"{path}, line {i + 1}: not a JSON object")
+    text = record.get("text") or ""
+    if not isinstance(text, str):
+        raise UserInputError(f"{path}, line {i + 1}: \"text\" is not a string")
+    return text
 
 
 def passages(text: str, words: int = 200, max_passages: int | None = None) -> list[str]:

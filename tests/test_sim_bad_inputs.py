@@ -16,6 +16,7 @@ from collapse_sim.lm import simulation as lm_simulation
 from collapse_sim.lm.models import train_or_load
 from collapse_sim.resume import load_tensors, read_record, save_tensors
 from hygiene.errors import UserInputError
+from hygiene.human_data import iter_documents
 from hygiene.paths import models_dir
 
 GARBAGE = b"not a safetensors file"
@@ -158,3 +159,17 @@ def test_empty_train_file_fails_before_the_run_writes_anything(tmp_path):
         lm.run_lm(cfg, out, progress=False)
     _one_line(exc, str(empty), "no text to make 32-token blocks")
     assert list(out.iterdir()) == []  # nothing that would block the corrected rerun
+
+
+# --------------------------------------------------------------------------- the human pool
+
+
+@pytest.mark.parametrize("line, why", [("[1, 2]", "not a JSON object"), ('{"text": "a"', "not JSON"),
+                                       ('{"text": 3}', "not a string")])
+def test_bad_pool_line_names_file_and_line(tmp_path, monkeypatch, line, why):
+    (tmp_path / "web").mkdir()
+    (tmp_path / "web" / "web.jsonl").write_text('{"text": "fine"}\n\n' + line + "\n")
+    monkeypatch.setenv("COLLAPSE_HYGIENE_DATA", str(tmp_path))
+    with pytest.raises(UserInputError) as exc:
+        list(iter_documents(sources=["web"]))
+    _one_line(exc, "web.jsonl, line 3", why)
