@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from hygiene.atomic import atomic_open
+from hygiene.errors import UserInputError
 
 LABELS = ("human", "synthetic")
 SPLIT_NAMES = ("train", "validation", "test")
@@ -96,8 +98,18 @@ def load_corpus(corpus_dir: str | Path) -> Dataset:
     return ds
 
 
+def _check_fractions(fractions: Sequence[float]) -> None:
+    """Refuse split ``fractions`` that make no split: not three finite, non-negative numbers with a positive,
+    finite sum (NaN or infinity would put a source id in no split)."""
+    ok = len(fractions) == len(SPLIT_NAMES) and all(math.isfinite(f) and f >= 0 for f in fractions)
+    if not ok or not 0 < sum(fractions) < math.inf:
+        raise UserInputError(f"split fractions {tuple(fractions)}: need three finite, non-negative numbers "
+                             "with a positive sum (train, validation, test)")
+
+
 def split_of_source(source_id: str, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> str:
     """The split of a ``source_id``, chosen by a SHA-1 hash: stable across runs and machines."""
+    _check_fractions(fractions)
     u = int(hashlib.sha1(source_id.encode("utf-8")).hexdigest()[:12], 16) / 16**12
     bounds = [sum(fractions[: i + 1]) / sum(fractions) for i in range(len(fractions))]
     return next(name for name, b in zip(SPLIT_NAMES, bounds) if u < b)
@@ -107,8 +119,7 @@ def split_corpus(
     corpus_dir: str | Path, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
 ) -> dict[str, int]:
     """Split the corpus by ``source_id`` into ``corpus_dir/splits`` (HF) and ``<split>.jsonl``; return row counts."""
-    if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
-        raise ValueError(f"fractions must be three non-negative numbers, got {fractions}")
+    _check_fractions(fractions)
     corpus_dir = Path(corpus_dir)
     ds = load_corpus(corpus_dir)
     assignment = [split_of_source(s, fractions) for s in ds["source_id"]]

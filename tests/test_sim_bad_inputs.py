@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from collapse_sim import gmm, lm, polluted, vae_collapse
 from collapse_sim.cli import main as cli
+from collapse_sim.corpus import split_corpus, split_of_source
 from collapse_sim.lm import simulation as lm_simulation
 from collapse_sim.lm.models import train_or_load
 from collapse_sim.resume import load_tensors, read_record, save_tensors
@@ -173,3 +174,15 @@ def test_bad_pool_line_names_file_and_line(tmp_path, monkeypatch, line, why):
     with pytest.raises(UserInputError) as exc:
         list(iter_documents(sources=["web"]))
     _one_line(exc, "web.jsonl, line 3", why)
+
+
+# --------------------------------------------------------------------------- corpus splits
+
+
+@pytest.mark.parametrize("fractions", [(float("nan"), 0.5, 0.5), (float("inf"), 0.1, 0.1), (1e308, 1e308, 1e308),
+                                       (0.5, 0.5), (0.0, 0.0, 0.0), (-0.1, 0.6, 0.5)])
+def test_fractions_that_make_no_split_are_refused(tmp_path, fractions):
+    with pytest.raises(UserInputError, match="split fractions"):
+        split_of_source("a:0", fractions)
+    with pytest.raises(UserInputError, match="split fractions"):
+        split_corpus(tmp_path, fractions)  # refused before the corpus is read
