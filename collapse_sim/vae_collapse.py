@@ -266,9 +266,11 @@ def simulate(
     start = time.perf_counter()
     out = Path(out_dir)
     state = out / "state"
+    # the images first: a bad input fails before the run's configuration is written, so the corrected
+    # command is not refused as another configuration
+    data = load_images(cfg.dataset, cfg.held_out_fraction, cfg.seed, cfg.images, cfg.labels)
     state.mkdir(parents=True, exist_ok=True)
     _check_config(state, cfg)
-    data = load_images(cfg.dataset, cfg.held_out_fraction, cfg.seed, cfg.images, cfg.labels)
     space = FeatureSpace.fit(data.train, data.train_labels, data.n_classes, seed=cfg.seed, cfg=cfg.features)
     held_out_features = space.embed(data.held_out)
     with tqdm(total=cfg.runs * (cfg.generations + 1), desc="vae generations", disable=not progress) as bar:

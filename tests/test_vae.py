@@ -181,3 +181,4 @@ def test_cli_runs_and_reports_bad_idx_in_one_line(tmp_path):
                                "--out", str(tmp_path / "bad")])
     assert res.exit_code == 1
     assert "images.gz" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "bad" / "state" / "config.json").exists()  # the corrected command is not refused
