@@ -45,12 +45,13 @@ def load_default_detector(path: str | Path | None = None, device: str | None = N
     if not path.exists():
         raise UserInputError(
             f"no synthetic-text detector at {path}: train or install one, pass --detector PATH, "
-            "or switch the stage off with --no-synthetic"
+            "or switch the stage off (--no-synthetic, or synthetic.enabled=false in a config or --set)"
         )
     try:
         from hygiene.detector import load_detector
     except ImportError as exc:
-        raise UserInputError(f"the synthetic-text detector is unavailable ({exc}); use --no-synthetic") from None
+        raise UserInputError(f"the synthetic-text detector is unavailable ({exc}); switch the stage off "
+                             "(--no-synthetic, or synthetic.enabled=false)") from None
     from hygiene.lm import autocast_dtype, select_device
 
     select_device(device)  # an unknown or absent device: its own one-line error
