@@ -17,12 +17,14 @@ from collapse_sim.metrics import SimulationResult
 from collapse_sim.reuse import MODES, Reuse
 
 
-def _common(command: str, generations: int, samples: int, runs: int, resumes: str = "") -> Callable:
-    """The options every theory simulation takes, with that simulation's defaults."""
+def _common(command: str, generations: int, samples: int, runs: int, resumes: str = "",
+            min_samples: int = 1) -> Callable:
+    """The options every theory simulation takes, with that simulation's defaults (``min_samples``: the fewest
+    samples its estimator needs)."""
     options = [
         click.option("--generations", type=click.IntRange(min=1), default=generations, show_default=True,
                      help="Generations after the original."),
-        click.option("--samples", type=click.IntRange(min=1), default=samples, show_default=True,
+        click.option("--samples", type=click.IntRange(min=min_samples), default=samples, show_default=True,
                      help="Training samples per generation (M)."),
         click.option("--runs", type=click.IntRange(min=1), default=runs, show_default=True,
                      help="Independent runs; spread over runs is reported."),
@@ -73,7 +75,7 @@ def discrete(generations, samples, runs, seed, mode, real_fraction, out, quiet, 
 
 
 @main.command()
-@_common("gaussian", generations=1000, samples=100, runs=1000)
+@_common("gaussian", generations=1000, samples=100, runs=1000, min_samples=2)  # the unbiased variance
 @click.option("--growth", type=click.Choice(gaussian_sim.GROWTHS), default="constant", show_default=True,
               help="Sample size per generation: M, M(i+1) or M(i+1)^2.")
 @click.option("--mu", type=FINITE, default=0.0, show_default=True, help="Original mean.")
