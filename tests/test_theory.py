@@ -207,7 +207,7 @@ def test_commands_write_metrics_in_the_shared_schema_and_figures(tmp_path, comma
 
 def test_bad_input_is_a_one_line_error(tmp_path):
     res = CliRunner().invoke(main, ["gaussian", "--samples", "1", "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "samples must be at least 2" in res.output
+    assert res.exit_code == 2 and "'--samples': 1 is not in the range x>=2" in res.output
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "run_0000.json").write_text("{not json")
     res = CliRunner().invoke(main, ["gmm", "--generations", "3", "--out", str(tmp_path)])
