@@ -25,7 +25,7 @@ from tqdm import tqdm
 from collapse_sim.metrics import SimulationResult, config_dict
 from collapse_sim.mixture import Mixture, l2_distance, w2_distance
 from collapse_sim.plots import plot_density_panels, plot_metric_curves
-from collapse_sim.resume import read_record, reading
+from collapse_sim.resume import config_changes, read_record, reading
 from collapse_sim.reuse import Reuse
 from hygiene.atomic import write_json
 from hygiene.errors import UserInputError
@@ -144,8 +144,11 @@ def _load_checkpoint(path: Path, cfg_json: dict, run: int) -> Chain | None:
             not_converged = int(rec["not_converged"])
     except UserInputError as exc:
         raise CheckpointError(str(exc)) from exc
-    if rec["config"] != cfg_json:
-        raise CheckpointError(f"{path}: written with a different configuration; use another output directory")
+    # a run's chain depends on its own seed only, never on how many runs there are: another --runs reuses it
+    changed = config_changes(rec["config"], cfg_json, may_change=("runs",))
+    if changed:
+        raise CheckpointError(f"{path}: written with a different configuration ({', '.join(changed)}); "
+                              "use another output directory")
     shape = (cfg_json["generations"] + 1, len(cfg_json["means"]))
     if fits.weights.shape != shape:
         raise CheckpointError(f"{path}: arrays of shape {fits.weights.shape}, not {shape} (generations + 1, "
@@ -166,7 +169,7 @@ def simulate(cfg: GMMConfig, checkpoint_dir: str | Path | None = None, progress:
     """Run ``cfg.runs`` independent chains and summarise them in the shared metrics schema.
 
     With ``checkpoint_dir``, finished runs are stored there (``run_0000.json``, ...)
-    and reused when the same configuration is run again.
+    and reused when the same configuration is run again, with as many runs or another number.
     """
     cfg_json = json.loads(json.dumps(config_dict(cfg)))
     seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.runs + 1)

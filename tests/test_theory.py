@@ -176,8 +176,19 @@ def test_gmm_runs_resume_from_checkpoints_with_identical_results(tmp_path):
     (tmp_path / "run_0001.json").unlink()  # as if interrupted during run 1
     assert gmm.simulate(cfg, checkpoint_dir=tmp_path).to_dict() == first
     assert gmm.simulate(cfg).to_dict() == first
-    with pytest.raises(gmm.CheckpointError, match="run_0000.json"):
+    changed = r"run_0000.json: written with a different configuration \(holdout, seed, snapshots, w2_levels\)"
+    with pytest.raises(gmm.CheckpointError, match=changed):
         gmm.simulate(gmm.GMMConfig(generations=6, samples=50, runs=2, seed=10), checkpoint_dir=tmp_path)
+    # another number of runs reuses the finished ones (a run depends on its own seed only) and adds the rest
+    import dataclasses
+
+    more = dataclasses.replace(cfg, runs=3)
+    before = (tmp_path / "run_0000.json").read_bytes()
+    wider = gmm.simulate(more, checkpoint_dir=tmp_path).to_dict()
+    assert (tmp_path / "run_0000.json").read_bytes() == before and (tmp_path / "run_0002.json").is_file()
+    assert wider == gmm.simulate(more).to_dict()
+    assert gmm.simulate(dataclasses.replace(cfg, runs=1), checkpoint_dir=tmp_path).to_dict() == \
+        gmm.simulate(dataclasses.replace(cfg, runs=1)).to_dict()
 
 
 # --- command line -----------------------------------------------------------------------------
