@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +22,8 @@ from tqdm.auto import tqdm
 from collapse_sim import lm
 from collapse_sim.generation import Decoding
 from collapse_sim.polluted import write_documents
-from hygiene.atomic import atomic_open
+from collapse_sim.resume import read_record
+from hygiene.atomic import atomic_open, write_json
 from hygiene.errors import UserInputError
 from hygiene.human_data import SPLITS, HumanDoc, iter_documents, passages
 from hygiene.paths import data_dir
@@ -63,9 +65,11 @@ def page_documents(docs: Sequence[HumanDoc]) -> list[tuple[str, str, str]]:
 
 
 def continue_openings(model_path: str, openings: Sequence[str], n: int, seed: int, prompt_tokens: int = 64,
-                      doc_blocks: int = 3, batch_size: int = 32, progress: bool = False) -> list[tuple[int, str, str]]:
+                      doc_blocks: int = 3, batch_size: int = 32, progress: bool = False,
+                      parts: Path | None = None) -> list[tuple[int, str, str]]:
     """Pages the model writes after the first ``prompt_tokens`` tokens of each opening (those long enough),
-    up to ``n``, a third per decoding: (index into ``openings``, decoding label, page text)."""
+    up to ``n``, a third per decoding: (index into ``openings``, decoding label, page text). With ``parts``,
+    each decoding's pages are kept there as they are finished, and a decoding found there is not redone."""
     tok = lm.load_tokenizer(model_path)
     model = lm.load_model(model_path)
     usable, heads = [], []  # the first n openings long enough, tokenised in order until there are n
@@ -85,10 +89,16 @@ def continue_openings(model_path: str, openings: Sequence[str], n: int, seed: in
         part = prompts[k::3]
         if not len(part):
             continue
-        docs = write_documents(model, part, dec, doc_blocks, pad_token_id=tok.pad_token_id, batch_size=batch_size,
-                               seed=seed + k)
         label = f"{dec.method}" + (f"-top_p{dec.top_p}" if dec.top_p < 1 else "")
-        texts = tok.batch_decode(docs.tolist(), skip_special_tokens=True)
+        kept = parts / f"decoding-{k}.json" if parts is not None else None
+        if kept is not None and kept.is_file():  # finished before an interruption
+            texts = read_record(kept, "texts")["texts"]
+        else:
+            docs = write_documents(model, part, dec, doc_blocks, pad_token_id=tok.pad_token_id,
+                                   batch_size=batch_size, seed=seed + k)
+            texts = tok.batch_decode(docs.tolist(), skip_special_tokens=True)
+            if kept is not None:
+                write_json(kept, {"texts": texts})
         out += [(usable[k + 3 * j], label, t.strip()) for j, t in enumerate(texts)]
         bar.update(len(texts))
     bar.close()
@@ -99,14 +109,29 @@ def write_pages(model_path: str, out: str | Path, config: PagesConfig = PagesCon
                 progress: bool = False) -> dict[str, int]:
     """Write ``config.n`` labelled pages (JSON lines: ``text``, ``label`` synthetic, ``generator``, ``decoding``,
     ``domain``, ``group`` = the opened document's pool id, so a page and its document share a group) to
-    ``out``; return the count per domain. Deterministic for a model, config and machine."""
+    ``out``; return the count per domain. Deterministic for a model, config and machine. Each finished
+    decoding is kept in ``<out>.partial/`` until the file is written, so an interrupted run of the same
+    model and config resumes there (another one starts over)."""
     torch.manual_seed(config.seed)
     docs = page_documents(list(iter_documents(sources=config.domains, splits=[config.split])))
     if not docs:
         raise UserInputError(f"no human-pool document of split {config.split!r} in {data_dir()} to open a page with")
     random.Random(config.seed).shuffle(docs)
-    pages = continue_openings(model_path, [t for _, _, t in docs], config.n, config.seed, config.prompt_tokens,
-                              config.doc_blocks, config.batch_size, progress)
+    parts = Path(f"{out}.partial")
+    files = sorted(p for p in Path(model_path).rglob("*") if p.is_file())
+    state = json.loads(json.dumps({"model": str(Path(model_path).resolve()), "config": asdict(config),
+                                   "model_files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]}))
+    if parts.is_dir() and (not (parts / "state.json").is_file() or read_record(parts / "state.json") != state):
+        shutil.rmtree(parts)  # an interrupted run of another model or config: nothing of it is reused
+    parts.mkdir(parents=True, exist_ok=True)
+    write_json(parts / "state.json", state)
+    try:
+        pages = continue_openings(model_path, [t for _, _, t in docs], config.n, config.seed, config.prompt_tokens,
+                                  config.doc_blocks, config.batch_size, progress, parts)
+    except UserInputError:
+        if not any(parts.glob("decoding-*.json")):  # nothing finished: leave nothing behind
+            shutil.rmtree(parts)
+        raise
     name = Path(model_path).name
     counts: dict[str, int] = {}
     with atomic_open(Path(out)) as fh:
@@ -116,4 +141,5 @@ def write_pages(model_path: str, out: str | Path, config: PagesConfig = PagesCon
                    "domain": domain, "group": f"pool:{doc_id.split('#')[0]}", "split": config.split}
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             counts[domain] = counts.get(domain, 0) + 1
+    shutil.rmtree(parts)
     return counts

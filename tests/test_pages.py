@@ -60,3 +60,40 @@ def test_pages_are_labelled_grouped_by_their_document_and_deterministic(shared_d
         assert r["group"].startswith("pool:") and split_of(doc_id) == "eval" or doc_id.startswith("books/")
         assert r["text"].strip() and r["generator"].startswith("lm:base-lm:")
     assert {t.label for t in read_labelled(tmp_path / "a.jsonl")} == {1}
+
+
+def test_an_interrupted_run_resumes_after_its_finished_decodings(shared_data, tmp_path, monkeypatch):
+    if not (BASE_LM / "config.json").is_file():
+        pytest.skip("no shipped base LM")
+    import collapse_sim.pages as pages_module
+
+    cfg = PagesConfig(n=6, split="eval", prompt_tokens=16, doc_blocks=1, seed=3)
+    write_pages(str(BASE_LM), tmp_path / "whole.jsonl", cfg)
+    real, calls, stop = pages_module.write_documents, [], [2]  # interrupted in its second decoding
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) in stop:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pages_module, "write_documents", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_pages(str(BASE_LM), tmp_path / "p.jsonl", cfg)
+    assert not (tmp_path / "p.jsonl").exists() and (tmp_path / "p.jsonl.partial" / "decoding-0.json").is_file()
+    calls.clear()
+    stop.clear()
+    write_pages(str(BASE_LM), tmp_path / "p.jsonl", cfg)
+    assert len(calls) == 2  # the first decoding was not written again
+    assert (tmp_path / "p.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+    assert not (tmp_path / "p.jsonl.partial").exists()
+    # an interrupted run of another config is not reused
+    calls.clear()
+    stop.append(2)
+    with pytest.raises(KeyboardInterrupt):
+        write_pages(str(BASE_LM), tmp_path / "q.jsonl", cfg)
+    calls.clear()
+    stop.clear()
+    write_pages(str(BASE_LM), tmp_path / "q.jsonl", PagesConfig(n=6, split="eval", prompt_tokens=16, doc_blocks=1,
+                                                                seed=4))
+    assert len(calls) == 3
