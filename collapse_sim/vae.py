@@ -106,7 +106,14 @@ def save_vae(vae: VAE, path: str | os.PathLike) -> None:
 
 
 def load_vae(path: str | os.PathLike, n_pixels: int, cfg: VAEConfig = VAEConfig()) -> VAE:
-    """A VAE with ``cfg``'s architecture and the weights saved at ``path``."""
+    """A VAE with ``cfg``'s architecture and the weights saved at ``path``; weights of another architecture
+    are a one-line ``ValueError``."""
     vae = VAE(n_pixels, cfg)
-    vae.load_state_dict(load_file(str(path)))
+    try:
+        vae.load_state_dict(load_file(str(path)))
+    except RuntimeError as exc:  # load_state_dict's missing, unexpected or mis-shaped tensors
+        if not str(exc).startswith("Error(s) in loading state_dict"):
+            raise
+        raise ValueError(f"weights of another architecture, not a VAE of {n_pixels} pixels with this "
+                         "configuration") from None
     return vae.to(cfg.device).eval()

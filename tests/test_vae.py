@@ -113,6 +113,8 @@ def test_vae_is_deterministic_and_samples_live_on_the_pixel_grid(tmp_path):
     save_vae(a, tmp_path / "vae.safetensors")
     again = load_vae(tmp_path / "vae.safetensors", 16, cfg)
     np.testing.assert_array_equal(sample_images(again, 50, 16, "mean", seed=5), means)
+    with pytest.raises(ValueError, match="weights of another architecture, not a VAE of 25 pixels"):
+        load_vae(tmp_path / "vae.safetensors", 25, cfg)
 
 
 @pytest.fixture(scope="module")
