@@ -429,9 +429,7 @@ class Detector:
             return np.zeros((0, 2))
         if self.first_pass_ is None or not self.use_cascade:
             self.last_settled_ = np.zeros(len(texts), dtype=bool)
-            X = self.features(texts, progress=progress, first=first)
-            p = self.predict_proba_features(X)[:, 1]
-            p[~self.judged_features(X)] = np.nan
+            p = self.judged_proba_features(self.features(texts, progress=progress, first=first))
             return np.column_stack([1 - p, p])
         first = self.first_pass_features(texts) if first is None else self._check_first(first, len(texts))
         p, settled = self._first_pass(first)
@@ -439,15 +437,22 @@ class Detector:
         self.last_settled_ = settled
         if len(inside):
             X = self.features([texts[i] for i in inside], progress=progress, first=first[inside])
-            p[inside] = self.predict_proba_features(X)[:, 1]
-        scorer = self.featurizer.scorer if self.config.features.lm is not None else None
-        if scorer is not None:
-            p[[len(ids) < MIN_TOKENS for ids in scorer.tokenize(texts)]] = np.nan
+            p[inside] = self.judged_proba_features(X)
+        done = np.flatnonzero(settled)
+        if len(done) and self.config.features.lm is not None:  # no language model read these: count their tokens
+            short = [len(ids) < MIN_TOKENS for ids in self.featurizer.scorer.tokenize([texts[i] for i in done])]
+            p[done[short]] = np.nan
         return np.column_stack([1 - p, p])
 
-    def judged_features(self, X: np.ndarray) -> np.ndarray:
-        """Which rows of a feature matrix hold language-model evidence (a ``length`` of :data:`MIN_TOKENS` tokens
-        or more); :meth:`predict_proba` gives the others NaN."""
+    def judged_proba_features(self, X: np.ndarray) -> np.ndarray:
+        """P(machine) of each row of a feature matrix as :meth:`predict_proba` gives it: NaN where the row holds
+        no language-model evidence (a ``length`` under :data:`MIN_TOKENS` tokens)."""
+        p = self.predict_proba_features(X)[:, 1]
+        p[~self._judged(X)] = np.nan
+        return p
+
+    def _judged(self, X: np.ndarray) -> np.ndarray:
+        """Which rows of a feature matrix hold language-model evidence."""
         if "length" not in self.feature_names:
             return np.ones(len(X), dtype=bool)
         return np.asarray(X)[:, self.feature_names.index("length")] >= MIN_TOKENS

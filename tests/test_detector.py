@@ -261,6 +261,11 @@ def test_cli_train_evaluate_score_calibrate(cli_setup):
                    "--keep-fields", "source_id"])
     row = json.loads((root / "kept.jsonl").read_text().splitlines()[0])
     assert r.exit_code == 0 and row["source_id"] == "doc0" and "label" not in row
+    # a text too short to judge: its row holds null, not a probability
+    (root / "short.jsonl").write_text('{"text": ""}\n' + json.dumps({"text": "a text of a good few words to judge"}) + "\n")
+    r = run(main, ["score", str(root / "short.jsonl"), "--detector", str(det), "--no-progress"])
+    short = [json.loads(x) for x in (root / "short.scores.jsonl").read_text().splitlines()]
+    assert r.exit_code == 0 and short[0]["p_machine"] is None and 0 <= short[1]["p_machine"] <= 1, r.output
     # as filter does: written, but exit 1 when nothing could be scored
     (root / "empty.jsonl").write_text("")
     (root / "bad.jsonl").write_text('{"body": "a"}\n{"body": "b"}\n')

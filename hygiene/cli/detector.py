@@ -91,7 +91,7 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
 
             def fn(texts):
                 X = det.features(texts)
-                p = np.where(det.judged_features(X), det.predict_proba_features(X)[:, 1], np.nan)  # NaN: too short
+                p = det.judged_proba_features(X)  # NaN: too short to judge
                 # scores only: the hidden-state and embedding components are the classifier's, not the reader's
                 return {**{n: X[:, i] for i, n in enumerate(det.feature_names) if not is_vector_feature(n)},
                         "p_machine": p, "flagged": p > det.threshold_}
