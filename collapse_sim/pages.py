@@ -27,6 +27,7 @@ from hygiene.atomic import atomic_open, write_json
 from hygiene.errors import UserInputError
 from hygiene.human_data import SPLITS, HumanDoc, iter_documents, passages
 from hygiene.paths import data_dir
+from hygiene.records import file_states
 
 #: the decodings pages are written in, a third of the pages each
 DECODINGS = (Decoding("beam", num_beams=5), Decoding("sample"), Decoding("sample", top_p=0.95))
@@ -118,9 +119,8 @@ def write_pages(model_path: str, out: str | Path, config: PagesConfig = PagesCon
         raise UserInputError(f"no human-pool document of split {config.split!r} in {data_dir()} to open a page with")
     random.Random(config.seed).shuffle(docs)
     parts = Path(f"{out}.partial")
-    files = sorted(p for p in Path(model_path).rglob("*") if p.is_file())
     state = json.loads(json.dumps({"model": str(Path(model_path).resolve()), "config": asdict(config),
-                                   "model_files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]}))
+                                   "model_files": file_states(Path(model_path))}))
     if parts.is_dir() and (not (parts / "state.json").is_file() or read_record(parts / "state.json") != state):
         shutil.rmtree(parts)  # an interrupted run of another model or config: nothing of it is reused
     parts.mkdir(parents=True, exist_ok=True)

@@ -173,14 +173,16 @@ def shards_outside(shards: Sequence[Shard], out_dir: Path | None) -> list[Shard]
     return kept
 
 
-def shard_states(shards: Sequence[Shard]) -> list[tuple[str, str | None, list[tuple[str, int, int]]]]:
-    """Each shard's name and split with the name, size and modification time of its file, or of every file
-    under it (a saved dataset): what says an input was rewritten since a run began."""
-    def files(path: Path) -> list[Path]:
-        return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+def file_states(path: Path) -> list[tuple[str, int, int]]:
+    """The name, size and modification time of ``path``, or of every file under it (a saved dataset, a model
+    folder): what says an input was rewritten since a run began."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files]
 
-    return [(s.name, s.split, [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files(s.path)])
-            for s in shards]
+
+def shard_states(shards: Sequence[Shard]) -> list[tuple[str, str | None, list[tuple[str, int, int]]]]:
+    """Each shard's name and split with its :func:`file_states`."""
+    return [(s.name, s.split, file_states(s.path)) for s in shards]
 
 
 def _open_binary(path: Path) -> IO[bytes]:
