@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import math
-import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import click
+
+from hygiene.progress import hide_library_bars
 
 
 RESUMES = "an interrupted run resumes after its last finished generation"
@@ -72,12 +72,7 @@ def refuse_overlap(out: Path, inputs: Iterable[str | Path | None]) -> None:
 def _quiet(ctx: click.Context, param: click.Parameter, quiet: bool) -> bool:
     """With ``--quiet``, the loading and saving bars of the Hugging Face libraries go too."""
     if quiet:
-        os.environ.update(HF_HUB_DISABLE_PROGRESS_BARS="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
-        for module, hide in (("huggingface_hub.utils", "disable_progress_bars"),
-                             ("transformers.utils.logging", "disable_progress_bar"),
-                             ("datasets", "disable_progress_bars")):
-            if module in sys.modules:  # imported already: the variables above come too late for it
-                getattr(sys.modules[module], hide)()
+        hide_library_bars()
     return quiet
 
 

@@ -12,13 +12,6 @@ def main() -> None:
     """Detect synthetic text and filter crawled corpora, every record accounted for."""
 
 
-def hide_loading_bars() -> None:
-    """With ``--no-progress``: the language models' loading bars go too."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
 # One module per command family; each registers its commands on ``main`` here.
 # (keep one import line per module)
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from hygiene.cli import hide_loading_bars, main
+from hygiene.cli import main
 from hygiene.config import AUTOCASTS, BACKENDS
 from hygiene.errors import UserInputError
+from hygiene.progress import hide_library_bars
 
 _CLASSIFIERS = click.Choice(["hgb", "logistic"])
 _DTYPES = click.Choice(["auto", "float32", "bfloat16", "float16"])
@@ -77,7 +78,7 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
 
     out = Path(out_path) if out_path else Path(input_path).with_suffix(".scores.jsonl")
     if not progress:
-        hide_loading_bars()
+        hide_library_bars()
     try:
         if lm is None:
             if any((sampler, observer, performer)):

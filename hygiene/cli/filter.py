@@ -6,9 +6,10 @@ from typing import Any, Callable
 
 import click
 
-from hygiene.cli import hide_loading_bars, main
+from hygiene.cli import main
 from hygiene.config import AUTOCASTS, BACKENDS, HASH_SCHEMES, TXT_UNITS, profiles
 from hygiene.errors import UserInputError
+from hygiene.progress import hide_library_bars
 
 
 def _common_options(func: Callable) -> Callable:
@@ -98,7 +99,7 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
         raise click.UsageError("--ray-address and --gpus-per-worker need --engine ray")
     profile = options.pop("profile")
     if not progress:
-        hide_loading_bars()
+        hide_library_bars()
     try:
         config = load_config(config_path, {**_overrides(**options), **forced}, assignments, profile)
         config.stages += [StageSpec(path) for path in stages]
