@@ -401,6 +401,7 @@ def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path,
     """``CARD.md``: what the detector is, the data it saw, the command that remakes it, and every measure."""
     full = results["all features"]
     data = results["data"]
+    lexical_only = {k: v for k, v in data.get("lexical_only", {}).items() if v["human"] or v["machine"]}
     f = det.config.features
 
     def fig(s: dict, key: str = "auroc", fmt: str = ".3f") -> str:
@@ -450,8 +451,8 @@ def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path,
         "",
         *(["The lexical model also reads more texts of the same training groups, which the language models "
            "do not score: " + ", ".join(f"{k} {v['human']:,} human / {v['machine']:,} machine"
-                                         for k, v in data["lexical_only"].items()) + ".", ""]
-          if data.get("lexical_only") else []),
+                                         for k, v in lexical_only.items()) + ".", ""]
+          if lexical_only else []),
         f"Threshold set: {', '.join(f'{k} {v:,}' for k, v in data['threshold'].items())} human texts. "
         f"Evaluation only: {', '.join(f'{k} {v:,}' for k, v in data['eval'].items())} texts. detect-chat groups "
         f"by role: {', '.join(f'{k} {v:,}' for k, v in data['detect_chat_groups'].items())}.",
