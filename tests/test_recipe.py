@@ -28,6 +28,20 @@ def test_each_shipped_detector_is_what_its_recipe_makes(name):
     assert shipped.scoring == recipe.detector.features.scoring and shipped.lm == recipe.detector.features.lm
 
 
+def test_the_shipped_card_states_the_shipped_detector():
+    """The card is written from the build it describes: its threshold and cascade bound are the shipped ones,
+    and it names no part of the data with no texts in it."""
+    from hygiene.detector import load_detector
+
+    det = load_detector("detector")
+    recipe = load_recipe(models_dir() / "detector" / "recipe.yaml")
+    card = (models_dir() / "detector" / "CARD.md").read_text()
+    assert f"Threshold **{det.threshold_:.4f}**" in card
+    assert det.config.cascade == recipe.detector.cascade
+    assert f"at most {100 * recipe.detector.cascade.max_disagreement:g}% differing decisions" in card
+    assert "0 human / 0 machine" not in card
+
+
 def test_the_shipped_models_stay_under_60_mb():
     size = sum(p.stat().st_size for p in models_dir().rglob("*") if p.is_file())
     assert size < 60e6, f"models/ holds {size / 1e6:.1f} MB"
