@@ -1,6 +1,7 @@
 """The theory simulations against theory: fixed seeds, tolerances from the sampling error."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -180,8 +181,6 @@ def test_gmm_runs_resume_from_checkpoints_with_identical_results(tmp_path):
     with pytest.raises(gmm.CheckpointError, match=changed):
         gmm.simulate(gmm.GMMConfig(generations=6, samples=50, runs=2, seed=10), checkpoint_dir=tmp_path)
     # another number of runs reuses the finished ones (a run depends on its own seed only) and adds the rest
-    import dataclasses
-
     more = dataclasses.replace(cfg, runs=3)
     before = (tmp_path / "run_0000.json").read_bytes()
     wider = gmm.simulate(more, checkpoint_dir=tmp_path).to_dict()
