@@ -1,8 +1,8 @@
 """Zero-shot scores of texts under reference language models: the detector's features.
 
-Per token (vectorised over batch x position x vocabulary) we take the scoring
-model's log-probability of the observed token, its rank and the entropy of the
-predicted distribution; per text we average them and derive:
+Per token (vectorised over scored positions x vocabulary, a cache-sized chunk of
+positions at a time) we take the scoring model's log-probability of the observed token,
+its rank and the entropy of the predicted distribution; per text we average them and derive:
 
 - ``ll``: mean log-likelihood (Gehrmann et al. 2019; Solaiman et al. 2019);
 - ``logrank``: mean log-rank (rank 1 = the model's top choice);
@@ -144,6 +144,10 @@ class Scorer:
                 check_shared_tokenizer(lm, other)
         limits = [m.max_length for m in self._models() if m.max_length is not None]
         self.max_tokens = min([config.max_tokens, *limits])
+        #: scored positions whose vocabulary-wide statistics are computed at once; None = by device: 64 on
+        #: CPU (their tensors stay in cache), 4096 on GPU (bounding a large vocabulary's temporaries).
+        #: No score depends on it (tested)
+        self.stats_chunk: int | None = None
         depth = lm.model.config.num_hidden_layers
         #: indices into the model's ``hidden_states`` (0 = embeddings) returned as features
         self.hidden_layers = tuple(sorted({round(d * depth) for d in config.hidden_layers}))
@@ -235,46 +239,14 @@ class Scorer:
             with torch.autocast(dev.type, dtype=m.autocast) if m.autocast is not None else contextlib.nullcontext():
                 out = m.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
                               output_hidden_states=want_hidden)
-            # position t predicts token t+1; float32 whatever the model's dtype (no copy when they already
-            # are: nothing else reads the model's output, so the statistics below may work in place)
+            # position t predicts token t+1; float32 whatever the model's dtype (no copy when they already are)
             logits[id(m)] = out.logits[:, :-1].to(home, torch.float32)
             for layer in self.hidden_layers if want_hidden else ():
                 h = out.hidden_states[layer].to(home, torch.float32)  # (batch, length, width)
                 pooled.append((h * mask[..., None]).sum(1) / mask.sum(-1, keepdim=True))  # every token of the text
-        vocab = min(x.shape[-1] for x in logits.values())  # embeddings may be padded past the tokenizer
         labels = ids[:, 1:]
         valid = (mask[:, 1:] * mask[:, :-1]).bool()
-
-        # per-token scores, in as few passes over (batch, position, vocab) as possible, in place
-        score_logits = logits[id(self.lm)][..., :vocab].clamp_(min=_MIN_LOGIT)
-        token_logit = score_logits.gather(-1, labels[..., None])
-        rank = (score_logits > token_logit).sum(-1) + 1
-        logp = score_logits.sub_(torch.logsumexp(score_logits, -1, keepdim=True))
-        token = {"logp": logp.gather(-1, labels[..., None]).squeeze(-1), "rank": rank}
-        # Binoculars' observer is often the scoring model: keep its p then, not a second softmax
-        p = logp.exp()
-        observer_p = p if self.observer is self.lm else None
-        plogp = p.mul(logp) if observer_p is not None else p.mul_(logp)
-        token["entropy"] = -plogp.sum(-1)
-        # Fast-DetectGPT: mean and variance of log p(x~_t) for x~_t ~ q(.|x_<t), q the sampling model
-        if self.sampler is self.lm:
-            qlogp = plogp  # q = p: E_q[log p] is minus the entropy
-        else:
-            qlogp = torch.softmax(logits[id(self.sampler)][..., :vocab], -1).mul_(logp)
-        token["mu"] = qlogp.sum(-1)
-        token["var"] = qlogp.mul_(logp).sum(-1) - token["mu"].square()
-        if self.contrast is not None:
-            contrast_logp = torch.log_softmax(logits[id(self.contrast)][..., :vocab].clamp(min=_MIN_LOGIT), -1)
-            token["contrast_logp"] = contrast_logp.gather(-1, labels[..., None]).squeeze(-1)
-            token["contrast_entropy"] = -contrast_logp.exp().mul_(contrast_logp).sum(-1)
-        if self.observer is not None and self.performer is not None:
-            # (if either is the scoring model, its logits now hold log p: (log-)softmax is shift-invariant)
-            perf_logp = (contrast_logp if self.performer is self.contrast
-                         else torch.log_softmax(logits[id(self.performer)][..., :vocab].clamp(min=_MIN_LOGIT), -1))
-            obs_p = observer_p if observer_p is not None else torch.softmax(logits[id(self.observer)][..., :vocab], -1)
-            token["perf_nll"] = -perf_logp.gather(-1, labels[..., None]).squeeze(-1)
-            token["cross_nll"] = -(obs_p * perf_logp).sum(-1)
-
+        token = self._token_scores(logits, labels, valid)
         feats = self._reduce(token, valid)
         if self.config.body_from:
             # the same scores over the body alone: the tokens at position body_from and later of each text
@@ -285,6 +257,73 @@ class Scorer:
             h = h.cpu().double().numpy()
             result.update({f"hidden{layer}_{i}": h[:, i] for i in range(h.shape[1])})
         return result
+
+    def _token_scores(self, logits: dict[int, torch.Tensor], labels: torch.Tensor,
+                      valid: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-token scores, shape (batch, position), at the ``valid`` positions (0 elsewhere).
+
+        Only scored positions are read (no padding), a chunk of them at a time: the chunk's
+        (positions x vocabulary) tensors stay in the CPU's cache, and on a GPU they bound the
+        temporaries of a large-vocabulary model. Each position is computed as a whole, so
+        the chunk size changes no score.
+        """
+        vocab = min(x.shape[-1] for x in logits.values())  # embeddings may be padded past the tokenizer
+        batch_idx, pos_idx = valid.nonzero(as_tuple=True)
+        y = labels[batch_idx, pos_idx][:, None]
+        n = len(y)
+        names = ["logp", "rank", "entropy", "mu", "var"]
+        names += ["contrast_logp", "contrast_entropy"] if self.contrast is not None else []
+        names += ["perf_nll", "cross_nll"] if self.observer is not None and self.performer is not None else []
+        flat = {k: torch.empty(n, dtype=torch.float32, device=valid.device) for k in names}
+        step = self.stats_chunk or (64 if valid.device.type == "cpu" else 4096)
+        for start in range(0, n, step):
+            at = slice(start, start + step)
+            rows = (batch_idx[at], pos_idx[at])
+            for k, v in self._chunk_scores({m: x[rows + (slice(None, vocab),)] for m, x in logits.items()},
+                                           y[at]).items():
+                flat[k][at] = v
+        token = {}
+        for k, v in flat.items():
+            token[k] = torch.zeros(valid.shape, dtype=torch.float32, device=valid.device)
+            token[k][batch_idx, pos_idx] = v
+        return token
+
+    def _chunk_scores(self, logits: dict[int, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-token scores of a chunk of positions: ``logits`` (positions x vocabulary, float32,
+        owned: worked on in place) of each model, ``y`` the observed tokens (positions x 1)."""
+        # in as few passes over the vocabulary as possible
+        score_logits = logits[id(self.lm)].clamp_(min=_MIN_LOGIT)
+        token_logit = score_logits.gather(-1, y)
+        # the rank: 1 + the count of strictly higher logits (relu(d).sign() is 1 exactly where d > 0;
+        # twice as fast as summing a comparison on a CPU)
+        rank = torch.relu(score_logits - token_logit).sign_().sum(-1) + 1
+        logp = score_logits.sub_(torch.logsumexp(score_logits, -1, keepdim=True))
+        token = {"logp": logp.gather(-1, y).squeeze(-1), "rank": rank}
+        # Binoculars' observer is often the scoring model: keep its p then, not a second softmax
+        p = logp.exp()
+        observer_p = p if self.observer is self.lm else None
+        plogp = p.mul(logp) if observer_p is not None else p.mul_(logp)
+        token["entropy"] = -plogp.sum(-1)
+        # Fast-DetectGPT: mean and variance of log p(x~_t) for x~_t ~ q(.|x_<t), q the sampling model
+        if self.sampler is self.lm:
+            qlogp = plogp  # q = p: E_q[log p] is minus the entropy
+            token["mu"] = -token["entropy"]
+        else:
+            qlogp = torch.softmax(logits[id(self.sampler)], -1).mul_(logp)
+            token["mu"] = qlogp.sum(-1)
+        token["var"] = qlogp.mul_(logp).sum(-1) - token["mu"].square()
+        if self.contrast is not None:
+            contrast_logp = torch.log_softmax(logits[id(self.contrast)].clamp_(min=_MIN_LOGIT), -1)
+            token["contrast_logp"] = contrast_logp.gather(-1, y).squeeze(-1)
+            token["contrast_entropy"] = -contrast_logp.exp().mul_(contrast_logp).sum(-1)
+        if self.observer is not None and self.performer is not None:
+            # (if either is the scoring model, its logits now hold log p: (log-)softmax is shift-invariant)
+            perf_logp = (contrast_logp if self.performer is self.contrast
+                         else torch.log_softmax(logits[id(self.performer)].clamp(min=_MIN_LOGIT), -1))
+            obs_p = observer_p if observer_p is not None else torch.softmax(logits[id(self.observer)], -1)
+            token["perf_nll"] = -perf_logp.gather(-1, y).squeeze(-1)
+            token["cross_nll"] = -(obs_p * perf_logp).sum(-1)
+        return token
 
     def _reduce(self, token: dict[str, torch.Tensor], valid: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-text features from the per-token scores, over the positions ``valid`` marks (NaN where none)."""

@@ -157,6 +157,22 @@ def test_batch_size_and_padding_side_do_not_change_scores(models, config):
         np.testing.assert_allclose(got[name], ref[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("roles", [dict(observer=0, performer=2, contrast=2), dict(sampler=1, observer=1, performer=0),
+                                   dict(contrast=1)], ids=["detector", "sampler+binoculars", "contrast"])
+def test_statistics_chunk_changes_no_score(models, roles):
+    """The vocabulary-wide statistics run over a few scored positions at a time; each position is
+    computed whole, so every chunk size gives the same scores, to the bit."""
+    config = ScoringConfig(token_stats=True, hidden_layers=(1.0,), body_from=3, batch_size=3)
+    results = []
+    for chunk in (None, 1, 5, 10_000):
+        scorer = Scorer(models[0], config=config, **{role: models[i] for role, i in roles.items()})
+        scorer.stats_chunk = chunk
+        results.append(scorer.score(TEXTS))
+    for got in results[1:]:
+        for name in results[0]:
+            np.testing.assert_array_equal(got[name], results[0][name], err_msg=name)
+
+
 def test_body_scores_are_the_scores_of_the_tokens_after_the_opening(models):
     """``body_<name>`` is ``<name>`` over the tokens at position ``body_from`` and later, in their full context."""
     lm, contrast = models[0], models[2]
