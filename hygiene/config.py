@@ -138,12 +138,12 @@ class SyntheticConfig:
     #: detector runs on the CPU, off on a GPU, where the language models cost less than the first pass
     cascade: bool | None = None
     device: str | None = None  # torch device of the detector's language models; None: cuda when available, else cpu
-    #: "bfloat16": the language models run under bfloat16 autocast, the filter about 1.5-1.8x as fast on a CPU
+    #: "bfloat16": the language models run under bfloat16 autocast, the filter about 1.5-1.9x as fast on a CPU
     #: with bfloat16 instructions (AVX512-BF16, AMX) and far slower on one without; P(machine) moves by up to
     #: 0.07 and about 0.1% of decisions change (docs/benchmarks.md); None: float32, what the classifier was fitted on
     autocast: str | None = None
     #: "onnxruntime": the language models run by ONNX Runtime on the CPU (pip install onnxruntime onnxscript;
-    #: exported once into a cache), the same scores as "torch", the filter about 1.6x as fast on some CPUs
+    #: exported once into a cache), the same scores as "torch", the filter about 1.6-1.7x as fast on some CPUs
     #: (docs/benchmarks.md); "auto": onnxruntime for float32 models on the CPU where it is installed, else torch
     backend: str = "auto"
 

@@ -142,12 +142,12 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
                    "only the rest [on for a detector on the CPU, off on a GPU].")
 @click.option("--device", default=None, help="torch device of the detector, e.g. cpu or cuda:1 [cuda when available, else cpu].")
 @click.option("--autocast", type=click.Choice(AUTOCASTS), default=None,
-              help="Run the detector's language models under bfloat16 autocast: the filter about 1.5-1.8x as fast on "
+              help="Run the detector's language models under bfloat16 autocast: the filter about 1.5-1.9x as fast on "
                    "a CPU with bfloat16 instructions (AVX512-BF16, AMX), far slower on one without; about 0.1% of "
                    "decisions change [float32].")
 @click.option("--backend", type=click.Choice(BACKENDS), default=None,
               help="What runs the detector's language models: onnxruntime (CPU; pip install onnxruntime "
-                   "onnxscript) gives the same scores, the filter about 1.6x as fast; auto uses it for float32 "
+                   "onnxscript) gives the same scores, the filter about 1.6-1.7x as fast; auto uses it for float32 "
                    "models on the CPU where it is installed [auto].")
 def filter_cmd(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
                resume: bool, overwrite: bool, dry_run: bool, progress: bool, **options: Any) -> None:
