@@ -4,8 +4,8 @@ Runs one after the other, on the same documents (the example crawl, ``examples/c
 human pages, boilerplate, exact and near duplicates, machine pages, with its truth file). Baseline: the
 default (human) profile with ``synthetic.cascade: false``, which is what the filter did before the
 cascade. Then the default with the cascade and torch, in one process (torch on every core) and in two worker
-processes (one torch thread each), the gopher profile with it (the pre-``human`` default: the
-crawl's removals to compare), the default with the cascade and the shipped fast detector
+processes (one thread each, with torch and with ONNX Runtime; batches of :data:`WORKER_BATCH` records), the
+gopher profile with it (the pre-``human`` default: the crawl's removals to compare), the default with the cascade and the shipped fast detector
 (``detector-fast``: its language models read 160 tokens a text, the default's 256), and the default with
 the cascade and ``--autocast bfloat16`` (the language models' products in bfloat16: pays on a CPU with
 bfloat16 instructions) or ONNX Runtime running them (the default where it is installed; exported before the
@@ -48,11 +48,16 @@ CRAWL = Path(__file__).resolve().parents[1] / "examples" / "crawl"
 RUNS = (("human profile, every document scored in full (baseline)", "human", False, 1, None, None, "torch"),
         ("human profile, cascade, torch (the default without onnxruntime)", "human", True, 1, None, None, "torch"),
         ("human profile, cascade, --workers 2 (one torch thread each)", "human", True, 2, None, None, "torch"),
+        ("human profile, cascade, onnxruntime, --workers 2 (one thread each)", "human", True, 2, None, None,
+         "onnxruntime"),
         ("gopher profile, cascade", "gopher", True, 1, None, None, "torch"),
         ("human profile, cascade, --detector detector-fast", "human", True, 1, "detector-fast", None, "torch"),
         ("human profile, cascade, --autocast bfloat16", "human", True, 1, None, "bfloat16", "torch"),
         ("human profile, cascade, onnxruntime (the default where it is installed)", "human", True, 1, None, None,
          "onnxruntime"))
+#: records per batch in the runs with worker processes: a wave's four batches are then fair shares of the
+#: crawl (its 1,548 records in batches of 1,000 leave one of two workers idle for half the run)
+WORKER_BATCH = 250
 #: shares of the detector's documents whose decision the oracle band may change
 ORACLE_BOUNDS = (0.005, 0.01, 0.02, 0.05)
 
@@ -96,7 +101,9 @@ def timed(crawl: Path, out: Path, limit: int | None, profile: str, cascade: bool
     """One filter run: docs/s (wall, CPU of this process and its workers) and every record's outcome; the
     detector (None: the shipped default) on ``device`` (None: the filter's default), its language models
     under ``autocast`` (None: float32) run by ``backend``."""
+    batch = {"batch_size": WORKER_BATCH} if workers > 1 else {}
     config = load_config(profile=profile, overrides={"synthetic.cascade": cascade, "limit": limit, "workers": workers,
+                                                     **batch,
                                                      "synthetic.device": device, "synthetic.model": detector,
                                                      "synthetic.autocast": autocast, "synthetic.backend": backend,
                                                      "output.annotate": True})
@@ -155,6 +162,11 @@ def main() -> None:
         result[key] = {"ratio_wall": run["docs_per_s"] / fast["docs_per_s"], "decisions_differ": moved}
         lines.append(f"ratio {key.replace('_', ' ')} / cascade with torch: {result[key]['ratio_wall']:.2f}x wall; "
                      f"decisions that differ: {moved} of {fast['docs']} ({moved / max(fast['docs'], 1):.2%})")
+    ort, ort_workers = runs[RUNS[-1][0]], runs[RUNS[3][0]]
+    moved = sum(ort_workers["outcome"].get(i) != o for i, o in ort["outcome"].items())
+    result["workers_onnxruntime"] = {"ratio_wall": ort_workers["docs_per_s"] / ort["docs_per_s"], "decisions_differ": moved}
+    lines.append(f"ratio onnxruntime --workers 2 / onnxruntime in one process: "
+                 f"{result['workers_onnxruntime']['ratio_wall']:.2f}x wall; decisions that differ: {moved} of {ort['docs']}")
     bands = oracle_bands(full["scored"])
     result["first_pass_bound"] = {"documents": len(full["scored"]), **bands}
     lines += ["", f"What a band of this first pass can settle, of the {len(full['scored'])} documents the detector read "

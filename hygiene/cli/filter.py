@@ -44,7 +44,7 @@ def _common_options(func: Callable) -> Callable:
         click.option("--max-errors", type=int, default=None, help="Stop once more records than this are unreadable."),
         click.option("--batch-size", type=int, default=None, help="Records per batch [1000]."),
         click.option("--workers", type=int, default=None,
-                     help="Processes for normalisation, quality, MinHash hashing, the detector's cheap features and (on CPU) the whole detector [1: this process]."),
+                     help="Processes for normalisation, quality, MinHash hashing, the detector's cheap features and (on CPU) the whole detector; on a CPU one per core is fastest [1: this process]."),
         click.option("--exact-dedup/--no-exact-dedup", default=None, help="Exact dedup on normalised text [on]."),
         click.option("--near-dedup/--no-near-dedup", default=None, help="MinHash LSH near dedup [on]."),
         click.option("--bands", type=int, default=None, help="LSH bands [14]."),
