@@ -120,6 +120,24 @@ def _apply(stages: Sequence[Any], packet: _Packet) -> _Packet:
 #: Waves of batches in flight with worker processes: with two, the pool maps the pure segments over one
 #: wave while this process runs the others over the other (1: each wave through the pipeline in turn).
 IN_FLIGHT = 2
+#: seconds between checks that the pool's workers are alive while this process waits on them
+WAIT_POLL_S = 0.5
+
+
+def _worker_pids(pool: Any) -> frozenset[int]:
+    """The pids of a ``multiprocessing.Pool``'s worker processes. The pool starts another in place of one
+    that dies, and the work the dead one held is never done, so a changed set means lost work."""
+    return frozenset(p.pid for p in getattr(pool, "_pool", ()))
+
+
+def _wait(pending: Any, pool: Any, workers: frozenset[int]) -> None:
+    """Wait for the pool's work on a wave; a one-line error, not a wait without end, if one of ``workers``
+    has died meanwhile (killed, or out of memory)."""
+    while not pending.ready():
+        pending.wait(WAIT_POLL_S)
+        if _worker_pids(pool) != workers:
+            raise UserInputError("a worker process died (killed, perhaps for want of memory): continue with "
+                                 "--resume, with fewer --workers or a smaller --batch-size")
 
 
 def _in_waves(packets: Iterator[_Packet], segments: list[tuple[bool, list[Any]]], pool: Any,
@@ -128,6 +146,7 @@ def _in_waves(packets: Iterator[_Packet], segments: list[tuple[bool, list[Any]]]
     that runs here sees the waves in order. Yields the packets in order."""
     waves: collections.deque[_Wave] = collections.deque()
     read_all = False
+    workers = _worker_pids(pool)
     while True:
         while not read_all and len(waves) < IN_FLIGHT:
             wave = list(itertools.islice(packets, size))
@@ -143,7 +162,7 @@ def _in_waves(packets: Iterator[_Packet], segments: list[tuple[bool, list[Any]]]
         while waves and waves[0].step == len(segments):
             yield from waves.popleft().packets
         if not moved and waves:
-            next(w for w in waves if w.pending is not None).pending.wait()
+            _wait(next(w for w in waves if w.pending is not None).pending, pool, workers)
 
 
 def _fingerprint(config: FilterConfig, shards: Sequence[Shard]) -> str:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from hygiene.cli import main
-from hygiene.config import FilterConfig, load_config
+from hygiene.config import FilterConfig, StageSpec, load_config
 from hygiene.errors import UserInputError
 from hygiene.filter_run import run_filter
 from gopher_docs import make_doc  # noqa: E402
@@ -387,6 +389,57 @@ def test_worker_processes_give_identical_outputs(tmp_path: Path) -> None:
     assert one["by_stage"] == two["by_stage"] and two["config"]["workers"] == 2
 
 
+_DYING_STAGE = """
+import os
+from hygiene.stages import Filter
+
+class DieInWorker(Filter):
+    name = "die"
+
+    def __init__(self, parent: int = 0) -> None:
+        self.parent = parent
+
+    def score(self, texts):
+        if os.getpid() != self.parent:
+            os._exit(1)  # as the out-of-memory killer ends a process: no exception, no goodbye
+        return [None] * len(texts), {}
+"""
+
+
+def test_a_worker_that_dies_stops_the_run_with_one_line(tmp_path: Path) -> None:
+    """A pool replaces a worker that dies and never finishes the work it held: the run must stop with a
+    one-line error instead of waiting for ever, and resume in one process to the same outputs."""
+    d = _shards(tmp_path)
+    (tmp_path / "dying.py").write_text(_DYING_STAGE, encoding="utf-8")
+    config = _config(batch_size=3, workers=2)
+    config.stages.append(StageSpec(f"{tmp_path / 'dying.py'}:DieInWorker", {"parent": os.getpid()}))
+    out = tmp_path / "out"
+    outcome: list = []
+    runner = threading.Thread(target=lambda: outcome.append(_outcome(lambda: run_filter([d], out, config,
+                                                                                          progress=False))),
+                              daemon=True)
+    runner.start()
+    runner.join(60)
+    assert not runner.is_alive(), "the run waited for ever on a dead worker"
+    assert isinstance(outcome[0], UserInputError) and "worker process died" in str(outcome[0])
+    assert len(str(outcome[0]).splitlines()) == 1
+    # in one process the stage lets everything through: the run resumes to what a fresh one writes
+    config.workers = 1
+    resumed = run_filter([d], out, config, resume=True, progress=False)
+    fresh = run_filter([d], tmp_path / "fresh", config, progress=False)
+    assert resumed["records_in"] == fresh["records_in"] == resumed["kept"] + resumed["rejected"] + resumed["errors"]
+    for name in ("kept", "rejected", "errors"):
+        assert (out / f"{name}.jsonl").read_bytes() == (tmp_path / "fresh" / f"{name}.jsonl").read_bytes()
+
+
+def _outcome(run) -> object:
+    """What ``run()`` returns, or the exception it raises."""
+    try:
+        return run()
+    except Exception as exc:  # noqa: BLE001 - the test inspects it
+        return exc
+
+
 class _SlowPool:
     """A stand-in for the worker pool whose work on ``slow`` waves (by first packet's shard) is done only once
     the main process waits for it; it logs what it is given."""
@@ -403,7 +456,7 @@ class _SlowPool:
             def ready(self) -> bool:
                 return self.done
 
-            def wait(self) -> None:
+            def wait(self, timeout: float | None = None) -> None:
                 self.done = True
 
             def get(self) -> list:
