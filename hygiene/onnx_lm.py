@@ -98,6 +98,7 @@ class OnnxCausalLM(nn.Module):
         # same cores (spinning made two threads no faster than one)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.logits_output = self.session.get_outputs()[0].name
         self.config = config
         #: no weights live in torch; this gives ``LanguageModel.device`` a device to report
         self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)
@@ -105,7 +106,7 @@ class OnnxCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 output_hidden_states: bool = False) -> SimpleNamespace:
         # the hidden states are copied out only when asked for (the logits alone: about a fifth less to copy)
-        wanted = None if output_hidden_states else [self.session.get_outputs()[0].name]
+        wanted = None if output_hidden_states else [self.logits_output]
         outputs = self.session.run(wanted, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy(),
                                             "position_ids": position_ids.numpy()})
         hidden = tuple(map(torch.from_numpy, outputs[1:])) if output_hidden_states else None

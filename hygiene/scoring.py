@@ -270,22 +270,14 @@ class Scorer:
         vocab = min(x.shape[-1] for x in logits.values())  # embeddings may be padded past the tokenizer
         batch_idx, pos_idx = valid.nonzero(as_tuple=True)
         y = labels[batch_idx, pos_idx][:, None]
-        n = len(y)
-        names = ["logp", "rank", "entropy", "mu", "var"]
-        names += ["contrast_logp", "contrast_entropy"] if self.contrast is not None else []
-        names += ["perf_nll", "cross_nll"] if self.observer is not None and self.performer is not None else []
-        flat = {k: torch.empty(n, dtype=torch.float32, device=valid.device) for k in names}
         step = self.stats_chunk or (64 if valid.device.type == "cpu" else 4096)
-        for start in range(0, n, step):
-            at = slice(start, start + step)
-            rows = (batch_idx[at], pos_idx[at])
-            for k, v in self._chunk_scores({m: x[rows + (slice(None, vocab),)] for m, x in logits.items()},
-                                           y[at]).items():
-                flat[k][at] = v
-        token = {}
-        for k, v in flat.items():
-            token[k] = torch.zeros(valid.shape, dtype=torch.float32, device=valid.device)
-            token[k][batch_idx, pos_idx] = v
+        token: dict[str, torch.Tensor] = {}
+        for start in range(0, len(y), step):
+            rows = (batch_idx[start:start + step], pos_idx[start:start + step])
+            chunk = self._chunk_scores({m: x[rows + (slice(None, vocab),)] for m, x in logits.items()},
+                                       y[start:start + step])
+            for k, v in chunk.items():
+                token.setdefault(k, torch.zeros(valid.shape, dtype=v.dtype, device=valid.device))[rows] = v
         return token
 
     def _chunk_scores(self, logits: dict[int, torch.Tensor], y: torch.Tensor) -> dict[str, torch.Tensor]:
