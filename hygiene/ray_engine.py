@@ -53,10 +53,6 @@ from hygiene.stages import Detector, KeyedDedup, Stage
 from hygiene.stages.base import FAILED, seconds_of, timed
 
 Step = Callable[[dict[str, list]], dict[str, list]]
-#: times a stage's batch is run again, or its actor restarted, after its worker process died (killed, or out
-#: of memory) before the run stops with one line; Ray Data's default is without end, so a batch that kills
-#: every worker it meets would keep the run going for ever
-CRASH_RETRIES = 3
 #: Arrow types of the engine's own columns; score columns get theirs from the stages' declared types
 _TYPES = {"n": pa.int64(), "id": pa.string(), "text": pa.binary(), "record": pa.binary(),
           "stage": pa.string(), "reason": pa.string(), FAILED: pa.list_(pa.string()), "output": pa.string(),
@@ -316,7 +312,7 @@ class RayFilterRun:
         if not steps:
             return ds
         return ds.map_batches(apply_steps, fn_args=(list(steps), self.types), batch_size=self.config.batch_size,
-                              batch_format="pyarrow", concurrency=self.ray.workers, max_retries=CRASH_RETRIES)
+                              batch_format="pyarrow", concurrency=self.ray.workers)
 
     def _pool_size(self) -> int:
         """Actors for a stage that is not pure: ``workers``, else as many as the cluster's CPUs (or GPUs) allow."""
@@ -369,8 +365,7 @@ class RayFilterRun:
                     steps.append(stage.prepare)
                 ds = self._map(ds, steps).map_batches(
                     StageActor, fn_constructor_args=(stage, self.types), batch_size=self.config.batch_size,
-                    batch_format="pyarrow", concurrency=self._pool_size(), num_gpus=self.ray.gpus_per_worker or None,
-                    max_restarts=CRASH_RETRIES, max_task_retries=CRASH_RETRIES)
+                    batch_format="pyarrow", concurrency=self._pool_size(), num_gpus=self.ray.gpus_per_worker or None)
                 steps = []
         steps.append(OutputLines(self.config, tuple(self.pipeline.columns)))
         return self._map(ds, steps)
@@ -410,11 +405,6 @@ class RayFilterRun:
             for block in lines.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for name, line, outcome in zip(*(block[c].to_pylist() for c in ("output", "line", "outcome"))):
                     output.write(name, line, Outcome.from_json(outcome))
-        except (ray.exceptions.WorkerCrashedError, ray.exceptions.ActorDiedError,
-                ray.exceptions.OutOfMemoryError) as exc:
-            raise UserInputError(f"a Ray worker process died {CRASH_RETRIES + 1} times on the same work (killed, "
-                                 f"perhaps for want of memory: {type(exc).__name__}); rerun with --overwrite, with "
-                                 "fewer --workers or a smaller --batch-size") from None
         finally:
             self._documents = None
             context.enable_progress_bars, context.shuffle_strategy = saved

@@ -220,26 +220,3 @@ def test_cli_engine_options(corpus: Path, tmp_path: Path) -> None:
                                   "--no-synthetic"])
     assert result.exit_code == 1 and result.output.startswith("Error: the Ray engine cannot resume")
     assert result.output.count("\n") == 1
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-@pytest.mark.parametrize("pure", [True, False], ids=["task", "actor"])
-def test_a_worker_that_dies_every_time_stops_the_run_with_one_line(ray_cluster, corpus: Path, tmp_path: Path,
-                                                                    pure: bool) -> None:
-    """Ray Data runs a task again, and restarts an actor, after its process dies, by default without end:
-    a batch that kills every worker it meets must stop the run with one line after a few tries."""
-    from hygiene.config import StageSpec
-    from hygiene.ray_engine import CRASH_RETRIES
-
-    (tmp_path / "dying.py").write_text(
-        "import os\nfrom hygiene.stages import Filter\n\n\n"
-        "class Dying(Filter):\n"
-        f"    name, pure, per_process = 'dying', {pure}, True\n\n"
-        "    def score(self, texts):\n"
-        "        os._exit(1)  # as the out-of-memory killer ends a process\n", encoding="utf-8")
-    config = _config(**{"synthetic.enabled": False})
-    config.stages.append(StageSpec(f"{tmp_path / 'dying.py'}:Dying"))
-    with pytest.raises(UserInputError, match=f"died {CRASH_RETRIES + 1} times") as err:
-        run_filter_ray([corpus], tmp_path / "ray", config, RayConfig(workers=1), progress=False)
-    assert len(str(err.value).splitlines()) == 1
