@@ -32,6 +32,8 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     evals_per_epoch: int = 1  # validation passes per epoch (checkpoint selection granularity)
     time_budget_s: float | None = None  # stop early after this many seconds (schedule re-fitted once)
+    max_steps: int | None = None  # stop after this many steps, the schedule fitted to them as a time budget does;
+    #                               unlike a time budget, it makes the same model on any machine
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -123,7 +125,7 @@ def train_lm(
         betas=(0.9, 0.95),
         fused=device.type == "cuda",
     )
-    sched_total = [total_steps]  # mutable: a time budget re-fits the schedule once
+    sched_total = [min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps]  # a time budget re-fits it
 
     def lr_at(step: int) -> float:
         if step < warmup:
@@ -135,7 +137,7 @@ def train_lm(
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"val_loss": float("inf"), "step": 0, "state": None}
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=sched_total[0], desc="train", unit="step", disable=not progress, leave=False)
     step = 0
     batches = batch_indices(n, cfg.batch_size, gen, full_batches)
     while step < sched_total[0]:

@@ -19,9 +19,11 @@ from collapse_sim.cli.options import FINITE, device_option, quiet_option
               help="Model directory [default: the recipe's machine_lm.out].")
 @device_option(help="Training device (default: CUDA when present).")
 @click.option("--time-budget", type=FINITE, default=None, help="Seconds of training [default: the recipe's].")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None,
+              help="Optimizer steps of training, the same model on any machine [default: the recipe's].")
 @quiet_option()
 def finetune_cmd(recipe_path: str, out: Path | None, device: str | None, time_budget: float | None,
-                 quiet: bool) -> None:
+                 max_steps: int | None, quiet: bool) -> None:
     """Fine-tune the recipe's base LM on the machine side of the detector's training data."""
     from collapse_sim.finetune import FinetuneConfig, finetune_lm
     from hygiene.errors import UserInputError
@@ -32,6 +34,7 @@ def finetune_cmd(recipe_path: str, out: Path | None, device: str | None, time_bu
         m = recipe.machine_lm
         cfg = FinetuneConfig(base=m.base, seed=recipe.seed)
         cfg.train = dataclasses.replace(cfg.train, time_budget_s=time_budget or m.time_budget_s,
+                                        max_steps=max_steps or m.max_steps,
                                         **({"device": device} if device else {}))
         texts = machine_lm_texts(recipe)
         extra = [f"up to {m.corpus_max:,} synthetic texts of `{recipe.corpus}/train.jsonl`"] if m.corpus_max else []
