@@ -33,7 +33,7 @@ class TrainConfig:
     evals_per_epoch: int = 1  # validation passes per epoch (checkpoint selection granularity)
     time_budget_s: float | None = None  # stop early after this many seconds (schedule re-fitted once)
     max_steps: int | None = None  # stop after this many steps, the schedule fitted to them as a time budget does;
-    #                               unlike a time budget, it makes the same model on any machine
+    #                               unlike a time budget, it trains the same on any machine
 
 
 def resolve_device(name: str = "auto") -> torch.device:

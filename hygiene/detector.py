@@ -496,13 +496,6 @@ class Detector:
             raise DetectorError(f"expected a feature matrix with {len(self.feature_names)} columns, got shape {X.shape}")
         return X
 
-    def model_fingerprints(self) -> dict[str, str]:
-        """SHA-256 of each language model the features use, by the name the configuration gives it."""
-        f = self.config.features
-        names = {n for n in (f.lm, f.sampler, f.observer, f.performer, f.contrast_lm) if n is not None}
-        names -= self.featurizer.injected
-        return {n: model_fingerprint(resolve_model(n)) for n in sorted(names) if Path(resolve_model(n)).is_dir()}
-
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the detector directory (JSON + safetensors + manifest of SHA-256 checksums)."""
@@ -518,7 +511,7 @@ class Detector:
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "config": dataclasses.asdict(self.config),
-            "models": self.model_fingerprints(),
+            "models": self.featurizer.model_fingerprints(),
             "feature_names": list(self.feature_names),
             "classifier": {"kind": clf.kind, "meta": clf.meta},
             **({"cascade": {"kind": self.first_pass_.kind, "meta": self.first_pass_.meta,

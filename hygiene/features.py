@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from hygiene.lm import LanguageModel, load_lm
+from hygiene.lm import LanguageModel, load_lm, model_fingerprint, resolve_model
 from hygiene.normalize import normalize_for_detection, normalize_text
 from hygiene.scoring import ScoringConfig, Scorer
 
@@ -184,6 +184,14 @@ class Featurizer:
                                          backend=self.backend)
         return self._models[name]
 
+    def model_fingerprints(self) -> dict[str, str]:
+        """SHA-256 of each language model the features use that a folder holds, by the name the configuration
+        gives it (models passed in, and hub ids not downloaded, have none)."""
+        c = self.config
+        names = {n for n in (c.lm, c.sampler, c.observer, c.performer, c.contrast_lm) if n is not None}
+        return {n: model_fingerprint(resolve_model(n)) for n in sorted(names - self.injected)
+                if Path(resolve_model(n)).is_dir()}
+
     @property
     def scorer(self) -> Scorer:
         """The zero-shot scorer over this featurizer's models."""
@@ -206,7 +214,7 @@ class Featurizer:
         :meth:`text_statistics`, computed ahead, used as they are.
         """
         texts = list(texts)
-        store = FeatureCache(cache, self.config) if cache is not None else None
+        store = FeatureCache(cache, self.config, self.model_fingerprints()) if cache is not None else None
         X = np.full((len(texts), len(self.names)), np.nan)
         keys = [store.key(t) for t in texts] if store else []
         todo = [i for i in range(len(texts)) if not store or keys[i] not in store.rows]
@@ -244,19 +252,21 @@ class FeatureCache:
 
     Keys hash the feature configuration with the text as the models see it, so a cache never serves
     rows computed under other settings, and texts that differ only in what normalisation removes
-    (invisible characters, homoglyphs, layout) share a row. How texts are batched (:data:`BATCHING`)
-    is left out of the key: it changes no feature, so a run resumed with another batch size reuses
-    the rows. It cannot see a model retrained under the same name: the detector pins its models by
-    content hash for that.
+    (invisible characters, homoglyphs, layout) share a row. ``models``, the content hashes of the
+    models by name (:meth:`Featurizer.model_fingerprints`), join the key, so a model retrained under
+    the same name gets its rows computed again. How texts are batched (:data:`BATCHING`) is left out
+    of the key: it changes no feature, so a run resumed with another batch size reuses the rows.
     """
 
-    def __init__(self, path: str | os.PathLike, config: FeatureConfig) -> None:
+    def __init__(self, path: str | os.PathLike, config: FeatureConfig, models: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         self.config = config
         defaults = ScoringConfig()
         keyed = dataclasses.replace(config, scoring=dataclasses.replace(
             config.scoring, **{f: getattr(defaults, f) for f in BATCHING}))
         self.fingerprint = json.dumps(dataclasses.asdict(keyed), sort_keys=True)
+        if models:
+            self.fingerprint += "\0" + json.dumps(models, sort_keys=True)
         self.rows: dict[str, np.ndarray] = {}
         if self.path.is_file():
             with self.path.open(encoding="utf-8") as fh:

@@ -102,7 +102,7 @@ class MachineLM:
     #: synthetic texts of the corpus and machine texts of detect-dev's training groups, at most
     corpus_max: int = 1000
     dev_max: int = 1000
-    #: training length: a step count makes the same model on any machine; a time budget, whatever it buys
+    #: training length: a step count trains the same on any machine; a time budget, whatever steps it buys
     max_steps: int | None = None
     time_budget_s: float | None = 600.0
 

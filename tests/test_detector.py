@@ -325,6 +325,27 @@ def test_feature_cache_keys_ignore_how_texts_are_batched(tmp_path):
     assert key(scoring(batch_size=3, max_batch_tokens=99, padding_side="left")) == old
     assert key(scoring(max_tokens=64)) != old and key(scoring(body_from=8)) != old
     assert key(dataclasses.replace(base, text_stats=False)) != old
+    # a model retrained under the same name: its rows are computed again
+    pinned = FeatureCache(tmp_path / "cache.jsonl", base, {"reference-lm": "ab" * 32}).key("Model collapse erases the tails.")
+    retrained = FeatureCache(tmp_path / "cache.jsonl", base, {"reference-lm": "cd" * 32}).key("Model collapse erases the tails.")
+    assert len({old, pinned, retrained}) == 3
+
+
+def test_feature_cache_recomputes_the_rows_of_a_model_retrained_under_the_same_name(tmp_path):
+    from hygiene.features import Featurizer
+    from tiny_lm import tiny_gpt2, tiny_tokenizer
+
+    tok, folder, cache = tiny_tokenizer(), tmp_path / "lm", tmp_path / "cache.jsonl"
+    texts = ["Model collapse erases the tails.", "It was the best of times."]
+
+    def features(seed: int) -> np.ndarray:
+        tiny_gpt2(tok, seed=seed).save_pretrained(folder)
+        tok.save_pretrained(folder)
+        return Featurizer(FeatureConfig(lm=str(folder), text_stats=False), backend="torch").transform(texts, cache=cache)
+
+    first = features(0)
+    assert np.array_equal(features(0), first, equal_nan=True) and cache.read_text().count("\n") == 2  # reused
+    assert not np.allclose(features(1), first, equal_nan=True) and cache.read_text().count("\n") == 4
 
 
 def test_detector_scores_in_float32_by_default():

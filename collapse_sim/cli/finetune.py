@@ -20,7 +20,7 @@ from collapse_sim.cli.options import FINITE, device_option, quiet_option
 @device_option(help="Training device (default: CUDA when present).")
 @click.option("--time-budget", type=FINITE, default=None, help="Seconds of training [default: the recipe's].")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
-              help="Optimizer steps of training, the same model on any machine [default: the recipe's].")
+              help="Optimizer steps of training: the same training on any machine [default: the recipe's].")
 @quiet_option()
 def finetune_cmd(recipe_path: str, out: Path | None, device: str | None, time_budget: float | None,
                  max_steps: int | None, quiet: bool) -> None:
