@@ -423,8 +423,9 @@ def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path,
     train = data["train"]
     loso = full["leave-one-source-out"]["_summary"]
     lines = [
-        "# Default synthetic-text detector (`hygiene score` / `hygiene filter` with no `--detector`)",
+        f"# {recipe.title}",
         "",
+        *([recipe.about.strip(), ""] if recipe.about.strip() else []),
         f"Gradient-boosted trees (`{det.config.classifier.kind}`) over {len(det.feature_names)} features of a text, "
         "Platt-calibrated, with a threshold per source of human text. Stored as JSON + safetensors (no pickle); "
         "the language models it scores with are pinned by SHA-256.",

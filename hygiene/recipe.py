@@ -141,6 +141,9 @@ class DetectorRecipe:
     """Everything that defines the shipped detector: its configuration, data and where it goes."""
 
     out: str = "models/detector"
+    #: the card's title, and a paragraph under it that says what sets this detector apart (markdown)
+    title: str = "Default synthetic-text detector (`hygiene score` / `hygiene filter` with no `--detector`)"
+    about: str = ""
     #: feature cache and evaluation outputs (resumable)
     work: str = "runs/detector"
     corpus: str = "runs/lm-cpu/corpus"

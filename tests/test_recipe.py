@@ -28,14 +28,17 @@ def test_each_shipped_detector_is_what_its_recipe_makes(name):
     assert shipped.scoring == recipe.detector.features.scoring and shipped.lm == recipe.detector.features.lm
 
 
-def test_the_shipped_card_states_the_shipped_detector():
-    """The card is written from the build it describes: its threshold and cascade bound are the shipped ones,
-    and it names no part of the data with no texts in it."""
+@pytest.mark.parametrize("name", ["detector", "detector-fast"])
+def test_the_shipped_card_states_the_shipped_detector(name):
+    """The card is written from the build it describes: its recipe's title, the shipped threshold and cascade
+    bound, and no part of the data with no texts in it."""
     from hygiene.detector import load_detector
 
-    det = load_detector("detector")
-    recipe = load_recipe(models_dir() / "detector" / "recipe.yaml")
-    card = (models_dir() / "detector" / "CARD.md").read_text()
+    det = load_detector(name)
+    recipe = load_recipe(models_dir() / name / "recipe.yaml")
+    card = (models_dir() / name / "CARD.md").read_text()
+    assert card.startswith(f"# {recipe.title}\n") and recipe.about.strip() in card
+    assert ("Default" in recipe.title) == (name == "detector")
     assert f"Threshold **{det.threshold_:.4f}**" in card
     assert det.config.cascade == recipe.detector.cascade
     assert f"at most {100 * recipe.detector.cascade.max_disagreement:g}% differing decisions" in card
