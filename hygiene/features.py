@@ -186,7 +186,7 @@ class Featurizer:
 
     def model_fingerprints(self) -> dict[str, str]:
         """SHA-256 of each language model the features use that a folder holds, by the name the configuration
-        gives it (models passed in, and hub ids not downloaded, have none)."""
+        gives it (models passed in and Hub ids have none: a Hub id is known by its name alone)."""
         c = self.config
         names = {n for n in (c.lm, c.sampler, c.observer, c.performer, c.contrast_lm) if n is not None}
         return {n: model_fingerprint(resolve_model(n)) for n in sorted(names - self.injected)

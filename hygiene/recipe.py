@@ -106,6 +106,13 @@ class MachineLM:
     max_steps: int | None = None
     time_budget_s: float | None = 600.0
 
+    def __post_init__(self) -> None:
+        if self.max_steps is not None and (type(self.max_steps) is not int or self.max_steps < 1):
+            raise ValueError(f"machine_lm.max_steps must be a whole number of steps >= 1, not {self.max_steps!r}")
+        if self.time_budget_s is not None and not (isinstance(self.time_budget_s, (int, float))
+                                                   and self.time_budget_s > 0):
+            raise ValueError(f"machine_lm.time_budget_s must be seconds > 0, not {self.time_budget_s!r}")
+
 
 @dataclass(frozen=True)
 class PagesData:

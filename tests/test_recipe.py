@@ -68,6 +68,14 @@ def test_unknown_and_malformed_keys_name_the_file_and_key(tmp_path):
         load_recipe(bad)
     with pytest.raises(UserInputError, match="recipe not found"):
         load_recipe(tmp_path / "missing.yaml")
+    for value, match in (("0", "max_steps must be a whole number of steps >= 1, not 0"),
+                         ("2.5", "max_steps must be a whole number of steps >= 1, not 2.5")):
+        bad.write_text(f"machine_lm:\n  max_steps: {value}\n")
+        with pytest.raises(UserInputError, match=r"r.yaml: machine_lm\." + match):
+            load_recipe(bad)
+    bad.write_text("machine_lm:\n  time_budget_s: soon\n")
+    with pytest.raises(UserInputError, match="r.yaml: machine_lm.time_budget_s must be seconds > 0, not 'soon'"):
+        load_recipe(bad)
     bad.write_text("detector:\n  features: [1, 2\n  other: 3\n")
     with pytest.raises(UserInputError) as err:
         load_recipe(bad)

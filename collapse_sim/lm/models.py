@@ -32,10 +32,10 @@ def base_model_path(cfg: LMConfig, progress: bool = True) -> str:
     with ``cfg.base``; else the base pre-trained from ``cfg.base`` (trained once, then cached)."""
     if cfg.base_model:
         return cfg.base_model
-    wanted = _set(json.loads(json.dumps(config_dict(cfg.base))))
+    wanted = _without_unset(json.loads(json.dumps(config_dict(cfg.base))))
     for name in ("base-lm", "reference-lm"):  # the cpu and the reference preset's base, both shipped
         card = models_dir() / name / "pretrain.json"
-        if card.is_file() and _set(read_record(card, "config", fix="restore the shipped models")["config"]) == wanted:
+        if card.is_file() and _without_unset(read_record(card, "config", fix="restore the shipped models")["config"]) == wanted:
             return str(card.parent)
     key = hashlib.sha1(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:12]
     out = default_cache_dir() / f"base-{key}"
@@ -44,11 +44,11 @@ def base_model_path(cfg: LMConfig, progress: bool = True) -> str:
     return str(out)
 
 
-def _set(config: Any) -> Any:
+def _without_unset(config: Any) -> Any:
     """A configuration without its unset (None) options: an option added since a model was trained, unset,
     leaves that model the same base."""
     if isinstance(config, dict):
-        return {k: _set(v) for k, v in config.items() if v is not None}
+        return {k: _without_unset(v) for k, v in config.items() if v is not None}
     return config
 
 
