@@ -42,7 +42,7 @@ from hygiene.features import TEXT_STATS
 from hygiene.labelled import LabelledText
 from hygiene.lexical import LexicalModel, drop_first_sentence, fit_out_of_fold
 from hygiene.lm import select_device
-from hygiene.recipe import DetectorRecipe, RecipeData, assemble, repository
+from hygiene.recipe import TYPO_PART, DetectorRecipe, RecipeData, assemble, repository
 from hygiene.scoring import CONTRAST_FEATURES, LM_FEATURES, TOKEN_STATS
 
 #: feature families of the ablation, by column name (a score over the body belongs with the score)
@@ -220,8 +220,10 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
 
 def fit_band(det: Detector, data: RecipeData, train: _Matrix, groups: list[str], threshold: _Matrix) -> None:
     """The cascade's band at the final threshold, on every held-out row training had (the calibration
-    groups and the threshold set), its bound holding for each data set on its own."""
+    groups and the threshold set), its bound holding for each data set on its own; misspelt copies of
+    training rows (:data:`~hygiene.recipe.TYPO_PART`) teach the classifier and are no data set here."""
     _, calib = det.split(train.y, groups)
+    calib = np.array([i for i in calib if data.train_parts[i] != TYPO_PART], dtype=int)
     calib_lexical = det.lexical_.decision_function([train.texts[i] for i in calib])
     X = np.vstack([np.column_stack([train.X[calib], calib_lexical]), np.column_stack([threshold.X, threshold.lexical])])
     sources = [data.train_parts[i] for i in calib] + data.threshold_parts
@@ -450,6 +452,11 @@ def write_card(recipe: DetectorRecipe, det: Detector, results: dict, path: Path,
         "|---|---|---|",
         *[f"| train: {k} | {v['human']:,} | {v['machine']:,} |" for k, v in train.items()],
         "",
+        *([f"{TYPO_PART} are misspelt copies of a seeded {recipe.typo_copies.share:.0%} of the other training rows "
+           f"(in each, every word of four letters or more edited with a chance drawn up to "
+           f"{recipe.typo_copies.max_rate:g}: a letter swapped, dropped, doubled or hit on a neighbouring key), "
+           "in their rows' groups; they train the classifier and the lexical model, not the cascade's band.", ""]
+          if TYPO_PART in train else []),
         *(["The lexical model also reads more texts of the same training groups, which the language models "
            "do not score: " + ", ".join(f"{k} {v['human']:,} human / {v['machine']:,} machine"
                                          for k, v in lexical_only.items()) + ".", ""]

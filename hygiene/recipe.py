@@ -16,6 +16,8 @@ Data, every split by ``group`` (texts derived from one document share it), never
   of these sources on its own);
 - **your own** (``own``, empty in the shipped recipe): labelled files of a crawl's own kind of writing,
   as training rows and as threshold sources of their own;
+- **misspelt copies** (``typo_copies``): a seeded share of the training rows again, with typing errors
+  (:mod:`hygiene.typing_noise`), as training rows only;
 - **evaluation**: the corpus's ``test.jsonl``, the human pool's **eval** split, the simulator's pages
   continuing **eval** documents, held-out detect-dev groups and a fixed share of detect-chat groups,
   which nothing else touches.
@@ -45,9 +47,12 @@ from hygiene.labelled import LabelledText, human_pool, read_labelled
 from hygiene.lexical import LexicalConfig, LexicalRows
 from hygiene.paths import data_dir
 from hygiene.scoring import ScoringConfig
+from hygiene.typing_noise import TypoCopies, typo_copies
 
 #: the human pool's sources (WikiText-2 is not among them: it is the corpus's own human side)
 POOL_SOURCES = ("web", "books", "news", "forums", "docs")
+#: the training part of misspelt copies (``typo_copies``): training rows only, never a data set of their own
+TYPO_PART = "typo_copies"
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,8 @@ class DetectorRecipe:
     pages: PagesData | None = None
     #: the user's own labelled texts (none in the shipped recipe)
     own: OwnData = field(default_factory=OwnData)
+    #: misspelt copies of training rows (none by default): robustness to typos
+    typo_copies: TypoCopies = field(default_factory=TypoCopies)
     seed: int = 0
 
 
@@ -206,6 +213,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (DetectorRecipe, "machine_lm"): MachineLM,
     (DetectorRecipe, "pages"): PagesData,
     (DetectorRecipe, "own"): OwnData,
+    (DetectorRecipe, "typo_copies"): TypoCopies,
     (DetectorConfig, "features"): FeatureConfig,
     (DetectorConfig, "classifier"): ClassifierConfig,
     (DetectorConfig, "lexical"): LexicalConfig,
@@ -401,6 +409,9 @@ def assemble(recipe: DetectorRecipe) -> RecipeData:
     own_train, own_threshold = own_parts(recipe.own)
     parts.update(own_train)
     threshold.update(own_threshold)
+    copies = typo_copies([r for v in parts.values() for r in v], recipe.typo_copies, seed)
+    if copies:
+        parts[TYPO_PART] = copies
     chat_eval = _sample(chat["eval"], recipe.chat.eval_max, seed)
     pool_eval = capped(human_pool("eval", sources=POOL_SOURCES), h.eval_per_source, seed)
     evaluation = {
