@@ -62,3 +62,35 @@ def test_bad_typo_copies_settings_name_the_recipe_file(tmp_path, body, match):
     bad.write_text(f"typo_copies:\n  {body}\n")
     with pytest.raises(UserInputError, match=r"r.yaml: " + match):
         load_recipe(bad)
+
+
+def test_the_cascade_band_is_fitted_without_the_misspelt_copies():
+    """Copies teach the classifier; the band's bound holds per real data set, so they take no part in it."""
+    import numpy as np
+
+    from hygiene.detector_eval import _Matrix, fit_band
+    from hygiene.recipe import TYPO_PART, RecipeData
+
+    rows = [LabelledText(f"text {i}", i % 2, group=f"g{i}") for i in range(12)]
+    parts = ["detect_chat"] * 6 + ["corpus"] * 3 + [TYPO_PART] * 3
+    seen = {}
+
+    class Det:
+        class lexical_:
+            @staticmethod
+            def decision_function(texts):
+                return np.zeros(len(texts))
+
+        def split(self, y, groups):
+            return np.arange(0), np.arange(len(y))  # every row in the calibration share
+
+        def fit_cascade(self, X, sources):
+            seen["rows"], seen["sources"] = len(X), list(sources)
+
+    data = RecipeData(rows, [], {}, {}, train_parts=parts, threshold_parts=["wikitext"] * 2)
+    train = _Matrix(rows, np.zeros((12, 3)))
+    threshold = _Matrix(rows[:2], np.zeros((2, 3)))
+    threshold.lexical = np.zeros(2)
+    fit_band(Det(), data, train, [r.group for r in rows], threshold)
+    assert seen["rows"] == 11 and TYPO_PART not in seen["sources"]
+    assert seen["sources"] == ["detect_chat"] * 6 + ["corpus"] * 3 + ["wikitext"] * 2
