@@ -20,7 +20,9 @@ Measures (each written to ``evaluation.json`` and summarised in ``ablation.md``)
 The ablation refits the classifier on each feature family alone (and all of them) over all
 training rows, with the lexical column out of fold; the shipped detector's own classifier holds a
 share of groups out for Platt scaling. The contrast LM is not refitted per left-out source: it saw
-every detect-chat repository's training groups (never their held-out groups), which the figures state.
+every detect-chat repository's training groups (never their held-out groups), which the figures state;
+:func:`leave_repositories_out` measures chosen repositories with a contrast LM fine-tuned without them
+(``benchmarks/leave_out_machine_lm.py`` fine-tunes it).
 """
 from __future__ import annotations
 
@@ -30,19 +32,20 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 
 from hygiene.atomic import atomic_open, write_json
 from hygiene.classifier import fit_classifier
 from hygiene.detector import Detector, threshold_for_fpr
+from hygiene.errors import UserInputError
 from hygiene.evaluation import bootstrap_auroc, roc_summary
 from hygiene.features import TEXT_STATS
 from hygiene.labelled import LabelledText
 from hygiene.lexical import LexicalModel, drop_first_sentence, fit_out_of_fold
 from hygiene.lm import select_device
-from hygiene.recipe import TYPO_PART, DetectorRecipe, RecipeData, assemble, repository
+from hygiene.recipe import TYPO_PART, DetectorRecipe, RecipeData, assemble, chat_records, repository
 from hygiene.scoring import CONTRAST_FEATURES, LM_FEATURES, TOKEN_STATS
 
 #: feature families of the ablation, by column name (a score over the body belongs with the score)
@@ -178,12 +181,7 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
     evals = {name: _Matrix(rows, featurize(rows)) for name, rows in data.eval.items()}
     names = det.feature_names
     lexical_all = det.lexical_
-    # the lexical model's rows for the refits: every training row, then the rows only it reads
-    pool = data.train + data.lexical_extra
-    rows = data.lexical_rows(data.train) + data.lexical_rows(data.lexical_extra)
-    matrices = lexical_all.matrices(rows.texts)
-    lexical_oof, _ = fit_out_of_fold(rows.texts, rows.labels, rows.groups, recipe.detector.lexical, matrices=matrices)
-    full_train = np.column_stack([train.X, lexical_oof[: len(train.records)]])
+    full_train, lexical = _with_lexical_out_of_fold(recipe, data, train.X)
     chat = evals["detect-chat"]
     sample = random.Random(recipe.seed).sample(range(len(chat.records)), min(PROBE_TEXTS, len(chat.records)))
     probes = _probes(det, chat, sample, recipe.seed, featurize)
@@ -199,7 +197,7 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
             continue
         log(f"measuring: {label} ({int(cols.sum())} columns)")
         # the leave-one-out refits (17 classifiers and lexical models) for all features only
-        results[label] = _measure(recipe, data, full_train, threshold, evals, probes, cols, (pool, rows, matrices),
+        results[label] = _measure(recipe, data, full_train, threshold, evals, probes, cols, lexical,
                                   loo=label == "all features", log=log)
     # the shipped detector itself (its classifier, Platt map and threshold) on each set
     for name, m in evals.items():
@@ -216,6 +214,45 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
         fh.write(ablation_table(results))
     write_card(recipe, det, results, Path(recipe.out) / "CARD.md", command)
     return det, results
+
+
+def _with_lexical_out_of_fold(recipe: DetectorRecipe, data: RecipeData, X: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """The training rows' features with the lexical score out of fold, and what the leave-out refits of the
+    lexical model read: every training row, then the rows only it reads, and their hashed n-gram matrices."""
+    pool = data.train + data.lexical_extra
+    rows = data.lexical_rows(data.train) + data.lexical_rows(data.lexical_extra)
+    matrices = LexicalModel(recipe.detector.lexical).matrices(rows.texts)
+    oof, _ = fit_out_of_fold(rows.texts, rows.labels, rows.groups, recipe.detector.lexical, matrices=matrices)
+    return np.column_stack([X, oof[: len(data.train)]]), (pool, rows, matrices)
+
+
+def leave_repositories_out(recipe: DetectorRecipe, repositories: Collection[str], contrast_lm: str | None = None,
+                           cache: Path | None = None, progress: bool = True) -> dict:
+    """Held-out AUROC with each of detect-chat's ``repositories`` left out of the classifier and the lexical
+    model, as a build measures it. A build's machine LM read every repository's training groups; given
+    ``contrast_lm``, a machine LM fine-tuned without these repositories, in its place (and as Binoculars'
+    performer where the machine LM is), the figures are of writing no model saw."""
+    missing = sorted(set(repositories) - {repository(r) for r in chat_records(recipe)["eval"]})
+    if missing:
+        raise UserInputError(f"not a detect-chat repository with held-out texts: {', '.join(missing)}")
+    data = assemble(recipe)
+    f = recipe.detector.features
+    if contrast_lm is not None:
+        f = dataclasses.replace(f, contrast_lm=contrast_lm,
+                                performer=contrast_lm if f.performer == f.contrast_lm else f.performer)
+    det = Detector(dataclasses.replace(recipe.detector, features=f))
+    cache = cache or Path(recipe.work) / "features.jsonl"
+
+    def featurize(records: Sequence[LabelledText]) -> np.ndarray:
+        return det.base_features([r.text for r in records], progress=progress, cache=cache)
+
+    y = np.array([r.label for r in data.train], dtype=int)
+    full_train, lexical = _with_lexical_out_of_fold(recipe, data, featurize(data.train))
+    chat = _Matrix(data.eval["detect-chat"], featurize(data.eval["detect-chat"]))
+    chat_whole = LexicalModel(recipe.detector.lexical).transform(chat.texts)
+    return _leave_out(data, full_train, y, np.ones(full_train.shape[1], dtype=bool), recipe.detector.classifier, recipe,
+                      chat, chat_whole, lexical, lambda r: repository(r) if repository(r) in repositories else None,
+                      _logger(progress))
 
 
 def fit_band(det: Detector, data: RecipeData, train: _Matrix, groups: list[str], threshold: _Matrix) -> None:

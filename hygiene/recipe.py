@@ -33,7 +33,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 import yaml
@@ -444,11 +444,12 @@ def _rest(rows: list[LabelledText], taken: list[LabelledText], n: int | None, se
     return rest if n is None else _sample(rest, n, seed)
 
 
-def machine_lm_texts(recipe: DetectorRecipe) -> list[str]:
+def machine_lm_texts(recipe: DetectorRecipe, leave_out: Collection[str] = ()) -> list[str]:
     """What the contrast model learns from: the machine side of every detect-chat training group, and
-    seeded samples of the corpus's synthetic training texts and detect-dev's training machine texts."""
+    seeded samples of the corpus's synthetic training texts and detect-dev's training machine texts.
+    ``leave_out`` names detect-chat repositories to keep out, for leave-one-out figures no model saw."""
     m, seed = recipe.machine_lm, recipe.seed
-    chat = [r.text for r in chat_records(recipe)["train"] if r.label == 1]
+    chat = [r.text for r in chat_records(recipe)["train"] if r.label == 1 and repository(r) not in leave_out]
     corpus = [r for r in read_labelled(Path(recipe.corpus) / "train.jsonl") if r.label == 1] if m.corpus_max else []
     dev = [r for r in dev_split(recipe)["train"] if r.label == 1]
     return chat + [r.text for r in _sample(corpus, m.corpus_max, seed)] + [r.text for r in _sample(dev, m.dev_max, seed)]

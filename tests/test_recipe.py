@@ -170,3 +170,23 @@ def test_the_card_says_where_a_build_ran_and_what_the_language_models_scored(tmp
     assert fresh.startswith("on 16 CPU cores and cuda:0") and "scoring 17,012 texts" in fresh
     cached = _build_conditions({"cpu_cores": 2, "device": "cpu", "texts_scored": 0}, "w/features.jsonl")
     assert cached.startswith("on 2 CPU cores (") and "every text's features already in `w/features.jsonl`" in cached
+
+
+def test_the_machine_lm_can_be_trained_without_a_repository(shared_data):
+    """For leave-one-out figures no model saw: every machine training text but the repository's is kept."""
+    from hygiene.recipe import chat_records, machine_lm_texts, repository
+
+    recipe = load_recipe(models_dir() / "detector" / "recipe.yaml")
+    hppt = "FreedomIntelligence/ChatGPT-Detection-PR-HPPT"
+    own = {r.text for r in chat_records(recipe)["train"] if r.label == 1 and repository(r) == hppt}
+    full, without = machine_lm_texts(recipe), machine_lm_texts(recipe, leave_out=[hppt])
+    assert own and not own & set(without)
+    assert len(without) == len(full) - len([t for t in full if t in own])
+
+
+def test_leaving_out_a_repository_that_is_not_there_names_it(shared_data):
+    from hygiene.detector_eval import leave_repositories_out
+
+    recipe = load_recipe(models_dir() / "detector" / "recipe.yaml")
+    with pytest.raises(UserInputError, match="not a detect-chat repository with held-out texts: nobody/nothing"):
+        leave_repositories_out(recipe, ["nobody/nothing"], progress=False)
