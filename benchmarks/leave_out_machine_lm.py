@@ -28,7 +28,7 @@ from pathlib import Path
 from collapse_sim.finetune import FinetuneConfig, finetune_lm
 from hygiene.atomic import write_json
 from hygiene.detector_eval import leave_repositories_out
-from hygiene.recipe import load_recipe, machine_lm_texts
+from hygiene.recipe import held_out_repositories, load_recipe, machine_lm_texts
 
 from _results import save  # benchmarks/_results.py, beside this script
 
@@ -64,6 +64,9 @@ def main() -> None:
     args = parser.parse_args()
     repositories = args.repository or list(WEAKEST)
     recipe = load_recipe(args.recipe)
+    unknown = sorted(set(repositories) - held_out_repositories(recipe))  # before the fine-tuning, not after
+    if unknown:
+        raise SystemExit(f"not a detect-chat repository with held-out texts: {', '.join(unknown)}")
     t0 = time.perf_counter()
     lm = machine_lm_without(args.recipe, repositories, args.work / "machine-lm")
     refit = leave_repositories_out(recipe, repositories, contrast_lm=str(lm), cache=args.work / "features.jsonl")

@@ -45,7 +45,7 @@ from hygiene.features import TEXT_STATS
 from hygiene.labelled import LabelledText
 from hygiene.lexical import LexicalModel, drop_first_sentence, fit_out_of_fold
 from hygiene.lm import select_device
-from hygiene.recipe import TYPO_PART, DetectorRecipe, RecipeData, assemble, chat_records, repository
+from hygiene.recipe import TYPO_PART, DetectorRecipe, RecipeData, assemble, held_out_repositories, repository
 from hygiene.scoring import CONTRAST_FEATURES, LM_FEATURES, TOKEN_STATS
 
 #: feature families of the ablation, by column name (a score over the body belongs with the score)
@@ -232,7 +232,7 @@ def leave_repositories_out(recipe: DetectorRecipe, repositories: Collection[str]
     model, as a build measures it. A build's machine LM read every repository's training groups; given
     ``contrast_lm``, a machine LM fine-tuned without these repositories, in its place (and as Binoculars'
     performer where the machine LM is), the figures are of writing no model saw."""
-    missing = sorted(set(repositories) - {repository(r) for r in chat_records(recipe)["eval"]})
+    missing = sorted(set(repositories) - held_out_repositories(recipe))
     if missing:
         raise UserInputError(f"not a detect-chat repository with held-out texts: {', '.join(missing)}")
     data = assemble(recipe)

@@ -240,6 +240,11 @@ def chat_records(recipe: DetectorRecipe) -> dict[str, list[LabelledText]]:
     return out
 
 
+def held_out_repositories(recipe: DetectorRecipe) -> set[str]:
+    """The detect-chat repositories that have texts in the held-out (``eval``) groups: those a leave-out measures."""
+    return {repository(r) for r in chat_records(recipe)["eval"]}
+
+
 def _sample(rows: list[LabelledText], n: int, seed: int) -> list[LabelledText]:
     """A seeded sample of at most ``n`` rows, in their original order."""
     if len(rows) <= n:
