@@ -26,6 +26,9 @@ SMALL = ["--generations", "2", "--runs", "2", "--samples", "10", "--quiet"]
     (["lm", "--preset", "tiny", "--train-file", "{tmp}/run/report.md", "--out", "{tmp}/run"],
      "overlaps the input"),
     (["pages", "--lm", "{tmp}/model", "--out", "{tmp}/model/tokenizer.json", "--n", "3"], "overlaps the input"),
+    (["gmm", "--generations", "1", "--samples", "3", "--quiet", "--out", "{tmp}/m"], "3 is not in the range x>=4"),
+    (["pretrain", "--time-budget", "0", "--out", "{tmp}/p"], "0.0 is not in the range x>0.0"),
+    (["finetune-lm", "--time-budget", "-5", "--out", "{tmp}/f"], "-5.0 is not in the range x>0.0"),
 ])
 def test_bad_values_are_refused_in_one_line_before_any_work(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "file").write_text("not a folder")
@@ -57,3 +60,10 @@ def test_quiet_silences_the_libraries_progress_bars(tmp_path: Path) -> None:
         hf_logging.enable_progress_bar()
         datasets.enable_progress_bars()
         huggingface_hub.utils.enable_progress_bars()
+
+
+@pytest.mark.parametrize("command", ["gaussian", "corpus", "pretrain", "finetune-lm", "gmm"])
+def test_help_states_each_range_as_it_is(command: str) -> None:
+    """An unbounded finite option reads "finite", not click's "x<=None"."""
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0 and "None]" not in result.output and "x<=None" not in result.output

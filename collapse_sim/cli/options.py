@@ -25,6 +25,10 @@ class Finite(click.FloatRange):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
 
+    def _describe_range(self) -> str:
+        """The help's range: "finite" alone where no bound is set (click would print ``x<=None``)."""
+        return "finite" if self.min is None and self.max is None else super()._describe_range()
+
 
 #: any finite float
 FINITE = Finite()

@@ -90,7 +90,7 @@ def gaussian(generations, samples, runs, seed, mode, real_fraction, out, quiet, 
 
 
 @main.command()
-@_common("gmm", generations=2000, samples=1000, runs=1,
+@_common("gmm", generations=2000, samples=1000, runs=1, min_samples=4,  # two a component of GMMConfig's two
          resumes="finished runs are kept under OUT/checkpoints and reused by the same command")
 def gmm(generations, samples, runs, seed, mode, real_fraction, out, quiet) -> None:
     """The paper's experiment: a 2-component mixture fitted by EM to samples of the previous fit.
