@@ -390,9 +390,10 @@ class RayFilterRun:
         startup = connect(self.ray.address)
         _ship_user_stages(self.pipeline)
         context = ray.data.DataContext.get_current()
-        saved = context.enable_progress_bars, context.shuffle_strategy
+        saved = context.enable_progress_bars, context.shuffle_strategy, context.raise_original_map_exception
         context.enable_progress_bars = self.progress
         context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED  # tasks, no actors
+        context.raise_original_map_exception = True  # a stage's UserInputError reaches here, for one line
         start = time.perf_counter()
         output.open()
         try:
@@ -405,9 +406,14 @@ class RayFilterRun:
             for block in lines.iter_batches(batch_size=None, batch_format="pyarrow"):
                 for name, line, outcome in zip(*(block[c].to_pylist() for c in ("output", "line", "outcome"))):
                     output.write(name, line, Outcome.from_json(outcome))
+        except Exception as exc:
+            user = _user_error(exc)
+            if user is None:
+                raise
+            raise user from None
         finally:
             self._documents = None
-            context.enable_progress_bars, context.shuffle_strategy = saved
+            context.enable_progress_bars, context.shuffle_strategy, context.raise_original_map_exception = saved
             output.close()
         elapsed = time.perf_counter() - start
         cluster = {"address": self.ray.address, "workers": self.ray.workers, "gpus_per_worker": self.ray.gpus_per_worker,
@@ -418,6 +424,22 @@ class RayFilterRun:
                           stages=[stage.name for stage in self.pipeline.stages], ray=cluster)
         output.finish(self.config, stats)
         return stats
+
+
+def _user_error(exc: BaseException) -> UserInputError | None:
+    """The :class:`UserInputError` a task raised (a stage's one-line error), from inside the exceptions Ray
+    wraps it in, or ``None``."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        if isinstance(e, UserInputError) and getattr(e, "cause", None) is None:  # not Ray's wrapper of one
+            return UserInputError(str(e).splitlines()[0])  # Ray appends lines of its own (attempts made)
+        seen.add(id(e))
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return None
 
 
 def _ship_user_stages(pipeline: Pipeline) -> None:

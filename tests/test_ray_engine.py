@@ -203,6 +203,19 @@ def test_limit_and_sample_choose_the_same_records_as_the_local_engine(ray_cluste
     assert len(shards) > 1  # the selection spans shards
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_stage_that_raises_is_one_line_on_ray(ray_cluster, corpus: Path, tmp_path: Path) -> None:
+    """The stage's one-line error reaches the caller, not Ray's wrapping of it (a traceback of its own)."""
+    (tmp_path / "raises.py").write_text("from hygiene.stages import Filter\n\n\nclass Raises(Filter):\n"
+                                        "    name = 'raises'\n\n    def score(self, texts):\n"
+                                        "        raise RuntimeError('kaboom')\n")
+    config = _config(stages=[{"path": f"{tmp_path / 'raises.py'}:Raises"}], **{"synthetic.enabled": False})
+    with pytest.raises(UserInputError) as caught:
+        run_filter_ray([corpus], tmp_path / "o", config, progress=False)
+    assert str(caught.value) == "stage raises (Raises) failed: RuntimeError: kaboom"
+
+
 def test_cluster_roots_follow_chains() -> None:
     child, root = cluster_roots(np.array([5, 2, 9, 7, 3]), np.array([2, 1, 7, 5, 0]))
     assert child.tolist() == [2, 3, 5, 7, 9] and root.tolist() == [1, 0, 1, 1, 1]

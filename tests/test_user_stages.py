@@ -142,3 +142,53 @@ def test_a_stage_file_that_does_not_parse_is_a_one_line_error_and_loads_once_men
     assert code == 1 and output.count("\n") == 1 and "cannot load stage" in output and "broken.py" in output
     broken.write_text(_CONTAINS.format(name="mended", word="cat"))
     assert load_stage(StageSpec(f"{broken}:S")).name == "mended"
+
+
+#: a stage that raises on its first batch
+_RAISES = '''
+from hygiene.stages import Filter
+
+
+class Raises(Filter):
+    name = "raises"
+
+    def score(self, texts):
+        raise RuntimeError("kaboom\\nsecond line")
+'''
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_stage_of_ones_own_that_raises_stops_the_run_with_one_line(tmp_path: Path, workers: str) -> None:
+    (tmp_path / "raises.py").write_text(_RAISES)
+    code, output = _filter([str(_corpus(tmp_path, 20)), "--out", str(tmp_path / "o"), "--workers", workers,
+                            "--stage", f"{tmp_path / 'raises.py'}:Raises", "--batch-size", "8"])
+    assert code == 1 and "Traceback" not in output
+    assert output == "Error: stage raises (Raises) failed: RuntimeError: kaboom\n"
+
+
+def test_a_built_in_stage_that_raises_keeps_its_traceback() -> None:
+    """A bug in this package's own stages is not dressed up as the user's error."""
+    from hygiene.stages import QualityFilter
+
+    with pytest.raises((TypeError, KeyError)):
+        QualityFilter()({"n": [0], "text": [None]})
+
+
+def test_dedup_runs_no_stage_but_dedup(tmp_path: Path) -> None:
+    """`hygiene dedup` takes no --stage or --profile, and ignores the quality, detector and own stages of a
+    config file."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"stages:\n  - path: {SHOUT}:Shout\n")
+    corpus = _corpus(tmp_path, 12)
+    result = CliRunner().invoke(main, ["dedup", str(corpus), "--out", str(tmp_path / "o"), "--config", str(config),
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert [s["name"] for s in stats["stages"]] == ["normalize", "input", "exact_dedup", "near_dedup"]
+    assert stats["kept"] == 12  # a third of the corpus shouts: the config's stage would reject 4
+    shouted = CliRunner().invoke(main, ["filter", str(corpus), "--out", str(tmp_path / "f"), "--config", str(config),
+                                        "--no-progress", "--no-synthetic"])
+    assert shouted.exit_code == 0 and json.loads((tmp_path / "f" / "stats.json").read_text())["rejected"] == 4
+    for option in ("--stage", "--profile", "--gpus-per-worker"):
+        bad = CliRunner().invoke(main, ["dedup", str(corpus), "--out", str(tmp_path / "p"), option, "x"])
+        assert bad.exit_code == 2 and f"No such option '{option}'" in bad.output

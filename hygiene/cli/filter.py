@@ -17,10 +17,6 @@ def _common_options(func: Callable) -> Callable:
     options = [
         click.argument("inputs", nargs=-1, required=True, metavar="INPUT..."),
         click.option("--out", "out", type=click.Path(file_okay=False), help="Output directory."),
-        click.option("--profile", default=None, type=click.Choice(profiles()),
-                     help="Settings to start from: 'human' keeps human writing and drops only what is not "
-                          "prose; 'gopher' applies Gopher's quality rules (as datatrove) [the config file's "
-                          "'profile', else human]."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False),
                      help="YAML/TOML config file extending the profile (any subset of the keys in DIR/config.yaml)."),
         click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
@@ -53,9 +49,6 @@ def _common_options(func: Callable) -> Callable:
                      help="MinHash signatures: 'fast' (numpy shingle hashes, bucketed MinHash) or 'datasketch' "
                           "(equal to datasketch's MinHash, several times slower) [fast]."),
         click.option("--normalize/--no-normalize", default=None, help="Unicode normalisation [on]."),
-        click.option("--stage", "stages", multiple=True, metavar="MODULE:CLASS",
-                     help="A stage of your own (a hygiene.stages.Stage subclass; MODULE may be a .py file), "
-                          "run before the detector (repeatable)."),
         click.option("--resume", is_flag=True, help="Continue an interrupted run in --out."),
         click.option("--overwrite", is_flag=True, help="Replace a finished or interrupted run in --out."),
         click.option("--dry-run", is_flag=True, help="Print the stats only; write nothing."),
@@ -63,6 +56,22 @@ def _common_options(func: Callable) -> Callable:
         click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
                      help="Run here, or on Ray (needs collapse-hygiene[ray]) [local]."),
         click.option("--ray-address", default=None, help="Ray cluster to join, e.g. auto [RAY_ADDRESS or a local Ray]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _filter_options(func: Callable) -> Callable:
+    """Options of ``filter`` alone: what sets or adds the stages that ``dedup`` leaves out."""
+    options = [
+        click.option("--profile", default=None, type=click.Choice(profiles()),
+                     help="Settings to start from: 'human' keeps human writing and drops only what is not "
+                          "prose; 'gopher' applies Gopher's quality rules (as datatrove) [the config file's "
+                          "'profile', else human]."),
+        click.option("--stage", "stages", multiple=True, metavar="MODULE:CLASS",
+                     help="A stage of your own (a hygiene.stages.Stage subclass; MODULE may be a .py file), "
+                          "run before the detector (repeatable)."),
         click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0,
                      help="GPUs for each detector worker with --engine ray [0]."),
     ]
@@ -86,7 +95,7 @@ def _overrides(**values: Any) -> dict[str, Any]:
 
 def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
          resume: bool, overwrite: bool, dry_run: bool, progress: bool, forced: dict[str, Any],
-         stages: tuple[str, ...], **options: Any) -> None:
+         **options: Any) -> None:
     """Load the config, run, report; user errors become one-line messages."""
     from hygiene.config import StageSpec, load_config
     from hygiene.filter_run import run_filter
@@ -94,10 +103,10 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
 
     if out is None and not dry_run:
         raise click.UsageError("give --out DIR (or --dry-run)")
-    engine, address, gpus = options.pop("engine"), options.pop("ray_address"), options.pop("gpus_per_worker")
+    engine, address, gpus = options.pop("engine"), options.pop("ray_address"), options.pop("gpus_per_worker", 0.0)
     if engine == "local" and (address is not None or gpus):
         raise click.UsageError("--ray-address and --gpus-per-worker need --engine ray")
-    profile = options.pop("profile")
+    profile, stages = options.pop("profile", None), options.pop("stages", ())
     if not progress:
         hide_library_bars()
     try:
@@ -125,13 +134,14 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
         click.echo(f"{stats['records_in']} records: {stats['kept']} kept, {stats['rejected']} rejected, "
                    f"{stats['errors']} errors ({stats['docs_per_s']} docs/s) -> {out}")
     try:
-        check_outcome(stats, out)
+        check_outcome(stats, None if dry_run else out)
     except UserInputError as exc:
         raise click.ClickException(str(exc)) from None
 
 
 @main.command("filter")
 @_common_options
+@_filter_options
 @click.option("--quality/--no-quality", default=None, help="The profile's quality rules [on].")
 @click.option("--synthetic/--no-synthetic", default=None, help="Synthetic-text detector [on].")
 @click.option("--detector", type=click.Path(), default=None, help="Detector directory, or a shipped one by name (detector-fast) [models/detector].")
@@ -165,9 +175,10 @@ def filter_cmd(inputs: tuple[str, ...], out: str | None, config_path: str | None
 @_common_options
 def dedup_cmd(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
               resume: bool, overwrite: bool, dry_run: bool, progress: bool, **options: Any) -> None:
-    """Drop exact and near-duplicate documents only (no quality or synthetic-text stage).
+    """Drop exact and near-duplicate documents only (no quality, synthetic-text or user stage; a config
+    file's are ignored).
 
     Same inputs and outputs as ``hygiene filter``.
     """
-    forced = {"quality.enabled": False, "synthetic.enabled": False}
+    forced = {"quality.enabled": False, "synthetic.enabled": False, "stages": []}
     _run(inputs, out, config_path, assignments, resume, overwrite, dry_run, progress, forced, **options)

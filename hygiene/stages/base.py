@@ -42,7 +42,7 @@ import numpy as np
 
 from hygiene.batch import Batch, active_rows, decisions, texts
 from hygiene.dedup import HashIndex
-from hygiene.errors import UserInputError
+from hygiene.errors import UserInputError, one_line
 
 #: the column holding every rule a rejected document fails (a list of names)
 FAILED = "failed"
@@ -92,8 +92,19 @@ class Stage:
         return batch
 
     def __call__(self, batch: Batch) -> dict[str, list]:
-        """A stage is a batch function (``datasets.map(batched=True)``, Ray ``map_batches``), timed."""
-        return timed(self.name, self.process, batch)
+        """A stage is a batch function (``datasets.map(batched=True)``, Ray ``map_batches``), timed.
+
+        An exception from a stage of one's own (a class defined outside this package) is a one-line
+        :class:`UserInputError` naming the stage; one from a built-in stage keeps its traceback (a bug here)."""
+        try:
+            return timed(self.name, self.process, batch)
+        except UserInputError:
+            raise
+        except Exception as exc:
+            if type(self).__module__.split(".")[0] == "hygiene":
+                raise
+            raise UserInputError(f"stage {self.name} ({type(self).__qualname__}) failed: "
+                                 f"{type(exc).__name__}: {one_line(exc)}") from exc
 
     def _check_count(self, what: str, values: Sized, texts: int) -> None:
         """A one-line error unless the stage gave one of ``what`` per text (a stage of one's own may not)."""
