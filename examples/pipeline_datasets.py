@@ -1,8 +1,9 @@
 """The filter inside a Hugging Face ``datasets`` pipeline: load a corpus, ``hygiene.filter_dataset``, save the kept part.
 
-The same stages as ``hygiene filter`` (normalise, exact dedup, Gopher quality, MinHash near dedup, the
-synthetic-text detector) run through ``Dataset.map(batched=True)``; the kept dataset comes back with the
-input's columns, the rejected one with ``hygiene_stage``, ``hygiene_reason`` and ``hygiene_scores``.
+The same stages as ``hygiene filter`` (normalise, exact dedup, the profile's quality rules, MinHash near dedup,
+the synthetic-text detector) run through ``Dataset.map(batched=True)``; the kept dataset comes back with the
+input's columns, the rejected one with ``hygiene_stage``, ``hygiene_reason``, ``hygiene_failed`` and
+``hygiene_scores``.
 
 Usage: ``python examples/pipeline_datasets.py [INPUT] [--out DIR] [--no-synthetic] [--set KEY=VALUE ...]``
 (INPUT: JSON lines, gzipped or not, or Parquet; default the example crawl).

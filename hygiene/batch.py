@@ -21,6 +21,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hygiene.normalize import without_lone_surrogates
+
 Batch = Mapping[str, Sequence]
 
 
@@ -47,7 +49,8 @@ def check_record(record: Any, text_field: str, id_field: str | None,
                  where: str) -> tuple[str | None, str | None, str | None]:
     """``(text, id, None)`` for a record the filter can use, else ``(None, None, error)``.
 
-    ``where`` is the id when no ``id_field`` is named. A plain string is a record of its own text.
+    ``where`` is the id when no ``id_field`` is named. A plain string is a record of its own text. A lone
+    surrogate in the text (a JSON ``\\ud800`` escape) reaches the stages as U+FFFD; the record keeps it.
     """
     if isinstance(record, str):
         text = record
@@ -59,6 +62,7 @@ def check_record(record: Any, text_field: str, id_field: str | None,
         return None, None, f"text field {text_field!r} is {type(record[text_field]).__name__}, not a string"
     else:
         text = record[text_field]
+    text = without_lone_surrogates(text)
     if id_field is None:
         return text, where, None
     if id_field not in record:

@@ -38,7 +38,7 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from hygiene.atomic import atomic_open, write_json
 from hygiene.classifier import ArrayClassifier, ClassifierConfig, fit_classifier
-from hygiene.errors import UserInputError
+from hygiene.errors import UserInputError, many
 from hygiene.evaluation import roc_summary
 from hygiene.features import TEXT_STATS, FeatureConfig, Featurizer
 from hygiene.lexical import LexicalConfig, LexicalModel, LexicalRows, fit_out_of_fold
@@ -228,7 +228,7 @@ class Detector:
 
         ``first``, the texts' :meth:`first_pass_features` computed ahead (in a worker process), supplies the
         columns they hold; only the language models run here."""
-        texts = list(texts)
+        texts = list(many(texts))
         stats, lexical = self._split_first(first, len(texts)) if first is not None else (None, None)
         X = self.base_features(texts, progress=progress, cache=cache, text_stats=stats)
         if self.config.lexical is None:
@@ -423,7 +423,7 @@ class Detector:
         probability, kept on its side of the threshold, so ``P > threshold_`` is the cascade's decision.
         ``first``: the texts' :meth:`first_pass_features`, computed ahead (the same numbers, not recomputed).
         """
-        texts = list(texts)
+        texts = list(many(texts))
         if not texts:
             self.last_settled_ = np.zeros(0, dtype=bool)
             return np.zeros((0, 2))

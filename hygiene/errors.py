@@ -5,6 +5,8 @@ or record; the command line turns it into a clean error instead of a traceback.
 """
 from __future__ import annotations
 
+from typing import Any
+
 
 class UserInputError(ValueError):
     """Bad input or configuration, described in one line that names what is wrong."""
@@ -25,3 +27,12 @@ def error_hint(first: str) -> str:
     else the error itself."""
     return next((f" (a wrong {opt}?)" for key, opt in (("text field", "--text-field"), ("id field", "--id-field"))
                  if key in first), f" (the first: {first})")
+
+
+def many(items: Any, what: str = "texts") -> Any:
+    """``items`` unchanged unless it is one string or bytes, which a function over many texts would read
+    character by character: that is a ``TypeError`` (as in scikit-learn), not a score per character."""
+    if isinstance(items, (str, bytes)):
+        raise TypeError(f"{what} must be a list or other iterable of texts, not a single {type(items).__name__} "
+                        f"(wrap it: [text])")
+    return items

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from hygiene.batch import BatchBuilder
 from hygiene.config import FilterConfig, load_config
-from hygiene.errors import UserInputError
+from hygiene.errors import UserInputError, many
 from hygiene.stages import (
     Detector,
     ExactDedup,
@@ -144,13 +144,17 @@ def filter_records(records: Iterable[Any], config: FilterConfig | None = None,
     Records are mappings holding ``config.text_field`` (or plain strings). Ids come from
     ``config.id_field`` or the record's position. A record without a usable text is
     not lost: its decision has stage ``"error"``. Without ``config``, the default profile.
+    ``records`` itself being one string is a ``TypeError``.
     """
     config = config or load_config()
-    pipeline = build_pipeline(config, detector)
+    return _decisions(iter(many(records, "records")), build_pipeline(config, detector), config)
+
+
+def _decisions(records: Iterator[Any], pipeline: Pipeline, config: FilterConfig) -> Iterator[Decision]:
+    """:func:`filter_records`'s stream, a batch at a time."""
     builder = BatchBuilder(config.text_field, config.id_field)
-    it = iter(records)
     start = 0
-    while chunk := list(itertools.islice(it, config.batch_size)):
+    while chunk := list(itertools.islice(records, config.batch_size)):
         yield from _decide(pipeline, builder, chunk, start)
         start += len(chunk)
 
@@ -188,7 +192,8 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
 
     The rejected dataset gains ``hygiene_stage``, ``hygiene_reason`` (the first failed rule),
     ``hygiene_failed`` (every failed rule, JSON) and ``hygiene_scores`` (JSON) columns; the kept
-    one is unchanged unless ``config.output.annotate`` (or ``annotate_only``) asks for them.
+    one is unchanged unless ``config.output.annotate`` (or ``annotate_only``) asks for them. A
+    dataset that has one of those columns already is refused (:class:`UserInputError`).
     Dedup keeps state across batches, so the map runs in this process (for parallel
     normalisation, quality and hashing, ``config.workers`` with :func:`hygiene.filter_run.run_filter`).
     Without ``config``, the default profile.
@@ -199,6 +204,10 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
     config = config or load_config()
     if ds.column_names is not None and config.text_field not in ds.column_names:
         raise UserInputError(f"dataset has no text column {config.text_field!r} (columns: {ds.column_names})")
+    taken = [c for c in ANNOTATIONS if c in (ds.column_names or ())]
+    if taken:  # the filter's columns would overwrite them
+        raise UserInputError(f"dataset already has the filter's column(s) {', '.join(taken)} (filtered before?): "
+                             f"remove or rename them first, e.g. ds.remove_columns({taken})")
     if isinstance(ds, datasets.IterableDataset):
         return _filter_stream(ds, config, detector)
     pipeline = build_pipeline(config, detector)

@@ -40,16 +40,25 @@ def _char_class(codes: list[int]) -> str:
 
 _FORMAT_RE = re.compile(_char_class([c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]))
 _LINE_ENDINGS = re.compile(r"\r\n?|[\u2028\u2029\x85]")
+#: a surrogate code point standing alone in a Python string (a pair decodes to one character): what a JSON
+#: ``\ud800`` escape gives, valid JSON but not Unicode text, so no UTF-8 encoder, tokenizer or Arrow takes it
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD, the replacement character: valid Unicode."""
+    return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def normalize_text(text: str) -> str:
-    """NFKC-normalise ``text``, drop invisible format characters and turn every line ending into ``\\n``.
+    """NFKC-normalise ``text``, drop invisible format characters, turn every line ending into ``\\n`` and a lone
+    surrogate into U+FFFD.
 
     ASCII text is its own NFKC form and holds no format character: only its line endings change.
     """
     if text.isascii():
         return _LINE_ENDINGS.sub("\n", text) if "\r" in text else text
-    text = unicodedata.normalize("NFKC", _LINE_ENDINGS.sub("\n", text))
+    text = unicodedata.normalize("NFKC", _LINE_ENDINGS.sub("\n", without_lone_surrogates(text)))
     return _FORMAT_RE.sub("", text)
 
 

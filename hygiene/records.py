@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Sequence
 
 from hygiene.errors import UserInputError
+from hygiene.normalize import without_lone_surrogates
 
 _BOM = b"\xef\xbb\xbf"
 _TABLE_BATCH = 1024
@@ -36,6 +37,8 @@ _RAW_CHARS = 2000
 #: level (a RecursionError near 1,000 levels, fewer in a deep call stack such as a Ray worker's), so a fixed
 #: limit well under that makes a line an error the same way on either engine (128: serde_json's default)
 MAX_JSON_DEPTH = 128
+#: the folder a filter run's outputs grow in until they move into place (``hygiene.run_output``)
+PARTIAL = ".partial"
 
 
 @dataclass(frozen=True)
@@ -102,12 +105,38 @@ def _hf_shards(path: Path, name: str, named: Path) -> list[Shard]:
     return [Shard(path, "hf", name, named=(named,))]
 
 
+def is_run_output(path: Path) -> bool:
+    """Whether ``path`` is a filter run's output folder: finished (``stats.json`` beside ``config.yaml``) or
+    under way (a ``.partial`` folder). Its kept, rejected and errors files and its ``stats.json`` are not a
+    corpus, so a directory input skips the folder; name one of its files to read that file."""
+    return path.is_dir() and ((path / "stats.json").is_file() and (path / "config.yaml").is_file()
+                              or (path / PARTIAL).is_dir())
+
+
+def _directory_shards(path: Path) -> list[Shard]:
+    """The shards under directory ``path``, sorted by name: saved datasets and readable files, leaving out
+    filter runs' output folders (:func:`is_run_output`) and what lies in them."""
+    runs = [p for p in (path, *path.rglob("*")) if is_run_output(p)]
+    if path in runs:
+        raise UserInputError(f"{path} is a filter run's output folder, not a corpus: name the file to read, "
+                             f"e.g. {path / 'kept.jsonl'}")
+    seen = [p for p in path.rglob("*") if not any(r in p.parents for r in runs)]
+    datasets_dirs = [p for p in seen if _is_saved_dataset(p)]
+    # a DatasetDict's splits are saved datasets too: read them once, through the DatasetDict
+    datasets_dirs = [d for d in datasets_dirs if not any(o in d.parents for o in datasets_dirs)]
+    found = [s for d in datasets_dirs for s in _hf_shards(d, d.as_posix(), path)]
+    found += [Shard(p, _kind(p), p.as_posix(), named=(path,)) for p in seen
+              if p.is_file() and _kind(p) and not any(d in p.parents for d in datasets_dirs)]
+    return sorted(found, key=lambda s: s.name)
+
+
 def discover_shards(inputs: Sequence[str | Path]) -> list[Shard]:
     """Expand files, directories and globs into a sorted, duplicate-free list of shards.
 
     Each shard keeps the inputs it was found through (:attr:`Shard.named`), all of them when
-    two inputs name the same file. Raises :class:`UserInputError` for a missing path, an
-    unsupported file, or no shards.
+    two inputs name the same file. A directory's filter-run output folders are skipped
+    (:func:`is_run_output`). Raises :class:`UserInputError` for a missing path, an
+    unsupported file, a run's output folder named as the input, or no shards.
     """
     shards: list[Shard] = []
     for arg in map(str, inputs):
@@ -119,6 +148,8 @@ def discover_shards(inputs: Sequence[str | Path]) -> list[Shard]:
                 p = Path(m)
                 if _is_saved_dataset(p):
                     shards += _hf_shards(p, p.as_posix(), p)
+                elif p.is_dir() and not is_run_output(p):  # searched as a directory named alone is
+                    shards += _directory_shards(p)
                 elif p.is_file() and _kind(p):
                     shards.append(Shard(p, _kind(p), p.as_posix(), named=(p,)))
             continue
@@ -128,11 +159,7 @@ def discover_shards(inputs: Sequence[str | Path]) -> list[Shard]:
         if _is_saved_dataset(path):
             shards += _hf_shards(path, path.as_posix(), path)
         elif path.is_dir():
-            datasets_dirs = [p for p in path.rglob("*") if _is_saved_dataset(p)]
-            found = [s for d in datasets_dirs for s in _hf_shards(d, d.as_posix(), path)]
-            found += [Shard(p, _kind(p), p.as_posix(), named=(path,)) for p in path.rglob("*")
-                      if p.is_file() and _kind(p) and not any(d in p.parents for d in datasets_dirs)]
-            shards += sorted(found, key=lambda s: s.name)
+            shards += _directory_shards(path)
         elif _kind(path):
             shards.append(Shard(path, _kind(path), path.as_posix(), named=(path,)))
         else:
@@ -175,8 +202,12 @@ def shards_outside(shards: Sequence[Shard], out_dir: Path | None) -> list[Shard]
 
 def file_states(path: Path) -> list[tuple[str, int, int]]:
     """The name, size and modification time of ``path``, or of every file under it (a saved dataset, a model
-    folder): what says an input was rewritten since a run began."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    folder) but a filter run's outputs (:func:`is_run_output`: ``--out`` may lie inside): what says an input
+    was rewritten since a run began."""
+    if not path.is_dir():
+        return [(path.name, (st := path.stat()).st_size, st.st_mtime_ns)]
+    runs = [p for p in path.rglob("*") if is_run_output(p)]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not any(r in p.parents for r in runs))
     return [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files]
 
 
@@ -430,13 +461,10 @@ def json_line(record: dict[str, Any]) -> bytes:
     return dumps_record(record).encode("utf-8", "backslashreplace")
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _arrow_safe(value: Any) -> Any:
     """Replace lone surrogates (valid in JSON, not in UTF-8 / Arrow strings) by U+FFFD, recursively."""
     if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
+        return without_lone_surrogates(value)
     if isinstance(value, dict):
         return {k: _arrow_safe(v) for k, v in value.items()}
     if isinstance(value, list):

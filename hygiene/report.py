@@ -25,6 +25,7 @@ import numpy as np
 
 from hygiene.errors import UserInputError
 from hygiene.paths import detector_path
+from hygiene.normalize import without_lone_surrogates
 from hygiene.records import ReadOptions, Shard, read_shard
 
 EXCERPT_CHARS = 300
@@ -277,7 +278,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     path = Path(out) if out is not None else run_dir / "report.html"
     if path.suffix.lower() not in (".html", ".htm"):
         raise UserInputError(f"the report is a page: give --out a .html path, not {path}")
-    page = render(stats, run_dir)
+    page = without_lone_surrogates(render(stats, run_dir))  # a record's lone surrogate, quoted as an example
     with atomic_open(path, "w") as fh:
         fh.write(page)
     return path

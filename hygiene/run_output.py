@@ -33,11 +33,10 @@ from hygiene import __version__
 from hygiene.atomic import write_json
 from hygiene.config import FilterConfig, write_config
 from hygiene.errors import UserInputError, error_hint
-from hygiene.records import jsonl_to_parquet
+from hygiene.records import PARTIAL, jsonl_to_parquet
 from hygiene.stages.base import FAILED, seconds_of
 
 OUTPUTS = ("kept", "rejected", "errors")
-PARTIAL = ".partial"
 #: written into PARTIAL once a run is done and before its outputs move: a resume then only completes the move
 FINISHING = "finishing.json"
 #: fields a record's group is read from when no group field is named, the first one present
@@ -167,10 +166,14 @@ def output_rows(records: Iterable[dict[str, Any]], batch: Mapping[str, Sequence]
 
 def _annotated(record: dict[str, Any], note: dict[str, Any]) -> dict[str, Any]:
     """``record`` with the filter's ``hygiene`` note; a ``hygiene`` field of the record's own is kept as
-    ``input_hygiene``, so nothing of the input is lost."""
+    ``input_hygiene`` (or ``input_input_hygiene``, and so on, if that name is taken too), so nothing of the
+    input is lost."""
     if "hygiene" not in record:
         return {**record, "hygiene": note}
-    return {**{k: v for k, v in record.items() if k != "hygiene"}, "input_hygiene": record["hygiene"], "hygiene": note}
+    own = "input_hygiene"
+    while own in record:
+        own = "input_" + own
+    return {**{k: v for k, v in record.items() if k != "hygiene"}, own: record["hygiene"], "hygiene": note}
 
 
 def error_outcome(error: Mapping[str, Any], config: FilterConfig) -> Outcome:
@@ -283,7 +286,7 @@ class RunOutput:
         if overwrite:
             shutil.rmtree(self.partial, ignore_errors=True)
             names = [f"{name}.{fmt}" for name in OUTPUTS for fmt in ("jsonl", "parquet")]
-            for name in (*names, "stats.json", "config.yaml"):
+            for name in (*names, "stats.json", "config.yaml", "report.html"):  # the page describes the old run
                 (self.dir / name).unlink(missing_ok=True)
 
     def open(self, offsets: Mapping[str, int] | None = None) -> None:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from hygiene.atomic import write_json
 from hygiene.batch import check_record
+from hygiene.normalize import without_lone_surrogates
 from hygiene.errors import UserInputError, error_hint
 from hygiene.records import Item, ReadOptions, Shard, discover_shards, dumps_record, read_shard, shard_states
 
@@ -47,7 +48,7 @@ def read_texts(path: str | os.PathLike, text_field: str = "text") -> Iterator[tu
     for item in _items(discover_shards([path]), text_field):
         if item.error is not None:
             raise UserInputError(f"{item.shard}:{item.line}: {item.error}")
-        yield item.line, item.record, item.record[text_field]
+        yield item.line, item.record, without_lone_surrogates(item.record[text_field])
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,20 @@ def _complete_rows(partial: Path) -> int:
     return keep.count(b"\n")
 
 
+def check_score_paths(input_path: str | os.PathLike, output_path: str | os.PathLike,
+                      overwrite: bool = False) -> list[Shard]:
+    """The shards :func:`score_jsonl` would read, or :class:`UserInputError` for what would stop it (a missing
+    input, the output among the inputs, an existing output without ``overwrite``): checked before any model
+    loads."""
+    output = Path(output_path)
+    shards = discover_shards([input_path])
+    if any(output.resolve() == s.path.resolve() for s in shards):
+        raise UserInputError(f"the output {output} is an input: choose another -o")
+    if output.exists() and not overwrite:
+        raise UserInputError(f"{output} exists: pass --overwrite to replace it, or choose another -o")
+    return shards
+
+
 def score_jsonl(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -102,11 +117,7 @@ def score_jsonl(
     output = Path(output_path)
     partial = output.with_name(output.name + ".partial")
     marker = output.with_name(output.name + ".partial.json")
-    shards = discover_shards([input_path])
-    if any(output.resolve() == s.path.resolve() for s in shards):
-        raise UserInputError(f"the output {output} is an input: choose another -o")
-    if output.exists() and not overwrite:
-        raise UserInputError(f"{output} exists: pass --overwrite to replace it, or choose another -o")
+    shards = check_score_paths(input_path, output, overwrite)
     state = json.loads(json.dumps({"inputs": shard_states(shards), "text_field": text_field,
                                    "keep_fields": keep_fields, "settings": settings or {}}, default=str))
     if overwrite:
@@ -143,7 +154,7 @@ def score_jsonl(
     with partial.open("a", encoding="utf-8") as fh:
         while part := list(itertools.islice(items, chunk)):
             good = [item for item in part if item.error is None]
-            cols = score([item.record[text_field] for item in good]) if good else {}
+            cols = score([without_lone_surrogates(item.record[text_field]) for item in good]) if good else {}
             own = {"line", "shard", "error", *cols}
             row = 0
             for item in part:

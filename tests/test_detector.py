@@ -274,6 +274,13 @@ def test_cli_train_evaluate_score_calibrate(cli_setup):
         r = run(main, ["score", str(root / f"{name}.jsonl"), "--detector", str(det), "--no-progress"])
         assert r.exit_code == 1 and re.search(message, r.output) and "Traceback" not in r.output, r.output
         assert len((root / f"{name}.scores.jsonl").read_text().splitlines()) == {"empty": 0, "bad": 2}[name]
+    (root / "indir").mkdir()
+    (root / "indir" / "c.jsonl").write_bytes(corpus.read_bytes())
+    r = run(main, ["score", str(root / "indir"), "--detector", str(det), "-o", str(root / "dir.jsonl"), "--no-progress"])
+    assert r.exit_code == 0 and len((root / "dir.jsonl").read_text().splitlines()) == 240, r.output
+    # the input is checked before any model loads: a missing detector is not what this run reports
+    r = run(main, ["score", str(root / "missing.jsonl"), "--detector", str(root / "no-detector")])
+    assert r.exit_code == 1 and "input not found" in r.output and "Traceback" not in r.output, r.output
     r = run(main, ["calibrate", "--detector", str(det), "--data", str(corpus), "--human-sources", "",
                    "--target-fpr", "0.05"])
     assert r.exit_code == 0, r.output

@@ -206,3 +206,115 @@ def test_ray_reads_deep_json_and_bad_txt_lines_as_the_local_engine_does(ray_clus
     key = lambda e: (e["shard"], e["line"])  # noqa: E731
     assert sorted(_lines(tmp_path / "ray" / "errors.jsonl"), key=key) == \
         sorted(_lines(tmp_path / "local" / "errors.jsonl"), key=key)
+
+
+# -- 5. earlier runs' outputs inside an input directory are not the corpus --------------------------
+def test_an_earlier_runs_output_inside_an_input_directory_is_not_read(tmp_path: Path) -> None:
+    crawl = tmp_path / "crawl"
+    _write_jsonl(crawl / "a.jsonl", [{"text": make_doc(i)} for i in range(4)])
+    run_filter([crawl], crawl / "run1", _config(), progress=False)
+    (crawl / "run2" / ".partial").mkdir(parents=True)  # an interrupted one
+    _write_jsonl(crawl / "run2" / ".partial" / "kept.jsonl", [{"text": make_doc(9)}])
+    again = run_filter([crawl], tmp_path / "elsewhere", _config(), progress=False)
+    assert (again["records_in"], again["errors"], again["rejected"]) == (4, 0, 0)
+    message = _filter(str(crawl / "run1"), "--out", str(tmp_path / "x"))
+    assert "is a filter run's output folder, not a corpus" in message and "kept.jsonl" in message
+    alone = run_filter([crawl / "run1" / "kept.jsonl"], tmp_path / "second", _config(), progress=False)
+    assert alone["records_in"] == 4  # a run's file, named, is read
+
+
+def test_a_glob_matching_a_directory_searches_it(tmp_path: Path) -> None:
+    _write_jsonl(tmp_path / "in" / "part-1" / "a.jsonl", [{"text": make_doc(i)} for i in range(3)])
+    _write_jsonl(tmp_path / "in" / "b.jsonl", [{"text": make_doc(9)}])
+    names = sorted(Path(s.name).name for s in discover_shards([str(tmp_path / "in" / "*")]))
+    assert names == ["a.jsonl", "b.jsonl"]
+
+
+def test_a_dataset_dict_inside_a_directory_is_read_once(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    split = {"train": [make_doc(i) for i in range(5)], "test": [make_doc(i) for i in range(5, 8)]}
+    datasets.DatasetDict({k: datasets.Dataset.from_dict({"text": v}) for k, v in split.items()}).save_to_disk(
+        str(tmp_path / "in" / "dd"))
+    stats = run_filter([tmp_path / "in"], tmp_path / "o", _config(), progress=False)
+    assert (stats["records_in"], stats["kept"]) == (8, 8)
+
+
+def test_out_inside_a_saved_dataset_folder_resumes(tmp_path: Path) -> None:
+    """The inputs' state that a resume checks leaves out a run's own output folder, growing inside them."""
+    from hygiene.records import file_states
+
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"text": [make_doc(i) for i in range(4)]}).save_to_disk(str(tmp_path / "ds"))
+    before = file_states(tmp_path / "ds")
+    (tmp_path / "ds" / "out" / ".partial").mkdir(parents=True)
+    (tmp_path / "ds" / "out" / ".partial" / "kept.jsonl").write_text("{}\n")
+    assert file_states(tmp_path / "ds") == before
+    (tmp_path / "ds" / "extra.json").write_text("{}")
+    assert file_states(tmp_path / "ds") != before
+
+
+# -- 6. lone surrogates: valid JSON, not Unicode --------------------------------------------------
+def test_a_lone_surrogate_is_judged_as_u_fffd_and_written_as_it_came(tmp_path: Path) -> None:
+    """A JSON `\\ud800` escape gives a string no UTF-8 encoder, tokenizer or hasher takes: the detector,
+    the report and `score` read U+FFFD in its place, and the record comes out unchanged."""
+    from tiny_detector import save_tiny_detector
+
+    from hygiene.report import write_report
+    from hygiene.score_file import score_jsonl
+
+    texts = [make_doc(0) + " \ud800 lone", make_doc(1) + " \udc00", "short \ud83d"]
+    _write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in texts])
+    config = _config(**save_tiny_detector(tmp_path))
+    stats = run_filter([tmp_path / "in.jsonl"], tmp_path / "o", config, progress=False)
+    assert (stats["records_in"], stats["errors"], stats["kept"] + stats["rejected"]) == (3, 0, 3)
+    written = _lines(tmp_path / "o" / "kept.jsonl") + _lines(tmp_path / "o" / "rejected.jsonl")
+    assert sorted(r["text"] for r in written) == sorted(texts)
+    assert "\ufffd" not in (tmp_path / "o" / "rejected.jsonl").read_text(encoding="utf-8")
+    page = write_report(tmp_path / "o").read_text(encoding="utf-8")
+    assert "short \ufffd" in page
+    seen: list[str] = []
+
+    def score(batch: list[str]) -> dict:
+        seen.extend(t.encode("utf-8").decode("utf-8") for t in batch)  # fails on a surrogate
+        return {"length": [len(t) for t in batch]}
+
+    counts = score_jsonl(tmp_path / "in.jsonl", tmp_path / "s.jsonl", score, progress=False)
+    assert (counts.rows, counts.errors) == (3, 0) and all("\ufffd" in t for t in seen)
+
+
+# -- 7. a text where texts are asked for ------------------------------------------------------------
+def test_one_string_where_many_texts_are_asked_for_is_a_type_error(tmp_path: Path) -> None:
+    """Iterating a string gives its characters: each would be scored or filtered as a text of its own."""
+    from tiny_detector import save_tiny_detector
+    from tiny_lm import tiny_lms
+
+    import hygiene
+    from hygiene.detector import load_detector
+
+    save_tiny_detector(tmp_path)
+    detector = load_detector(tmp_path / "det", device="cpu")
+    (lm,) = tiny_lms(1)
+    for call in (lambda: hygiene.filter_records("one text", _config()),
+                 lambda: detector.predict_proba("one text"), lambda: detector.predict("one text"),
+                 lambda: hygiene.score_texts("one text", lm)):
+        with pytest.raises(TypeError, match=r"not a single str \(wrap it: \[text\]\)"):
+            call()
+    assert len(detector.predict_proba(["one text", "another"])) == 2
+    assert [d.stage for d in hygiene.filter_records(["one text"], _config())] == ["quality"]
+
+
+# -- 8. the filter's own fields never hide the record's -------------------------------------------
+def test_the_records_own_hygiene_fields_are_kept(tmp_path: Path) -> None:
+    _write_jsonl(tmp_path / "in.jsonl", [{"text": "too short", "hygiene": 1, "input_hygiene": 2}])
+    run_filter([tmp_path / "in.jsonl"], tmp_path / "o", _config(), progress=False)
+    (row,) = _lines(tmp_path / "o" / "rejected.jsonl")
+    assert (row["input_input_hygiene"], row["input_hygiene"], row["hygiene"]["stage"]) == (1, 2, "quality")
+
+
+def test_filter_dataset_refuses_a_dataset_holding_its_columns(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    import hygiene
+
+    ds = datasets.Dataset.from_dict({"text": [make_doc(0)], "hygiene_stage": ["mine"]})
+    with pytest.raises(UserInputError, match=r"already has the filter's column\(s\) hygiene_stage"):
+        hygiene.filter_dataset(ds, _config())

@@ -26,7 +26,8 @@ def _device_options(f):
 
 
 def _scoring_options(f):
-    f = click.option("--max-tokens", type=click.IntRange(2), default=None, help="token budget per text [512]")(f)
+    f = click.option("--max-tokens", type=click.IntRange(2), default=None,
+                     help="token budget per text [512]; a detector keeps the one it was trained with")(f)
     return click.option("--batch-size", type=click.IntRange(1), default=None, help="texts per forward pass [32]")(f)
 
 
@@ -40,7 +41,7 @@ def _fail(exc: Exception) -> click.ClickException:
 
 
 @main.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.argument("input_path", metavar="INPUT", type=click.Path())
 @click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False), default=None,
               help="output JSONL (default: INPUT with .scores.jsonl); an interrupted run resumes")
 @click.option("--detector", "detector_dir", type=click.Path(), default=None,
@@ -70,13 +71,18 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
     .txt, a saved dataset, a directory), with the record's fields, so scores join back to records: one
     row per record, in order; one that cannot be scored holds its 'error' instead. Exits 1, its output
     written, when INPUT holds no record or only errors."""
+    from hygiene.score_file import check_score_paths, check_scored, score_jsonl
+
+    out = Path(out_path) if out_path else Path(input_path).with_suffix(".scores.jsonl")
+    try:
+        check_score_paths(input_path, out, overwrite)  # before the seconds of importing and loading models
+    except (UserInputError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
     from hygiene.detector import load_detector
     from hygiene.features import is_vector_feature
     from hygiene.lm import load_lm
-    from hygiene.score_file import check_scored, score_jsonl
     from hygiene.scoring import ScoringConfig, Scorer
 
-    out = Path(out_path) if out_path else Path(input_path).with_suffix(".scores.jsonl")
     if not progress:
         hide_library_bars()
     try:
