@@ -25,12 +25,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
 from safetensors.numpy import save as save_safetensors
 from sklearn.linear_model import LogisticRegression
@@ -38,11 +40,11 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from hygiene.atomic import atomic_open, write_json
 from hygiene.classifier import ArrayClassifier, ClassifierConfig, fit_classifier
-from hygiene.errors import UserInputError, many
+from hygiene.errors import UserInputError, many, one_line
 from hygiene.evaluation import roc_summary
 from hygiene.features import TEXT_STATS, FeatureConfig, Featurizer
 from hygiene.lexical import LexicalConfig, LexicalModel, LexicalRows, fit_out_of_fold
-from hygiene.lm import LanguageModel, model_fingerprint, resolve_model
+from hygiene.lm import LanguageModel, model_fingerprint, model_reference, resolve_model
 from hygiene.paths import detector_path
 from hygiene.scoring import MIN_TOKENS, ScoringConfig
 
@@ -115,6 +117,26 @@ def encode_labels(labels: Sequence[int | str]) -> np.ndarray:
         else:
             raise DetectorError(f"label #{i} is {label!r}; expected 0/1 or 'human'/'machine'")
     return np.array(out, dtype=int)
+
+
+#: the fewest texts of each class the training part may hold (the classifier holds a tenth of it out to stop early)
+MIN_TRAIN_PER_CLASS = 10
+
+
+def _stratified_group_split(y: np.ndarray, groups: np.ndarray, fraction: float, seed: int
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Training and calibration rows with about ``fraction`` of the groups held out, each part holding both
+    classes (the first such fold of a seeded ``StratifiedGroupKFold``); a one-line error if none does."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_splits = min(max(2, round(1 / fraction)), int(np.bincount(y).min()))
+    if n_splits >= 2:
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        for train, calib in folds.split(np.zeros(len(y)), y, groups):
+            if len(np.unique(y[calib])) == 2 and len(np.unique(y[train])) == 2:
+                return train, calib
+    raise DetectorError("cannot hold out whole groups of both classes for calibration: the human or the machine "
+                        "texts lie in one group (give them more groups, e.g. one per source document)")
 
 
 def _both_classes(y: np.ndarray) -> None:
@@ -257,19 +279,38 @@ class Detector:
     def fit(self, texts: Sequence[str], labels: Sequence[int | str], groups: Sequence[Any] | None = None,
             progress: bool = False, summary: dict[str, Any] | None = None,
             cache: str | os.PathLike | None = None) -> "Detector":
-        """Featurize labelled texts, then :meth:`fit_features` (labels checked first: featurizing is the slow part)."""
-        _both_classes(encode_labels(labels))
+        """Featurize labelled texts, then :meth:`fit_features` (labels and split checked first: featurizing is the
+        slow part)."""
+        self.split(labels, groups)
         X = self.base_features(texts, progress=progress, cache=cache)
         return self.fit_features(X, labels, groups, summary=summary, texts=texts)
 
     def split(self, labels: Sequence[int | str], groups: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Row indices of the training and the calibration part (by group when groups are given; seeded)."""
+        """Row indices of the training and the calibration part (by group when groups are given; seeded).
+
+        Groups are held out at random; where that holds out one class only (the machine texts in a few
+        groups), whole groups of each class are held out instead (``StratifiedGroupKFold``), so that the
+        calibration part can fit Platt scaling. A one-line error if each part cannot hold both classes,
+        or the training part holds fewer than :data:`MIN_TRAIN_PER_CLASS` texts of either."""
         y = encode_labels(labels)
+        _both_classes(y)
         cfg = self.config
-        if groups is not None:
+        if groups is None:
+            if min(np.bincount(y)) < 2:
+                raise DetectorError("too few texts to hold some of each class out for calibration")
+            train, calib = train_test_split(np.arange(len(y)), test_size=cfg.calib_fraction, stratify=y,
+                                            random_state=cfg.seed)
+        else:
+            g = np.asarray(groups, dtype=object).astype(str)
             split = GroupShuffleSplit(n_splits=1, test_size=cfg.calib_fraction, random_state=cfg.seed)
-            return next(split.split(np.zeros(len(y)), y, groups=np.asarray(groups, dtype=object).astype(str)))
-        return train_test_split(np.arange(len(y)), test_size=cfg.calib_fraction, stratify=y, random_state=cfg.seed)
+            train, calib = next(split.split(np.zeros(len(y)), y, groups=g))
+            if len(np.unique(y[calib])) < 2 or len(np.unique(y[train])) < 2:
+                train, calib = _stratified_group_split(y, g, cfg.calib_fraction, cfg.seed)
+        counts = np.bincount(y[train], minlength=2)
+        if counts.min() < MIN_TRAIN_PER_CLASS:
+            raise DetectorError(f"too few texts to train on: {counts[0]} human and {counts[1]} machine in the "
+                                f"training part (at least {MIN_TRAIN_PER_CLASS} of each)")
+        return train, calib
 
     def fit_features(self, X: np.ndarray, labels: Sequence[int | str], groups: Sequence[Any] | None = None,
                      summary: dict[str, Any] | None = None, texts: Sequence[str] | None = None,
@@ -288,7 +329,6 @@ class Detector:
         X = np.asarray(X, dtype=float)
         if X.ndim != 2 or X.shape[1] != len(self.featurizer.names):
             raise DetectorError(f"expected a feature matrix with {len(self.featurizer.names)} columns, got shape {X.shape}")
-        _both_classes(y)
         cfg = self.config
         train, calib = self.split(y, groups)
         if cfg.lexical is not None:
@@ -316,6 +356,7 @@ class Detector:
             "n_train": {"human": int((y[train] == 0).sum()), "machine": int((y[train] == 1).sum())},
             "n_calib": {"human": int((y[calib] == 0).sum()), "machine": int((y[calib] == 1).sum())},
             "split": "by group" if groups is not None else "stratified by label",
+            **({"numerics": self.featurizer.numerics()} if self.featurizer.numerics() else {}),
             **({"n_lexical": len(pool.texts)} if cfg.lexical is not None else {}),
             **(summary or {}),
         }
@@ -357,11 +398,12 @@ class Detector:
     # -- calibration ------------------------------------------------------------------------------
     def calibrate(self, texts: Sequence[str], labels: Sequence[int | str] | None = None,
                   target_fpr: float | None = None, progress: bool = False,
-                  domains: Sequence[str] | None = None) -> "Detector":
+                  domains: Sequence[str] | None = None, cache: str | os.PathLike | None = None) -> "Detector":
         """Refit Platt scaling (if both classes are given) and the threshold (on the human texts), then the
         cascade's band (if it has one) on the same texts; with ``domains``, both hold for each domain.
-        Without machine texts among them the band may only widen (see :meth:`fit_cascade`)."""
-        X = self.features(texts, progress=progress)
+        Without machine texts among them the band may only widen (see :meth:`fit_cascade`). ``cache``: the
+        language models' feature rows, reused and extended (:meth:`features`)."""
+        X = self.features(texts, progress=progress, cache=cache)
         self.calibrate_features(X, labels, target_fpr, domains)
         if self.first_pass_ is None:
             return self
@@ -558,11 +600,12 @@ def load_detector(path: str | os.PathLike | None = None, device: str | None = No
     root = detector_path(path)
     if not root.is_dir():
         raise DetectorError(f"{root} is not a detector directory (expected a folder with manifest.json)")
-    unsafe = sorted(p.name for p in root.iterdir() if p.suffix.lower() in _PICKLE_SUFFIXES)
+    unsafe = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in _PICKLE_SUFFIXES)
     if unsafe:
         raise DetectorError(f"{root} holds pickle-like files ({', '.join(unsafe)}); detectors never load pickles")
     manifest = _read_json(root / "manifest.json", root)
-    if manifest.get("format") != FORMAT or set(manifest.get("files", {})) != set(_FILES):
+    files = manifest.get("files")
+    if manifest.get("format") != FORMAT or not isinstance(files, dict) or set(files) != set(_FILES):
         raise DetectorError(f"{root / 'manifest.json'} is not a {FORMAT} manifest")
     for name, digest in manifest["files"].items():
         if not (root / name).is_file():
@@ -598,10 +641,15 @@ def load_detector(path: str | os.PathLike | None = None, device: str | None = No
         det.metrics_ = header.get("metrics", {})
     except UserInputError:
         raise  # e.g. a device this machine lacks: its own message
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DetectorError(f"{root}: malformed detector ({exc})") from exc
-    if list(det.feature_names) != header["feature_names"]:
+    except (KeyError, TypeError, ValueError, AttributeError, SafetensorError) as exc:
+        raise DetectorError(f"{root}: malformed detector ({one_line(exc)})") from exc
+    if list(det.feature_names) != header.get("feature_names"):
         raise DetectorError(f"{root}: feature names do not match the configuration")
+    fitted = det.training_.get("numerics", {}).get("dtype", "float32")
+    scoring = det.featurizer.numerics().get("dtype", "float32")
+    if fitted != scoring:
+        logging.getLogger(__name__).warning("%s was fitted on %s scores and will score in %s: P(machine) may "
+                                            "shift (pass dtype=%r)", root, fitted, scoring, fitted)
     return det
 
 
@@ -668,12 +716,21 @@ def train_detector(
     texts set the threshold, so the target FPR holds on real human text rather than on the
     corpora's human side only.
     """
+    from hygiene.human_data import check_sources
     from hygiene.labelled import human_pool, read_many
 
+    check_sources(human_calibration or ())  # a misspelt source fails now, not after the scoring
+    f = config.features
+    config = dataclasses.replace(config, features=dataclasses.replace(
+        f, **{k: model_reference(getattr(f, k)) for k in ("lm", "sampler", "observer", "performer", "contrast_lm")}))
     records = read_many(corpora)
     labels = np.array([r.label for r in records])
     groups = [r.group if r.group is not None else f"row:{i}" for i, r in enumerate(records)]
     det = Detector(config, device=device, dtype=dtype)
+    try:
+        det.split(labels, groups)
+    except DetectorError as exc:
+        raise DetectorError(f"{', '.join(map(str, corpora))}: {exc}") from None
     summary = {
         "corpora": [str(p) for p in corpora],
         "n_texts": {"human": int((labels == 0).sum()), "machine": int((labels == 1).sum())},
@@ -684,7 +741,8 @@ def train_detector(
     det.fit([r.text for r in records], labels, groups, progress=progress, summary=summary, cache=cache)
     if human_calibration:
         pool = human_pool("calib", sources=human_calibration)
-        det.calibrate([r.text for r in pool], progress=progress, domains=[r.domain for r in pool])  # per source
+        det.calibrate([r.text for r in pool], progress=progress, domains=[r.domain for r in pool],  # per source
+                      cache=cache)
         det.training_["threshold_set_on"] = {"human_pool_split": "calib", "sources": list(human_calibration),
                                              "n_texts": len(pool)}
     return det

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from hygiene.lm import LanguageModel, load_lm, model_fingerprint, resolve_model
+from hygiene.lm import LanguageModel, load_lm, model_fingerprint, resolve_model, select_device, select_dtype
 from hygiene.normalize import normalize_for_detection, normalize_text
 from hygiene.scoring import ScoringConfig, Scorer
 
@@ -184,6 +184,14 @@ class Featurizer:
                                          backend=self.backend)
         return self._models[name]
 
+    def numerics(self) -> dict[str, str]:
+        """How the language models compute, where not the default float32 without autocast (the dtype
+        resolved for the device, the autocast dtype): scores computed otherwise differ, so the feature cache
+        keys on it."""
+        dtype = str(select_dtype(self.dtype, select_device(self.device))).removeprefix("torch.")
+        out = {"dtype": dtype} if dtype != "float32" else {}
+        return {**out, "autocast": self.autocast} if self.autocast is not None else out
+
     def model_fingerprints(self) -> dict[str, str]:
         """SHA-256 of each language model the features use that a folder holds, by the name the configuration
         gives it (models passed in and Hub ids have none: a Hub id is known by its name alone)."""
@@ -214,7 +222,8 @@ class Featurizer:
         :meth:`text_statistics`, computed ahead, used as they are.
         """
         texts = list(texts)
-        store = FeatureCache(cache, self.config, self.model_fingerprints()) if cache is not None else None
+        store = (FeatureCache(cache, self.config, self.model_fingerprints(), self.numerics())
+                 if cache is not None else None)
         X = np.full((len(texts), len(self.names)), np.nan)
         keys = [store.key(t) for t in texts] if store else []
         todo = [i for i in range(len(texts)) if not store or keys[i] not in store.rows]
@@ -248,17 +257,19 @@ class Featurizer:
 
 
 class FeatureCache:
-    """Feature rows by text, in a JSONL file that grows a chunk at a time (a torn last line is ignored).
+    """Feature rows by text, in a JSONL file that grows a chunk at a time (a torn last line is cut off).
 
     Keys hash the feature configuration with the text as the models see it, so a cache never serves
     rows computed under other settings, and texts that differ only in what normalisation removes
     (invisible characters, homoglyphs, layout) share a row. ``models``, the content hashes of the
     models by name (:meth:`Featurizer.model_fingerprints`), join the key, so a model retrained under
-    the same name gets its rows computed again. How texts are batched (:data:`BATCHING`) is left out
+    the same name gets its rows computed again; so does ``numerics`` (:meth:`Featurizer.numerics`: rows
+    scored in bfloat16 never serve a float32 run). How texts are batched (:data:`BATCHING`) is left out
     of the key: it changes no feature, so a run resumed with another batch size reuses the rows.
     """
 
-    def __init__(self, path: str | os.PathLike, config: FeatureConfig, models: dict[str, str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, config: FeatureConfig, models: dict[str, str] | None = None,
+                 numerics: dict[str, str] | None = None) -> None:
         self.path = Path(path)
         self.config = config
         defaults = ScoringConfig()
@@ -267,15 +278,23 @@ class FeatureCache:
         self.fingerprint = json.dumps(dataclasses.asdict(keyed), sort_keys=True)
         if models:
             self.fingerprint += "\0" + json.dumps(models, sort_keys=True)
+        if numerics:
+            self.fingerprint += "\0" + json.dumps(numerics, sort_keys=True)
         self.rows: dict[str, np.ndarray] = {}
         if self.path.is_file():
-            with self.path.open(encoding="utf-8") as fh:
+            complete = 0  # bytes up to the end of the last whole line
+            with self.path.open("rb") as fh:
                 for line in fh:
+                    if not line.endswith(b"\n"):
+                        break  # torn by an interrupted write: cut off below, so the next row starts a line
+                    complete += len(line)
                     try:
                         rec = json.loads(line)
                         self.rows[rec["key"]] = np.array(rec["x"], dtype=float)
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        continue  # the line an interrupted write left behind
+                    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                        continue
+            if complete < self.path.stat().st_size:
+                os.truncate(self.path, complete)
 
     def key(self, text: str) -> str:
         """The row key of ``text`` under this configuration."""

@@ -49,6 +49,13 @@ def split_of(key: str) -> str:
     return "train" if h < 80 else ("calib" if h < 90 else "eval")
 
 
+def check_sources(sources: Iterable[str]) -> None:
+    """A one-line error naming the first of ``sources`` that is not a source of the pool (:data:`SOURCES`)."""
+    for source in sources:
+        if source not in SOURCES:
+            raise ValueError(f"unknown human source {source!r}; choose from {sorted(SOURCES)}")
+
+
 def iter_documents(
     root: str | Path | None = None,
     sources: Iterable[str] = tuple(SOURCES),
@@ -57,9 +64,9 @@ def iter_documents(
     """Yield the human documents of ``sources`` that fall in ``splits``, in a fixed order."""
     root = Path(root) if root is not None else data_dir()
     wanted = set(splits)
+    sources = list(sources)
+    check_sources(sources)
     for source in sources:
-        if source not in SOURCES:
-            raise ValueError(f"unknown human source {source!r}; choose from {sorted(SOURCES)}")
         for pattern in SOURCES[source]:
             for path in sorted(root.glob(pattern)):
                 rel = path.relative_to(root).as_posix()

@@ -66,6 +66,15 @@ def resolve_model(name_or_path: str | os.PathLike | None = None) -> str:
     return str(local_or_shipped(name_or_path))
 
 
+def model_reference(name: str | None) -> str | None:
+    """The name a detector records for a model: a folder named by a relative path made absolute (the
+    detector then loads from any working directory); a shipped name (``reference-lm``) or Hub id as it is."""
+    if name is None:
+        return None
+    path = Path(name)
+    return str(path.resolve()) if not path.is_absolute() and path.exists() else str(name)
+
+
 #: files that define what a model folder computes: weights, architecture and vocabulary
 _FINGERPRINT_FILES = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "vocab.json", "merges.txt")
 
@@ -132,10 +141,13 @@ def load_lm(
     (:func:`resolve_backend`; where the export fails, it warns in one line and keeps torch)."""
     source = resolve_model(name_or_path)
     dev = select_device(device)
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=select_dtype(dtype, dev), trust_remote_code=trust_remote_code
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=select_dtype(dtype, dev), trust_remote_code=trust_remote_code
+        )
+    except OSError as exc:  # not a model folder here, and not on a Hub this machine reaches
+        raise UserInputError(f"cannot load the language model {str(name_or_path)!r}: {one_line(exc)}") from None
     lm = wrap_lm(model, tokenizer, name=source, device=dev, autocast=autocast_dtype(autocast))
     if resolve_backend(backend, lm) == "onnxruntime":
         from hygiene.onnx_lm import onnx_lm  # imports this module

@@ -573,3 +573,134 @@ def test_cascade_settles_without_the_language_models_and_round_trips(tmp_path, t
     # moving the threshold refits the band on the same texts, at the new threshold
     back.calibrate(texts[:120], target_fpr=0.05)
     assert back.metrics_["cascade"]["n"] == 120 and back.metrics_["cascade"]["disagreement"] <= 0.02
+
+
+# -- what a user training a detector of their own runs into ----------------------------------------
+def _rehash(folder) -> None:
+    """Rewrite a detector's manifest for files edited on purpose (what a tampered-and-rehashed folder holds)."""
+    from hygiene.detector import _sha256
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = {name: _sha256(folder / name) for name in manifest["files"]}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_the_calibration_part_holds_both_classes_even_when_machine_text_sits_in_few_groups():
+    """A random draw of groups can hold out human text only: Platt scaling then has nothing to fit."""
+    det = Detector(DetectorConfig(features=SCORES_ONLY, seed=1))
+    y = np.r_[np.zeros(60), np.ones(60)].astype(int)
+    groups = [f"h{i}" for i in range(60)] + [f"m{i % 3}" for i in range(60)]
+    for seed in range(10):
+        det.config = DetectorConfig(features=SCORES_ONLY, seed=seed)
+        train, calib = det.split(y, groups)
+        assert set(y[calib]) == {0, 1} and set(y[train]) == {0, 1}
+        assert not {groups[i] for i in train} & {groups[i] for i in calib}
+    with pytest.raises(DetectorError, match="lie in one group"):
+        det.split(y, [f"h{i}" for i in range(60)] + ["m"] * 60)
+    with pytest.raises(DetectorError, match=r"too few texts to train on: \d+ human and \d+ machine"):
+        det.split(y[50:70], np.arange(20))
+
+
+def test_training_names_the_corpus_and_checks_its_sources_before_scoring(tmp_path, monkeypatch):
+    from hygiene.detector import train_detector
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"text {i}", "label": ["human", "machine"][i % 2]}) + "\n"
+                              for i in range(8)))
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored before the corpus and sources were checked")
+
+    monkeypatch.setattr(Detector, "base_features", no_scoring)
+    with pytest.raises(ValueError, match="unknown human source 'webb'"):
+        train_detector([corpus], DetectorConfig(features=SCORES_ONLY), human_calibration=["webb"])
+    with pytest.raises(DetectorError, match=rf"^{re.escape(str(corpus))}: too few texts to train on"):
+        train_detector([corpus], DetectorConfig(features=SCORES_ONLY))
+
+
+def test_a_relative_model_path_is_recorded_absolute(tmp_path, monkeypatch):
+    from hygiene.lm import model_reference
+
+    (tmp_path / "mylm").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert model_reference("mylm") == str(tmp_path / "mylm")
+    assert model_reference("reference-lm") == "reference-lm" and model_reference("org/some-model") == "org/some-model"
+    assert model_reference(None) is None
+
+
+def test_an_unknown_model_is_one_line_naming_it():
+    from hygiene.errors import UserInputError
+    from hygiene.lm import load_lm
+
+    with pytest.raises(UserInputError, match=r"^cannot load the language model 'nosuch-org/nosuch-lm': [^\n]*$"):
+        load_lm("nosuch-org/nosuch-lm")
+
+
+def test_feature_cache_keys_on_the_models_dtype_and_cuts_a_torn_line(tmp_path):
+    from hygiene.features import FeatureCache, Featurizer
+
+    assert Featurizer(SCORES_ONLY, device="cpu", dtype="float32").numerics() == {}
+    assert Featurizer(SCORES_ONLY, device="cpu", dtype="bfloat16").numerics() == {"dtype": "bfloat16"}
+    assert Featurizer(SCORES_ONLY, device="cpu", autocast="bfloat16").numerics() == {"autocast": "bfloat16"}
+    path = tmp_path / "cache.jsonl"
+    text = "Model collapse erases the tails."
+    assert FeatureCache(path, SCORES_ONLY).key(text) != FeatureCache(path, SCORES_ONLY, None, {"dtype": "bfloat16"}).key(text)
+    store = FeatureCache(path, SCORES_ONLY)
+    store.add(["a", "b"], np.ones((2, 3)))
+    with path.open("a") as fh:
+        fh.write('{"key": "c", "x": [1.0, ')  # what an interrupted write leaves
+    again = FeatureCache(path, SCORES_ONLY)
+    again.add(["d"], np.zeros((1, 3)))
+    assert sorted(FeatureCache(path, SCORES_ONLY).rows) == ["a", "b", "d"]
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_calibrate_reuses_and_extends_a_feature_cache(tmp_path, tiny_corpus, monkeypatch):
+    lm, texts, y = tiny_corpus
+    cfg = DetectorConfig(features=FeatureConfig(lm="tiny"), classifier=ClassifierConfig(kind="logistic"))
+    det = Detector(cfg, models={"tiny": lm}).fit(texts, y, groups=np.arange(len(y)) // 2)
+    det.calibrate(texts[:40], y[:40], cache=tmp_path / "c.jsonl")
+    assert len((tmp_path / "c.jsonl").read_text().splitlines()) == 40
+    threshold = det.threshold_
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored texts the cache holds")
+
+    monkeypatch.setattr(det.featurizer, "_compute", no_scoring)
+    det.calibrate(texts[:40], y[:40], cache=tmp_path / "c.jsonl")
+    assert det.threshold_ == threshold
+
+
+def test_malformed_detector_files_are_one_line_errors(saved, caplog):
+    header = json.loads((saved / "detector.json").read_text())
+    (saved / "detector.json").write_text(json.dumps({**header, "models": ["reference-lm"]}))
+    _rehash(saved)
+    with pytest.raises(DetectorError, match="malformed detector"):
+        load_detector(saved)
+    (saved / "detector.json").write_text(json.dumps({k: v for k, v in header.items() if k != "feature_names"}))
+    _rehash(saved)
+    with pytest.raises(DetectorError, match="feature names do not match"):
+        load_detector(saved)
+    (saved / "detector.json").write_text(json.dumps(
+        {**header, "training": {**header.get("training", {}), "numerics": {"dtype": "bfloat16"}}}))
+    _rehash(saved)
+    with caplog.at_level("WARNING"):
+        load_detector(saved)
+    assert "fitted on bfloat16 scores and will score in float32" in caplog.text
+    (saved / "detector.json").write_text(json.dumps(header))
+    blob = (saved / "classifier.safetensors").read_bytes()
+    (saved / "classifier.safetensors").write_bytes(blob[: len(blob) // 2])
+    _rehash(saved)
+    with pytest.raises(DetectorError, match="malformed detector"):
+        load_detector(saved)
+    manifest = json.loads((saved / "manifest.json").read_text())
+    (saved / "manifest.json").write_text(json.dumps({**manifest, "files": sorted(manifest["files"])}))
+    with pytest.raises(DetectorError, match="is not a .* manifest"):
+        load_detector(saved)
+
+
+def test_pickle_files_in_a_subfolder_are_refused(saved):
+    (saved / "extra").mkdir()
+    (saved / "extra" / "model.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(DetectorError, match="pickle-like files \\(extra/model.pkl\\)"):
+        load_detector(saved)

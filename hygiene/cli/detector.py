@@ -238,7 +238,7 @@ def calibrate(detector_dir, data, human_sources, target_fpr, per_domain, cache, 
             raise click.UsageError("nothing to calibrate on: give --data or --human-sources")
         labels = np.array([r.label for r in records])
         det.calibrate([r.text for r in records], labels, target_fpr=target_fpr, progress=True,
-                      domains=[r.domain or "" for r in records] if per_domain else None)
+                      domains=[r.domain or "" for r in records] if per_domain else None, cache=cache)
         det.training_["calibrated_on"] = {"data": list(data), "human_sources": sources, "n_texts": len(records)}
         det.save(path)
     except (UserInputError, ValueError, OSError) as exc:
