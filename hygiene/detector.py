@@ -446,6 +446,12 @@ class Detector:
         }
         return self
 
+    def trained_on(self, paths: Sequence[str | os.PathLike]) -> list[str]:
+        """Those of ``paths`` whose content is one of the corpora this detector was trained on (by SHA-256, as
+        :func:`train_detector` records them): figures measured on them are not held out."""
+        seen = {c.get("sha256") for c in self.training_.get("corpora", []) if isinstance(c, dict)}
+        return [str(p) for p in paths if Path(p).is_file() and _sha256(Path(p)) in seen]
+
     # -- prediction -------------------------------------------------------------------------------
     def decision_function_features(self, X: np.ndarray) -> np.ndarray:
         """Classifier log-odds (before calibration) for a feature matrix."""
@@ -732,7 +738,7 @@ def train_detector(
     except DetectorError as exc:
         raise DetectorError(f"{', '.join(map(str, corpora))}: {exc}") from None
     summary = {
-        "corpora": [str(p) for p in corpora],
+        "corpora": [{"path": str(Path(p).resolve()), "sha256": _sha256(Path(p))} for p in corpora],
         "n_texts": {"human": int((labels == 0).sum()), "machine": int((labels == 1).sum())},
         "generations": sorted({r.generation for r in records if r.generation is not None}),
         "generators": sorted({r.generator for r in records if r.generator is not None})[:50],

@@ -246,6 +246,7 @@ def test_cli_train_evaluate_score_calibrate(cli_setup):
     r = run(main, ["evaluate", "--detector", str(det), "--data", str(corpus), "--out", str(root / "eval"),
                    "--cache", str(root / "cache.jsonl")])
     assert r.exit_code == 0, r.output
+    assert f"warning: {corpus} is a corpus this detector was trained on" in r.output  # not held out
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
     assert set(metrics["by_generation"]) == {"1", "2"} and (root / "eval" / "roc.png").stat().st_size > 0
     assert metrics["overall"]["classifier"]["auroc"] > 0.9 and "fast_detectgpt" in metrics["overall"]

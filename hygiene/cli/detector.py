@@ -270,6 +270,9 @@ def evaluate(detector_dir, data, human_pool_sources, out_dir, cache, device, dty
             raise click.UsageError("give --data and/or --human-pool")
         records = read_many(data) + (human_pool("eval", sources=sources) if sources else [])
         det = load_detector(detector_dir, device=device, dtype=dtype)
+        for path in det.trained_on(data):
+            click.echo(f"warning: {path} is a corpus this detector was trained on: its figures are not held out",
+                       err=True)
         result = evaluate_detector(det, records, out_dir=out_dir, progress=True, cache=cache)
     except (UserInputError, ValueError, OSError) as exc:
         raise _fail(exc) from None
