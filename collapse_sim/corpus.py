@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 
 from datasets import Dataset, DatasetDict, load_from_disk
 
+from collapse_sim.resume import reading
 from hygiene.atomic import atomic_open
 from hygiene.errors import UserInputError
 
@@ -91,7 +92,8 @@ def load_corpus(corpus_dir: str | Path) -> Dataset:
     path = Path(corpus_dir) / "hf"
     if not (path / "dataset_info.json").is_file():
         raise FileNotFoundError(f"no corpus at {path} (expected a dataset written by write_corpus)")
-    ds = load_from_disk(str(path))
+    with reading(path, "rebuild it (collapse-sim corpus RUN --rebuild)"):
+        ds = load_from_disk(str(path))
     missing = set(COLUMNS) - set(ds.column_names)
     if missing:
         raise ValueError(f"corpus at {path} lacks columns {sorted(missing)}")
@@ -115,14 +117,28 @@ def split_of_source(source_id: str, fractions: tuple[float, float, float] = (0.8
     return next(name for name, b in zip(SPLIT_NAMES, bounds) if u < b)
 
 
+def split_rows(source_ids: Sequence[str], texts: Sequence[str],
+               fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> list[str]:
+    """The split of each row: its source's (:func:`split_of_source`), except that no text is in two splits: a
+    text written word for word for sources of different splits (degenerate beam outputs repeat across
+    prompts) goes, every copy of it, to the earliest of those splits (train, then validation), so a
+    held-out split never holds a text the training split has."""
+    assignment = [split_of_source(s, fractions) for s in source_ids]
+    earliest: dict[str, str] = {}
+    for text, split in zip(texts, assignment):
+        earliest[text] = min(earliest.get(text, split), split, key=SPLIT_NAMES.index)
+    return [earliest[text] for text in texts]
+
+
 def split_corpus(
     corpus_dir: str | Path, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
 ) -> dict[str, int]:
-    """Split the corpus by ``source_id`` into ``corpus_dir/splits`` (HF) and ``<split>.jsonl``; return row counts."""
+    """Split the corpus (:func:`split_rows`) into ``corpus_dir/splits`` (HF) and ``<split>.jsonl``; return row
+    counts."""
     _check_fractions(fractions)
     corpus_dir = Path(corpus_dir)
     ds = load_corpus(corpus_dir)
-    assignment = [split_of_source(s, fractions) for s in ds["source_id"]]
+    assignment = split_rows(ds["source_id"], ds["text"], fractions)
     parts = DatasetDict(
         {name: ds.select([i for i, a in enumerate(assignment) if a == name]) for name in SPLIT_NAMES}
     )

@@ -53,7 +53,7 @@ from collapse_sim.lm.models import base_model_path, finetune, load_tokenizer, tr
 from collapse_sim.generation import Decoding, generate_continuations
 from collapse_sim.metrics import SimulationResult, config_dict
 from collapse_sim.polluted_report import plot_chains, write_report
-from collapse_sim.resume import check_resumable, load_tensors, read_record, save_tensors
+from collapse_sim.resume import check_resumable, load_tensors, read_record, redo, save_tensors
 from collapse_sim.text_metrics import perplexity_profile, sample_perplexities
 from collapse_sim.training import TrainConfig, block_perplexity, resolve_device
 from hygiene.atomic import atomic_open, write_json
@@ -110,8 +110,8 @@ class PollutedConfig:
     full_batches: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.synthetic_fraction < 1.0:
-            raise ValueError(f"synthetic_fraction must be in [0, 1), got {self.synthetic_fraction}")
+        if not 0.0 < self.synthetic_fraction < 1.0:
+            raise ValueError(f"synthetic_fraction must be in (0, 1), got {self.synthetic_fraction}")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.beta < 0:
@@ -120,6 +120,10 @@ class PollutedConfig:
             raise ValueError("generations, runs and doc_blocks must be at least 1")
         if self.n_human < 1:
             raise ValueError(f"a crawl of {self.crawl_docs} documents leaves no human document at this fraction")
+        if self.n_synthetic < 1:  # nothing to filter: the three chains would be one
+            raise ValueError(f"a crawl of {self.crawl_docs} documents holds no machine-written document at "
+                             f"synthetic_fraction {self.synthetic_fraction}: raise it to at least "
+                             f"{0.5 / self.crawl_docs:.3g}")
         if not 0.0 < self.gen0_fraction < 1.0:
             raise ValueError(f"gen0_fraction must be in (0, 1), got {self.gen0_fraction}")
 
@@ -383,7 +387,7 @@ def _run_one(
     human_ppl = document_perplexities(gen0, data.eval, data.eval_next, batch_size=cfg.lm.score_batch_size)
     if (g0 / "gen.json").is_file():
         rec0 = read_record(g0 / "gen.json", *RECORDED)
-        samples0 = load_tensors(g0 / "data.safetensors", "samples")["samples"].long()
+        samples0 = load_tensors(g0 / "data.safetensors", "samples", fix=redo(g0 / "gen.json"))["samples"].long()
     else:
         samples0, rec0 = measure(gen0, 0, info0)
         n0 = len(data.gen0)
@@ -402,7 +406,8 @@ def _run_one(
             gdir = out / chain / f"gen-{g:02d}"
             if (gdir / "gen.json").is_file():  # finished earlier: resume after it
                 records[chain].append(read_record(gdir / "gen.json", *RECORDED))
-                previous[chain] = load_tensors(gdir / "data.safetensors", "samples")["samples"].long()
+                previous[chain] = load_tensors(gdir / "data.safetensors", "samples",
+                                               fix=redo(gdir / "gen.json"))["samples"].long()
                 continue
             t0 = time.perf_counter()
             ids = torch.cat([data.pool[draw["human"]], previous[chain]])[draw["order"]]

@@ -62,13 +62,19 @@ def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path) -> None:
         fh.write(save({k: v.contiguous() for k, v in tensors.items()}))
 
 
-def load_tensors(path: str | Path, *keys: str) -> dict[str, torch.Tensor]:
+def load_tensors(path: str | Path, *keys: str, fix: str = FIX) -> dict[str, torch.Tensor]:
     """The tensors of a run's safetensors file (on the CPU), holding ``keys``; a damaged file is a
-    :class:`UserInputError` naming it."""
-    with reading(path):
+    :class:`UserInputError` naming it and ``fix``."""
+    with reading(path, fix):
         tensors = load_file(str(path))
-    _require(path, tensors, keys)
+    _require(path, tensors, keys, fix)
     return tensors
+
+
+def redo(record: str | Path) -> str:
+    """The fix for a damaged file of a finished generation: the generation counts as finished while its
+    ``record`` exists, so deleting the record (not the file) makes the next run redo it."""
+    return f"delete {record} to redo that generation, or use another --out"
 
 
 def _drop(config: dict[str, Any], dotted: str) -> None:
@@ -80,14 +86,21 @@ def _drop(config: dict[str, Any], dotted: str) -> None:
     config.pop(leaf, None)
 
 
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted paths of the values that differ between two JSON values (a whole list counts as one)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [prefix.rstrip(".")] if old != new else []
+
+
 def config_changes(before: Mapping[str, Any], now: Mapping[str, Any], may_change: Iterable[str] = ()) -> list[str]:
-    """The top-level keys whose values differ between two configurations (as JSON), leaving out the
-    dotted paths in ``may_change`` (e.g. ``"generations"``, ``"train.threads"``)."""
+    """The dotted keys whose values differ between two configurations (as JSON), e.g. ``vae.epochs``,
+    leaving out the dotted paths in ``may_change`` (e.g. ``"generations"``, ``"train.threads"``)."""
     old, new = json.loads(json.dumps(before)), json.loads(json.dumps(now))
     for c in (old, new):
         for path in may_change:
             _drop(c, path)
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return _differences(old, new)
 
 
 def check_resumable(before: Mapping[str, Any] | None, now: Mapping[str, Any], where: str | Path,

@@ -39,7 +39,7 @@ from collapse_sim.image_metrics import (  # noqa: E402
 )
 from collapse_sim.metrics import SimulationResult, config_dict  # noqa: E402
 from collapse_sim.plots import plot_metric_curves, save_figure  # noqa: E402
-from collapse_sim.resume import check_resumable, read_record, reading  # noqa: E402
+from collapse_sim.resume import check_resumable, read_record, reading, redo  # noqa: E402
 from collapse_sim.reuse import Reuse  # noqa: E402
 from collapse_sim.vae import (  # noqa: E402
     PIXELS,
@@ -107,6 +107,8 @@ class VAECollapseConfig:
             raise ValueError(f"pixels must be one of {PIXELS}, got {self.pixels!r}")
         if self.generations < 0 or self.runs < 1:
             raise ValueError("need generations >= 0 and runs >= 1")
+        if self.dataset != "mnist" and (self.images is not None or self.labels is not None):
+            raise ValueError(f"images and labels files are for the mnist dataset; {self.dataset} is built in")
         if self.vae is None:
             object.__setattr__(self, "vae", VAEConfig(epochs=DEFAULT_EPOCHS[self.dataset]))
 
@@ -183,7 +185,7 @@ def _load_generation(run_dir: Path, g: int) -> tuple[np.ndarray, dict[str, float
     if not done.is_file():
         return None
     path = run_dir / f"gen{g:03d}.npz"
-    with reading(path), np.load(path, allow_pickle=False) as z:
+    with reading(path, redo(done)), np.load(path, allow_pickle=False) as z:
         samples = z["samples"]
     return samples, read_record(done, *METRICS)
 

@@ -180,6 +180,9 @@ def load_recipe(path: str | os.PathLike) -> DetectorRecipe:
         raise UserInputError(f"recipe not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+                             ) from None
     except yaml.YAMLError as exc:
         raise UserInputError(f"{path}: not valid YAML ({one_line(exc)})") from None
     try:
@@ -191,7 +194,7 @@ def load_recipe(path: str | os.PathLike) -> DetectorRecipe:
 def _build(cls: type, raw: Any, where: str) -> Any:
     """A (nested) dataclass from a mapping, refusing keys the dataclass does not have."""
     if not isinstance(raw, dict):
-        raise ValueError(f"{where or 'the recipe'} must be a mapping")
+        raise ValueError(f"{where.rstrip('.') or 'the recipe'} must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from collapse_sim import lm
 from collapse_sim import pretrain as pretraining
 from collapse_sim.cli import main as cli
-from collapse_sim.corpus import load_corpus, split_corpus
+from collapse_sim.corpus import load_corpus, split_corpus, split_of_source
 from collapse_sim.generation import Decoding, generate_continuations
 from collapse_sim.text_metrics import (
     distinct_n,
@@ -191,11 +192,14 @@ def test_corpus_labels_generations_and_splits(run):
     assert all("generation 2" in r["generator"] for r in synthetic if r["generation"] == 3)
     counts = split_corpus(out / "corpus")
     assert sum(counts.values()) == len(rows)
-    splits = {}
+    by_text = {}
     for name in counts:
         for line in (out / "corpus" / f"{name}.jsonl").read_text().splitlines():
-            splits.setdefault(json.loads(line)["source_id"], set()).add(name)
-    assert all(len(s) == 1 for s in splits.values())  # no source straddles two splits
+            row = json.loads(line)
+            by_text.setdefault(row["text"], set()).add(name)
+            if name != split_of_source(row["source_id"]):  # moved: its text is written for several sources
+                assert len({r["source_id"] for r in rows if r["text"] == row["text"]}) > 1
+    assert all(len(s) == 1 for s in by_text.values())  # no text in two splits
 
 
 @pytest.mark.slow
@@ -237,3 +241,23 @@ def test_presets_find_the_shipped_bases():
 
     assert Path(lm.base_model_path(lm.preset("cpu"), progress=False)) == models_dir() / "base-lm"
     assert Path(lm.base_model_path(lm.preset("paper"), progress=False)) == models_dir() / "reference-lm"
+
+
+@pytest.mark.slow
+def test_a_damaged_generation_says_which_record_to_delete_and_a_shorter_rerun_trims_the_corpus(run, tmp_path):
+    import shutil
+
+    from hygiene.errors import UserInputError
+
+    cfg, out, _, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    gdir = copy / "replace" / "greedy" / "gen-01"
+    before = (gdir / "data.safetensors").read_bytes()
+    (gdir / "data.safetensors").write_bytes(b"damaged")
+    with pytest.raises(UserInputError, match=f"delete {re.escape(str(gdir / 'gen.json'))} to redo that generation"):
+        lm.run_lm(dataclasses.replace(cfg, generations=3), copy, progress=False)
+    (gdir / "gen.json").unlink()  # as the message says
+    lm.run_lm(dataclasses.replace(cfg, generations=2), copy, progress=False)
+    assert (gdir / "data.safetensors").read_bytes() == before  # redone, the same continuations
+    assert {r["generation"] for r in load_corpus(copy / "corpus").to_list()} == {0, 1, 2}  # not gen-02's

@@ -186,3 +186,75 @@ def test_fractions_that_make_no_split_are_refused(tmp_path, fractions):
         split_of_source("a:0", fractions)
     with pytest.raises(UserInputError, match="split fractions"):
         split_corpus(tmp_path, fractions)  # refused before the corpus is read
+
+
+def test_no_text_is_in_two_splits_and_unique_texts_keep_their_sources_split():
+    from collapse_sim.corpus import split_rows
+
+    sources = [f"s{i}" for i in range(300)]
+    by_source = {s: split_of_source(s) for s in sources}
+    test_source = next(s for s in sources if by_source[s] == "test")
+    train_source = next(s for s in sources if by_source[s] == "train")
+    texts = [f"text {i}" for i in range(300)]
+    texts[sources.index(test_source)] = texts[sources.index(train_source)] = ", , , ,"  # one degenerate output
+    split = split_rows(sources, texts)
+    assert split[sources.index(test_source)] == split[sources.index(train_source)] == "train"
+    assert all(split[i] == by_source[s] for i, s in enumerate(sources) if texts[i] != ", , , ,")
+    assert {s for s in split} == {"train", "validation", "test"}
+
+
+# --------------------------------------------------------------------------- what a researcher gives by mistake
+
+
+def test_a_train_file_that_is_not_utf8_text_is_named(tmp_path):
+    from collapse_sim.lm.data import read_blocks
+
+    tokenizer = SimpleNamespace()  # never reached: the file is refused first
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1") * 50)
+    with pytest.raises(UserInputError) as exc:
+        read_blocks(tmp_path / "latin1.txt", tokenizer, 32)
+    _one_line(exc, str(tmp_path / "latin1.txt"), "not UTF-8 text (byte 0xe9 at offset 3)")
+    (tmp_path / "nul.txt").write_bytes(bytes(range(128)) * 50)
+    with pytest.raises(UserInputError) as exc:
+        read_blocks(tmp_path / "nul.txt", tokenizer, 32)
+    _one_line(exc, str(tmp_path / "nul.txt"), "NUL bytes")
+
+
+@pytest.mark.parametrize("fraction, message", [(0.0, r"in \(0, 1\)"), (0.004, "holds no machine-written document")])
+def test_a_crawl_without_machine_text_is_refused(fraction, message):
+    with pytest.raises(ValueError, match=message):
+        polluted.PollutedConfig(synthetic_fraction=fraction, crawl_docs=24)
+
+
+@pytest.mark.parametrize("base", ["/nowhere/model", "./missing-model", "a/b/c"])
+def test_a_missing_base_model_path_is_named(base):
+    with pytest.raises(UserInputError, match=f"^no model at {base}: "):
+        lm.base_model_path(lm.preset("tiny", base_model=base), progress=False)
+    assert lm.base_model_path(lm.preset("tiny", base_model="org/model"), progress=False) == "org/model"  # a Hub id
+
+
+def test_images_for_a_built_in_dataset_are_refused():
+    with pytest.raises(ValueError, match="images and labels files are for the mnist dataset"):
+        vae_collapse.config_for("digits", images="t10k-images.idx3-ubyte")
+
+
+def test_a_recipe_that_is_not_utf8_or_holds_a_bad_section_is_named(tmp_path):
+    from hygiene.recipe import load_recipe
+
+    (tmp_path / "bad.yaml").write_bytes(b"seed: 0\nnote: caf\xe9\n")
+    with pytest.raises(UserInputError, match=r"bad.yaml: not UTF-8 text \(byte 0xe9"):
+        load_recipe(tmp_path / "bad.yaml")
+    (tmp_path / "section.yaml").write_text("machine_lm: 3\n")
+    with pytest.raises(UserInputError, match=r"section.yaml: machine_lm must be a mapping$"):
+        load_recipe(tmp_path / "section.yaml")
+
+
+def test_a_damaged_corpus_is_named(tmp_path):
+    from collapse_sim.corpus import CorpusRow, load_corpus, write_corpus
+
+    write_corpus([CorpusRow(text="a", generation=0, label="human", generator="human", decoding="", mode="", seed=0,
+                            prompt="", source_id="f:0")], tmp_path / "corpus")
+    (tmp_path / "corpus" / "hf" / "state.json").write_text("{not json")
+    with pytest.raises(UserInputError) as exc:
+        load_corpus(tmp_path / "corpus")
+    _one_line(exc, "hf", "--rebuild")

@@ -27,7 +27,8 @@ def test_config_changes_ignore_what_may_change_and_name_the_rest():
     before = {"generations": 3, "seed": 0, "train": {"threads": 1, "lr": 0.1}}
     assert config_changes(before, {**before, "generations": 5, "train": {"threads": 2, "lr": 0.1}},
                           ("generations", "train.threads")) == []
-    assert config_changes(before, {**before, "seed": 1, "train": {"threads": 1, "lr": 0.2}}) == ["seed", "train"]
+    assert config_changes(before, {**before, "seed": 1, "train": {"threads": 1, "lr": 0.2}}) == ["seed", "train.lr"]
+    assert config_changes(before, {k: v for k, v in before.items() if k != "train"}) == ["train"]  # a section gone
     check_resumable(None, before, "fresh")  # nothing there: nothing to refuse
     with pytest.raises(ValueError, match=r"different configuration \(seed\)"):
         check_resumable(before, {**before, "seed": 1}, "out")

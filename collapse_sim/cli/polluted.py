@@ -12,7 +12,7 @@ from collapse_sim.generation import DECODINGS
 
 
 @main.command("polluted")
-@click.option("--synthetic-fraction", type=Finite(0, 1, max_open=True), default=None,
+@click.option("--synthetic-fraction", type=Finite(0, 1, min_open=True, max_open=True), default=None,
               help="Share of each crawl written by the chain's previous model [0.5].")
 @click.option("--generations", type=click.IntRange(min=1), default=None,
               help="Model generations, generation 0 included [the preset's: 5].")

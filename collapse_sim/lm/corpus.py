@@ -9,15 +9,17 @@ from collapse_sim.resume import load_tensors, read_record
 
 def build_corpus(run_dir: str | Path) -> Path:
     """Write ``run_dir/corpus`` from the run's saved generations: the human training blocks
-    (generation 0) and every finished generation's continuations (generation ``g + 1`` is
-    what model generation ``g`` wrote). Returns the corpus directory."""
+    (generation 0) and the continuations of every finished generation the run's last configuration
+    asks for (generation ``g + 1`` is what model generation ``g`` wrote; one an earlier, longer run left
+    is not part of this run). Returns the corpus directory."""
     from collapse_sim.corpus import CorpusRow, write_corpus  # imports `datasets`, slow: only when needed
 
     run = Path(run_dir)
     info_path = run / "run.json"
     if not info_path.is_file() or not (run / "human.safetensors").is_file():
         raise FileNotFoundError(f"{run} is not an lm run directory (no run.json / human.safetensors)")
-    info = read_record(info_path, "config", "base_model", "train_file")
+    info = read_record(info_path, "config", "base_model", "train_file",
+                       fix="it is the lm run's own record: rerun collapse-sim lm into a fresh --out")
     seed = info["config"]["seed"]
     tokenizer = load_tokenizer(info["base_model"])
     human = load_tensors(run / "human.safetensors", "train", "train_ids")
@@ -33,6 +35,8 @@ def build_corpus(run_dir: str | Path) -> Path:
             if not (gdir / "gen.json").is_file():
                 continue
             g, method = int(gdir.name.split("-")[1]), gdir.parent.name
+            if g >= info["config"].get("generations", g + 1):
+                continue
             continuations = load_tensors(gdir / "data.safetensors", "continuations")["continuations"]
             texts = tokenizer.batch_decode(continuations.tolist())
             generator = f"{model_dir(run, mode, method, g)} (generation {g})"

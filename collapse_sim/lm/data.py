@@ -29,7 +29,13 @@ def read_blocks(path: str | Path, tokenizer: PreTrainedTokenizerBase, block: int
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text file not found: {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+                             ) from None
+    if "\x00" in text:
+        raise UserInputError(f"{path}: not a text file (it holds NUL bytes)")
     if not text.strip():
         raise UserInputError(f"{path}: no text to make {block}-token blocks from")
     blocks = encode_blocks(text.splitlines(keepends=True), tokenizer, block)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +19,7 @@ from collapse_sim.metrics import config_dict
 from collapse_sim.resume import read_record, reading
 from collapse_sim.training import TrainConfig, resolve_device, train_lm
 from hygiene.atomic import write_json
+from hygiene.errors import UserInputError
 from hygiene.paths import models_dir
 
 
@@ -31,6 +33,10 @@ def base_model_path(cfg: LMConfig, progress: bool = True) -> str:
     """``cfg.base_model``; else a shipped model (``models/base-lm``, ``models/reference-lm``) pre-trained
     with ``cfg.base``; else the base pre-trained from ``cfg.base`` (trained once, then cached)."""
     if cfg.base_model:
+        path = Path(cfg.base_model).expanduser()
+        if not path.is_dir() and (path.is_absolute() or cfg.base_model.startswith((".", "~")) or path.exists()
+                                  or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", cfg.base_model)):
+            raise UserInputError(f"no model at {cfg.base_model}: give a causal LM folder or a Hub model id")
         return cfg.base_model
     wanted = _without_unset(json.loads(json.dumps(config_dict(cfg.base))))
     for name in ("base-lm", "reference-lm"):  # the cpu and the reference preset's base, both shipped

@@ -42,7 +42,7 @@ from collapse_sim.lm.data import LMData, load_data
 from collapse_sim.lm.models import base_model_path, finetune, gen_dir, load_tokenizer, model_dir, train_or_load
 from collapse_sim.lm.report import plot_histograms, plot_perplexity, write_report
 from collapse_sim.metrics import SimulationResult, config_dict
-from collapse_sim.resume import check_resumable, load_tensors, read_record, save_tensors
+from collapse_sim.resume import check_resumable, load_tensors, read_record, redo, save_tensors
 from collapse_sim.reuse import MODES, Reuse
 from collapse_sim.text_metrics import perplexity_profile, sample_perplexities, token_metrics
 from collapse_sim.training import block_perplexity
@@ -148,7 +148,7 @@ def _run_arms(cfg: LMConfig, out: Path, progress: bool) -> tuple[SimulationResul
         for g in bar:
             gdir = gen_dir(out, mode, dec.method, g)
             if (gdir / "gen.json").is_file():  # finished earlier: resume after it
-                saved = load_tensors(gdir / "data.safetensors", "continuations")
+                saved = load_tensors(gdir / "data.safetensors", "continuations", fix=redo(gdir / "gen.json"))
                 continuations.append(saved["continuations"].long())
                 val_continuations = saved["val_continuations"].long() if "val_continuations" in saved else None
                 recs.append(read_record(gdir / "gen.json", *METRICS, "selected_on"))

@@ -45,7 +45,7 @@ def load_default_detector(path: str | Path | None = None, device: str | None = N
     if not path.exists():
         raise UserInputError(
             f"no synthetic-text detector at {path}: train or install one, pass --detector PATH, "
-            "or switch the stage off (--no-synthetic, or synthetic.enabled=false in a config or --set)"
+            "or switch the stage off (synthetic.enabled=false; hygiene filter --no-synthetic)"
         )
     try:
         from hygiene.detector import load_detector
