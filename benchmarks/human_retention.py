@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from hygiene.config import load_config
+from hygiene.config import load_config, profiles
 from hygiene.filtering import filter_records
 from hygiene.human_data import passages, split_of
 from hygiene.paths import data_dir
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-source", type=int, default=1000)
     parser.add_argument("--split", nargs="+", default=["eval"], choices=["train", "calib", "eval"])
-    parser.add_argument("--profiles", nargs="+", default=["gopher", "human"])
+    parser.add_argument("--profiles", nargs="+", default=["gopher", "human"], choices=profiles())
     parser.add_argument("--with-detector", action="store_true", help="run the synthetic-text detector stage too")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=HERE / "results")

@@ -28,6 +28,7 @@ from pathlib import Path
 from collapse_sim.finetune import FinetuneConfig, finetune_lm
 from hygiene.atomic import write_json
 from hygiene.detector_eval import leave_repositories_out
+from hygiene.errors import UserInputError
 from hygiene.recipe import held_out_repositories, load_recipe, machine_lm_texts
 
 from _results import save  # benchmarks/_results.py, beside this script
@@ -63,14 +64,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     repositories = args.repository or list(WEAKEST)
-    recipe = load_recipe(args.recipe)
-    unknown = sorted(set(repositories) - held_out_repositories(recipe))  # before the fine-tuning, not after
+    # everything that can fail at once is checked before the fine-tuning, not after it
+    try:
+        recipe = load_recipe(args.recipe)
+        build = Path(recipe.out) / "evaluation.json"
+        shipped = json.loads(build.read_text())["all features"]["leave-one-source-out"]
+    except (UserInputError, OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"error: {exc} (run from the repository's root, or give --recipe)") from None
+    unknown = sorted(set(repositories) - held_out_repositories(recipe))
     if unknown:
         raise SystemExit(f"not a detect-chat repository with held-out texts: {', '.join(unknown)}")
     t0 = time.perf_counter()
     lm = machine_lm_without(args.recipe, repositories, args.work / "machine-lm")
     refit = leave_repositories_out(recipe, repositories, contrast_lm=str(lm), cache=args.work / "features.jsonl")
-    shipped = json.loads((Path(recipe.out) / "evaluation.json").read_text())["all features"]["leave-one-source-out"]
     rows = {r: {"shipped": shipped[r]["auroc"], "machine_lm_refitted": refit[r]["auroc"],
                 "machine_lm_refitted_ci95": refit[r]["auroc_ci95"], "n": refit[r]["n_human"] + refit[r]["n_machine"]} for r in repositories}
     result = {"recipe": args.recipe, "repositories_left_out_of_the_machine_lm": repositories,

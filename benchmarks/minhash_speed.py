@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=4000)
     ap.add_argument("--bands", type=int, default=14)
     ap.add_argument("--rows", type=int, default=8)
-    ap.add_argument("--out", type=Path, default=None, help="write minhash_speed.json and .png here")
+    ap.add_argument("--out", type=Path, default=None, help="write minhash_speed.json and minhash_scurve.png here")
     args = ap.parse_args()
     num_perm = args.bands * args.rows
     docs = real_docs(args.docs)

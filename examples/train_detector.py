@@ -45,12 +45,15 @@ def with_decoding(records: list[LabelledText], paths: list[Path]) -> list[Labell
 
 
 def subsample(records: list[LabelledText], n: int | None, seed: int) -> list[LabelledText]:
-    """At most ``n`` records, every human one kept (they are the scarce class), the rest drawn at random."""
+    """At most ``n`` records: the human ones (the scarce class) kept up to half of ``n``, the rest machine ones
+    drawn at random, so both classes are always there."""
     if n is None or len(records) <= n:
         return records
+    rng = random.Random(seed)
     human = [r for r in records if r.label == 0]
     machine = [r for r in records if r.label == 1]
-    return human + random.Random(seed).sample(machine, max(0, n - len(human)))
+    keep = human if len(human) <= n // 2 else rng.sample(human, n // 2)
+    return keep + rng.sample(machine, min(len(machine), n - len(keep)))
 
 
 def main(argv: list[str] | None = None) -> int:
