@@ -315,3 +315,20 @@ def test_hash_index_runs_merge_without_losing_precedence() -> None:
     index.flush()
     found = index.lookup_sorted(np.array(list(first), np.uint64))
     assert found.tolist() == list(first.values())
+
+
+def test_annotate_only_gives_the_decisions_of_a_real_run():
+    """A document an earlier stage rejected never stands for a near-duplicate cluster, also when annotating."""
+    from hygiene import filter_records
+    from hygiene.config import load_config
+
+    from gopher_docs import make_doc
+
+    words = make_doc(0).split()
+    too_long = " ".join(words)                                  # rejected: more words than max_words
+    near = " ".join(words[:-3] + ["edited"])                    # within it, a near duplicate of it
+    overrides = {"synthetic.enabled": False, "quality.max_words": len(words) - 1}
+    real = [d.stage for d in filter_records([too_long, near], load_config(overrides=overrides))]
+    annotated = list(filter_records([too_long, near], load_config(overrides={**overrides, "output.annotate_only": True})))
+    assert real == ["quality", None]
+    assert [d.stage for d in annotated] == real and all(d.kept for d in annotated)

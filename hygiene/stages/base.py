@@ -4,7 +4,8 @@ A stage keeps its parameters in ``__init__``, names the score columns it writes
 (``columns``: name -> Python type), and ``process(batch)`` returns the batch with
 its decisions and columns added. A stage never drops a row: it sets ``stage`` and
 ``reason`` on the documents it rejects, and later stages leave those alone (with
-``annotate_only`` every stage scores every document). Three shapes:
+``annotate_only`` every filter scores every document; dedup still indexes only the documents no earlier
+stage rejected, so the decisions are a real run's). Three shapes:
 
 - :class:`Stage`: any batch-to-batch step (normalisation adds the ``norm`` column);
 - :class:`Filter`: one question per document: ``score(texts)`` gives, per text, the
@@ -194,7 +195,9 @@ class KeyedDedup(Stage):
         return timed(self.name, self._add_keys, batch)
 
     def _add_keys(self, batch: Batch) -> dict[str, list]:
-        rows = active_rows(batch, self.annotate_only).tolist()
+        # the undecided rows only, also when annotating: a document an earlier stage rejected never joins the
+        # index, so it never stands for a cluster, and --annotate-only gives the decisions of a real run
+        rows = active_rows(batch).tolist()
         text = texts(batch)
         keys: list[list[int] | None] = [None] * len(text)
         found = self.keys([text[i] for i in rows])
@@ -207,7 +210,7 @@ class KeyedDedup(Stage):
         """Decisions and the score column, given each row's earliest linked document (its own ``n`` if none)."""
         stage, reason = decisions(batch)
         column: list[Any] = [None] * len(stage)
-        for i in active_rows(batch, self.annotate_only).tolist():
+        for i in active_rows(batch).tolist():  # as _add_keys: the undecided rows
             n = int(batch["n"][i])
             column[i] = self.mark(n, int(earliest[i]))
             if earliest[i] != n and stage[i] is None:
