@@ -237,7 +237,8 @@ def render(stats: Mapping[str, Any], run_dir: str | Path) -> str:
                      f'{first["settled"]}</span> records in its first pass; its language models scored '
                      f'<span data-key="detector_first_pass.scored">{first["scored"]}</span>.</p>')
 
-    rates = detector_rates(stats["config"]["synthetic"]["model"], threshold)
+    saved = stats.get("detector_rates")  # as the detector stood when the run was made (older runs: as it is now)
+    rates = DetectorRates(**saved) if saved else detector_rates(stats["config"]["synthetic"]["model"], threshold)
     flagged = stats["by_stage"].get("synthetic", {}).get("machine_generated", 0)
     scored = sum(sum(c) for c in hist.values())
     share = machine_share(flagged, scored, rates)

@@ -25,7 +25,7 @@ import platform
 import shutil
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
@@ -34,6 +34,7 @@ from hygiene.atomic import write_json
 from hygiene.config import FilterConfig, write_config
 from hygiene.errors import UserInputError, error_hint
 from hygiene.records import PARTIAL, jsonl_to_parquet
+from hygiene.report import detector_rates
 from hygiene.stages.base import FAILED, seconds_of
 
 OUTPUTS = ("kept", "rejected", "errors")
@@ -233,7 +234,10 @@ def run_stats(counts: Counts, config: FilterConfig, *, inputs: Sequence[str], sh
         "annotate_only": config.output.annotate_only, "shards": shards,
         "elapsed_s": round(counts.elapsed_s + elapsed, 3),
         "docs_per_s": round(processed / elapsed, 1) if elapsed > 0 else None,
-        "synthetic_threshold": threshold, "inputs": list(inputs), "config": config.to_dict(), "engine": engine,
+        "synthetic_threshold": threshold,
+        # the rates the report's machine-share estimate needs, as the detector stood when it ran
+        "detector_rates": asdict(detector_rates(config.synthetic.model, threshold)) if threshold is not None else None,
+        "inputs": list(inputs), "config": config.to_dict(), "engine": engine,
         **extra, "versions": versions(),
     }
 

@@ -88,6 +88,23 @@ def test_detector_rates_need_the_measured_threshold(tmp_path: Path) -> None:
     assert detector_rates(tmp_path, 0.5).tpr is None
 
 
+def test_the_run_keeps_the_rates_its_detector_had(tmp_path: Path) -> None:
+    """A page made later estimates with the rates of the detector the run used, not the detector as it is now."""
+    det = tmp_path / "det"
+    det.mkdir()
+    (det / "detector.json").write_text(json.dumps({"threshold": 0.5, "metrics": {"calibration": {"human_flagged": 0.01}}}))
+    (det / "evaluation.json").write_text(json.dumps({"detect-dev": {"at_threshold": {
+        "threshold": 0.5, "machine_flagged": 0.8}}}))
+    records = [{"text": make_doc(i) + (" machine" if i % 3 == 0 else "")} for i in range(12)]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = load_config(overrides={"synthetic.model": str(det)})
+    stats = run_filter([tmp_path / "in.jsonl"], tmp_path / "run", config, detector=MarkerDetector(), progress=False)
+    assert (stats["detector_rates"]["tpr"], stats["detector_rates"]["fpr"]) == (0.8, 0.01)
+    (det / "detector.json").write_text(json.dumps({"threshold": 0.6}))  # the detector recalibrated since
+    page = hygiene.write_report(tmp_path / "run").read_text()
+    assert "TPR 80" in page and "FPR 1" in page
+
+
 def test_score_reads_parquet_and_keeps_the_fields(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
