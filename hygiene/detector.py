@@ -488,7 +488,8 @@ class Detector:
             p[inside] = self.judged_proba_features(X)
         done = np.flatnonzero(settled)
         if len(done) and self.config.features.lm is not None:  # no language model read these: count their tokens
-            short = [len(ids) < MIN_TOKENS for ids in self.featurizer.scorer.tokenize([texts[i] for i in done])]
+            prepared = [self.featurizer.config.prepare(texts[i]) for i in done]  # as the language models read them
+            short = [len(ids) < MIN_TOKENS for ids in self.featurizer.scorer.tokenize(prepared)]
             p[done[short]] = np.nan
         return np.column_stack([1 - p, p])
 

@@ -58,8 +58,9 @@ def normalize_text(text: str) -> str:
     """
     if text.isascii():
         return _LINE_ENDINGS.sub("\n", text) if "\r" in text else text
-    text = unicodedata.normalize("NFKC", _LINE_ENDINGS.sub("\n", without_lone_surrogates(text)))
-    return _FORMAT_RE.sub("", text)
+    # format characters go before NFKC, so that what they kept apart composes now, not on a second pass
+    text = _FORMAT_RE.sub("", _LINE_ENDINGS.sub("\n", without_lone_surrogates(text)))
+    return _FORMAT_RE.sub("", unicodedata.normalize("NFKC", text))
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,13 +82,34 @@ def confusables_table() -> dict[int, str]:
         for found in confusables.is_confusable(ch, greedy=True, preferred_aliases=["latin"]) or ():
             latin = [h["c"] for h in found["homoglyphs"]
                      if len(h["c"]) == 1 and h["c"].isascii() and h["c"].isalpha()]
-            if latin:
-                table[code] = latin[0]
+            if latin:  # a look-alike of the same case first; an upper-case "l" is "I" (Unicode's skeleton of
+                # "I", Greek "Ι" and Cyrillic "І" alike is "l", but the text meant the capital)
+                pick = next((c for c in latin if c.isupper() == ch.isupper()), latin[0])
+                table[code] = "I" if pick == "l" and ch.isupper() else pick
                 break
+    for code, latin in list(table.items()):  # the table applies after NFKC: map what NFKC makes of a letter too
+        image = unicodedata.normalize("NFKC", chr(code))  # ("ϲ" becomes "ς", "Ϲ" becomes "Σ")
+        if len(image) == 1 and image != chr(code) and not image.isascii():
+            table.setdefault(ord(image), latin)
     return table
 
 
+#: characters that show nothing or a blank and that no writer needs to say anything, but that a tokenizer reads:
+#: control characters (tab and line ends are whitespace anyway), variation selectors, the combining grapheme
+#: joiner; and blanks that stand in for a space (Hangul fillers, the braille blank)
+_INVISIBLE_RE = re.compile(_char_class(sorted(
+    [c for c in [*range(0x20), *range(0x7F, 0xA0)] if not chr(c).isspace()]  # whitespace ones split words
+    + [0x034F, *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)])))
+_BLANK_RE = re.compile("[\u115f\u1160\u3164\uffa0\u2800]")
+
+
 def normalize_for_detection(text: str) -> str:
-    """What the detector scores: :func:`normalize_text`, homoglyphs folded to Latin, whitespace runs as one space."""
+    """What the detector scores: :func:`normalize_text`, invisible characters dropped and blanks made spaces,
+    homoglyphs folded to Latin (then composed again: a folded letter may take a combining accent), whitespace
+    runs as one space."""
     text = normalize_text(text)
-    return " ".join((text if text.isascii() else text.translate(confusables_table())).split())
+    if not text.isascii() or _INVISIBLE_RE.search(text):
+        text = _BLANK_RE.sub(" ", _INVISIBLE_RE.sub("", text))
+        if not text.isascii():
+            text = unicodedata.normalize("NFC", text.translate(confusables_table()))
+    return " ".join(text.split())

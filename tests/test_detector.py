@@ -705,3 +705,23 @@ def test_pickle_files_in_a_subfolder_are_refused(saved):
     (saved / "extra" / "model.pkl").write_bytes(b"\x80\x04K\x01.")
     with pytest.raises(DetectorError, match="pickle-like files \\(extra/model.pkl\\)"):
         load_detector(saved)
+
+
+def test_a_settled_text_too_short_for_the_models_as_they_read_it_is_nan(tiny_corpus):
+    """The cascade counts tokens on the text the language models would read (normalised for detection): one
+    word with trailing whitespace or a homoglyph is as unjudged settled as scored in full."""
+    from hygiene.detector import CascadeConfig
+    from hygiene.lexical import LexicalConfig
+
+    lm, texts, y = tiny_corpus
+    cfg = DetectorConfig(features=FeatureConfig(lm="tiny", scoring=ScoringConfig()),
+                         classifier=ClassifierConfig(kind="logistic"),
+                         lexical=LexicalConfig(n_features=2**10, folds=3), cascade=CascadeConfig(0.02))
+    det = Detector(cfg, models={"tiny": lm}).fit(texts, y, groups=[f"g{i // 2}" for i in range(len(y))])
+    det.band_ = (np.inf, np.inf)  # the first pass settles every text
+    short = ["a", "a\n", "a  ", "\u0430"]  # the last a Cyrillic "а": one token each as the models read them
+    assert [len(ids) for ids in det.featurizer.scorer.tokenize(short)] == [1, 2, 3, 2]  # as written, more
+    p = det.predict_proba(short)[:, 1]
+    assert det.last_settled_.all() and np.isnan(p).all()
+    det.use_cascade = False
+    assert np.isnan(det.predict_proba(short)[:, 1]).all()

@@ -21,12 +21,15 @@ def test_idempotent() -> None:
 
 
 def _reference(text: str) -> str:
-    """The definition, written out: line endings to \\n, NFKC, then every character of category Cf dropped."""
+    """The definition, written out: line endings to \\n, every character of category Cf dropped, NFKC, and
+    Cf dropped again (what the format characters held apart composes in the one pass)."""
     import re
     import unicodedata
 
-    text = unicodedata.normalize("NFKC", re.sub(r"\r\n?|[\u2028\u2029\x85]", "\n", text))
-    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+    def drop(t: str) -> str:
+        return "".join(c for c in t if unicodedata.category(c) != "Cf")
+
+    return drop(unicodedata.normalize("NFKC", drop(re.sub(r"\r\n?|[\u2028\u2029\x85]", "\n", text))))
 
 
 def test_fast_paths_give_the_definition() -> None:
@@ -42,3 +45,31 @@ def test_fast_paths_give_the_definition() -> None:
         for _ in range(300):
             text = "".join(rng.choice(chars) for _ in range(rng.randint(0, 40)))
             assert normalize_text(text) == _reference(text), repr(text)
+
+
+def test_both_normalisations_are_idempotent_on_random_text() -> None:
+    """A second pass changes nothing: marks that a removed character or a folded letter kept apart compose in
+    the first pass (``"caf\u0435\u0301"``, a Cyrillic "е" and an accent, is "café" at once)."""
+    import random
+
+    from hygiene.normalize import normalize_for_detection
+
+    rng = random.Random(0)
+    pool = [chr(c) for c in [*range(0x20, 0x7F), *range(0x300, 0x370), *range(0x370, 0x530)]]
+    pool += ["\u200b", "\u200d", "\u00ad", "\ufe0f", "\u034f", "\u3164", "\x00", "\x07", "\r"]
+    for _ in range(20_000):
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(1, 8)))
+        assert normalize_text(normalize_text(text)) == normalize_text(text), repr(text)
+        once = normalize_for_detection(text)
+        assert normalize_for_detection(once) == once, repr(text)
+    assert normalize_for_detection("caf\u0435\u0301") == "caf\u00e9"
+
+
+def test_detection_drops_what_shows_nothing_and_folds_look_alikes_to_their_case() -> None:
+    from hygiene.normalize import normalize_for_detection
+
+    plain = "I think the machine wrote this"
+    hidden = "I\ufe0f th\u034fink\x00 the\u3164machine\x07 wrote\u2800this"
+    assert normalize_for_detection(hidden) == plain
+    assert normalize_for_detection("\u0399 think \u0406 \u04c0") == "I think I I"  # Greek, Cyrillic capitals: I
+    assert normalize_for_detection("ab\u03f2d \u03f9at") == "abcd Cat"  # NFKC makes these sigmas first
