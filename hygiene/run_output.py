@@ -242,6 +242,15 @@ def run_stats(counts: Counts, config: FilterConfig, *, inputs: Sequence[str], sh
     }
 
 
+def group_field_warning(stats: Mapping[str, Any]) -> str | None:
+    """A warning when the run was told a group field (``group_field``) that no record has: every record is
+    then counted in one group, most likely through a misspelt name."""
+    field = stats["config"].get("group_field")
+    if field and stats["records_in"] > stats["errors"] and set(stats["groups"]) <= {NO_GROUP}:
+        return f"no record has the group field {field!r}: every record is counted in {NO_GROUP}"
+    return None
+
+
 def check_outcome(stats: Mapping[str, Any], where: str | Path | None) -> None:
     """Raise :class:`UserInputError` when a run had nothing to filter: no records, or every one an error."""
     if stats["records_in"] == 0:

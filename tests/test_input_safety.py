@@ -318,3 +318,12 @@ def test_filter_dataset_refuses_a_dataset_holding_its_columns(tmp_path: Path) ->
     ds = datasets.Dataset.from_dict({"text": [make_doc(0)], "hygiene_stage": ["mine"]})
     with pytest.raises(UserInputError, match=r"already has the filter's column\(s\) hygiene_stage"):
         hygiene.filter_dataset(ds, _config())
+
+
+def test_a_group_field_no_record_has_is_warned_of(tmp_path: Path) -> None:
+    _write_jsonl(tmp_path / "in.jsonl", [{"text": make_doc(i), "site": "a"} for i in range(3)])
+    for field, warned in (("sitte", True), ("site", False)):
+        result = CliRunner().invoke(main, ["filter", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / field),
+                                           "--no-synthetic", "--no-progress", "--group-field", field])
+        assert result.exit_code == 0, result.output
+        assert (f"warning: no record has the group field '{field}'" in result.output) == warned

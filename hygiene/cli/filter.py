@@ -99,7 +99,7 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
     """Load the config, run, report; user errors become one-line messages."""
     from hygiene.config import StageSpec, load_config
     from hygiene.filter_run import run_filter
-    from hygiene.run_output import RunOutput, check_outcome
+    from hygiene.run_output import RunOutput, check_outcome, group_field_warning
 
     if out is None and not dry_run:
         raise click.UsageError("give --out DIR (or --dry-run)")
@@ -133,6 +133,8 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
     else:
         click.echo(f"{stats['records_in']} records: {stats['kept']} kept, {stats['rejected']} rejected, "
                    f"{stats['errors']} errors ({stats['docs_per_s']} docs/s) -> {out}")
+    if (warning := group_field_warning(stats)) is not None:
+        click.echo(f"warning: {warning}", err=True)
     try:
         check_outcome(stats, None if dry_run else out)
     except UserInputError as exc:
