@@ -716,13 +716,16 @@ def train_detector(
     dtype: str | None = "float32",
     cache: str | os.PathLike | None = None,
     progress: bool = True,
+    command: str | None = None,
 ) -> Detector:
     """Fit a detector on labelled JSONL corpora; optionally reset its threshold on the human pool's calib split.
 
     ``human_calibration`` names human-pool sources (e.g. ``("web", "books")``) whose calib-split
     texts set the threshold, so the target FPR holds on real human text rather than on the
-    corpora's human side only.
+    corpora's human side only. ``command``, the command line that ran it, is recorded with the training
+    summary beside each corpus's path and SHA-256 and this package's version.
     """
+    from hygiene import __version__
     from hygiene.human_data import check_sources
     from hygiene.labelled import human_pool, read_many
 
@@ -740,6 +743,8 @@ def train_detector(
         raise DetectorError(f"{', '.join(map(str, corpora))}: {exc}") from None
     summary = {
         "corpora": [{"path": str(Path(p).resolve()), "sha256": _sha256(Path(p))} for p in corpora],
+        "hygiene_version": __version__,
+        **({"command": command} if command else {}),
         "n_texts": {"human": int((labels == 0).sum()), "machine": int((labels == 1).sum())},
         "generations": sorted({r.generation for r in records if r.generation is not None}),
         "generators": sorted({r.generator for r in records if r.generator is not None})[:50],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+import hygiene
 from hygiene.classifier import ClassifierConfig, fit_classifier
 from hygiene.detector import Detector, DetectorConfig, DetectorError, load_detector, threshold_for_fpr
 from hygiene.evaluation import bootstrap_auroc, evaluate_scores, roc_summary, tpr_at_fpr
@@ -247,6 +249,9 @@ def test_cli_train_evaluate_score_calibrate(cli_setup):
                    "--cache", str(root / "cache.jsonl")])
     assert r.exit_code == 0, r.output
     assert f"warning: {corpus} is a corpus this detector was trained on" in r.output  # not held out
+    training = load_detector(det).training_
+    assert training["corpora"] == [{"path": str(corpus.resolve()), "sha256": hashlib.sha256(corpus.read_bytes()).hexdigest()}]
+    assert training["hygiene_version"] == hygiene.__version__
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
     assert set(metrics["by_generation"]) == {"1", "2"} and (root / "eval" / "roc.png").stat().st_size > 0
     assert metrics["overall"]["classifier"]["auroc"] > 0.9 and "fast_detectgpt" in metrics["overall"]

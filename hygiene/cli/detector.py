@@ -178,7 +178,8 @@ def train_detector_cmd(recipe_path, no_ablation, corpora, out_dir, lm, sampler, 
         config = DetectorConfig(features=features, classifier=ClassifierConfig(kind=classifier, seed=seed),
                                 calib_fraction=calib_fraction, target_fpr=target_fpr, seed=seed)
         sources = [s for s in human_calib.split(",") if s]
-        det = train_detector(corpora, config, human_calibration=sources, device=device, dtype=dtype, cache=cache)
+        det = train_detector(corpora, config, human_calibration=sources, device=device, dtype=dtype, cache=cache,
+                             command="hygiene " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None)
         det.save(out_dir)
     except (UserInputError, ValueError, OSError) as exc:
         raise _fail(exc) from None
