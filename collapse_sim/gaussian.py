@@ -51,6 +51,12 @@ class GaussianConfig:
             raise ValueError("generations and runs must be at least 1")
         if self.sigma <= 0:
             raise ValueError("sigma must be positive")
+        if max(abs(self.mu), self.sigma) > MAX_SCALE:  # the metrics square them: float64 would overflow
+            raise ValueError(f"mu and sigma must be at most {MAX_SCALE:g} in size (their squares overflow past it)")
+
+
+#: the largest |mu| and sigma the simulation takes: squares and sums of squares stay finite in float64
+MAX_SCALE = 1e150
 
 
 def sample_sizes(cfg: GaussianConfig) -> np.ndarray:

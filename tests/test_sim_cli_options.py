@@ -18,6 +18,7 @@ SMALL = ["--generations", "2", "--runs", "2", "--samples", "10", "--quiet"]
     (["discrete", *SMALL, "--out", "{tmp}/file/sub"], "Invalid value for '--out': cannot create"),
     (["gaussian", *SMALL, "--sigma", "inf", "--out", "{tmp}/g"], "Invalid value for '--sigma': 'inf' is not a finite"),
     (["gaussian", *SMALL, "--mu", "nan", "--out", "{tmp}/g"], "Invalid value for '--mu': 'nan' is not a finite"),
+    (["gaussian", *SMALL, "--mu", "1e308", "--out", "{tmp}/g"], "mu and sigma must be at most 1e+150"),
     (["discrete", *SMALL, "--zipf-exponent", "inf", "--out", "{tmp}/d"], "'inf' is not a finite number"),
     (["corpus", "{tmp}", "--split", "--fractions", "nan", "0.5", "0.5"], "'nan' is not a finite number"),
     (["vae", "--generations", "1", "--device", "bogus", "--out", "{tmp}/v"], "unknown torch device 'bogus'"),
