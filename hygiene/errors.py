@@ -5,7 +5,7 @@ or record; the command line turns it into a clean error instead of a traceback.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 
 class UserInputError(ValueError):
@@ -30,9 +30,11 @@ def error_hint(first: str) -> str:
 
 
 def many(items: Any, what: str = "texts") -> Any:
-    """``items`` unchanged unless it is one string or bytes, which a function over many texts would read
-    character by character: that is a ``TypeError`` (as in scikit-learn), not a score per character."""
-    if isinstance(items, (str, bytes)):
+    """``items`` unchanged unless it is one string, bytes or mapping, which a function over many texts would
+    read character by character (or key by key): that is a ``TypeError`` (as in scikit-learn), not a score
+    per character."""
+    if isinstance(items, (str, bytes, Mapping)):
+        one = "record" if isinstance(items, Mapping) else "text"
         raise TypeError(f"{what} must be a list or other iterable of texts, not a single {type(items).__name__} "
-                        f"(wrap it: [text])")
+                        f"(wrap it: [{one}])")
     return items

@@ -208,8 +208,12 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
     if taken:  # the filter's columns would overwrite them
         raise UserInputError(f"dataset already has the filter's column(s) {', '.join(taken)} (filtered before?): "
                              f"remove or rename them first, e.g. ds.remove_columns({taken})")
+    if config.id_field is not None and ds.column_names is not None and config.id_field not in ds.column_names:
+        raise UserInputError(f"dataset has no id column {config.id_field!r} (columns: {ds.column_names})")
     if isinstance(ds, datasets.IterableDataset):
         return _filter_stream(ds, config, detector)
+    shown = ds.format["type"]  # pandas or arrow batches are not rows of values: filter unformatted, give it back
+    ds = ds.with_format(None)
     pipeline = build_pipeline(config, detector)
     builder = BatchBuilder(config.text_field, config.id_field)
 
@@ -223,25 +227,34 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
     features = ds.features.copy()
     for col in columns:
         features[col] = datasets.Value("string")
-    tagged = ds.map(annotate, batched=True, batch_size=config.batch_size, with_indices=True, features=features,
-                    load_from_cache_file=False, new_fingerprint=generate_random_fingerprint(),
-                    desc="hygiene filter")
+    if len(ds):
+        tagged = ds.map(annotate, batched=True, batch_size=config.batch_size, with_indices=True, features=features,
+                        load_from_cache_file=False, new_fingerprint=generate_random_fingerprint(),
+                        desc="hygiene filter")
+    else:  # map adds no column to an empty dataset: the outputs still have the documented ones
+        tagged = datasets.Dataset.from_dict({name: [] for name in features}, features=features)
     if config.output.annotate_only:
-        return tagged, tagged.select([])
+        return tagged.with_format(shown), tagged.select([]).with_format(shown)
     keep = tagged.filter(lambda s: [x is None for x in s], input_columns="hygiene_stage", batched=True,
                          load_from_cache_file=False)
     rejected = tagged.filter(lambda s: [x is not None for x in s], input_columns="hygiene_stage", batched=True,
                              load_from_cache_file=False)
     if not config.output.annotate:
         keep = keep.remove_columns(columns)
-    return keep, rejected
+    return keep.with_format(shown), rejected.with_format(shown)
 
 
 def _stream_rows(ds: Any, config: FilterConfig, detector: Detector | None, kept: bool) -> Iterator[dict[str, Any]]:
     """The kept (or rejected) rows of a fresh filter run over ``ds``, as :func:`filter_dataset` writes them."""
+    import torch.utils.data
+
+    worker = torch.utils.data.get_worker_info()
+    if worker is not None and worker.num_workers > 1:  # one dedup index reads the whole source: not shareable
+        raise UserInputError(f"the filter's streams are read whole by one process (dedup spans every row): read "
+                             f"them with num_workers=1, not {worker.num_workers}, or filter the shards apart")
     annotate = config.output.annotate or config.output.annotate_only
     for d in filter_records(ds, config, detector):
-        if d.kept == kept:
+        if (d.kept or config.output.annotate_only) == kept:  # as filter_dataset: annotating drops nothing
             yield {**d.record, **dict(zip(ANNOTATIONS, _annotations(d)))} if annotate or not kept else d.record
 
 

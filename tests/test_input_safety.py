@@ -327,3 +327,50 @@ def test_a_group_field_no_record_has_is_warned_of(tmp_path: Path) -> None:
                                            "--no-synthetic", "--no-progress", "--group-field", field])
         assert result.exit_code == 0, result.output
         assert (f"warning: no record has the group field '{field}'" in result.output) == warned
+
+
+# -- 9. Hugging Face datasets as pipelines use them ---------------------------------------------------
+def test_filter_dataset_on_empty_formatted_and_id_less_datasets() -> None:
+    datasets = pytest.importorskip("datasets")
+    import hygiene
+
+    config = _config()
+    kept, rejected = hygiene.filter_dataset(datasets.Dataset.from_dict({"text": []}), config)
+    assert len(kept) == len(rejected) == 0 and "hygiene_stage" in rejected.column_names
+    assert kept.column_names == ["text"]
+    ds = datasets.Dataset.from_dict({"text": [make_doc(0), make_doc(0), "too short"], "i": [0, 1, 2]})
+    plain = hygiene.filter_dataset(ds, config)
+    for shown in ("pandas", "arrow", "numpy"):
+        kept, rejected = hygiene.filter_dataset(ds.with_format(shown), config)
+        assert kept.format["type"] == shown
+        assert kept.with_format(None)["i"] == plain[0]["i"] == [0]
+        assert rejected.with_format(None)["i"] == plain[1]["i"] == [1, 2]
+    with pytest.raises(UserInputError, match="dataset has no id column 'uid'"):
+        hygiene.filter_dataset(ds, _config(id_field="uid"))
+    with pytest.raises(TypeError, match=r"not a single dict \(wrap it: \[record\]\)"):
+        hygiene.filter_records({"text": make_doc(0)}, config)
+
+
+def test_annotating_drops_nothing_from_a_dataset_or_its_stream() -> None:
+    datasets = pytest.importorskip("datasets")
+    import hygiene
+
+    ds = datasets.Dataset.from_dict({"text": [make_doc(0), None, "x"]})
+    config = _config(**{"output.annotate_only": True})
+    for source in (ds, ds.to_iterable_dataset()):
+        kept, rejected = hygiene.filter_dataset(source, config)
+        assert len(list(kept)) == 3 and len(list(rejected)) == 0
+
+
+def test_a_stream_read_by_several_dataloader_workers_is_refused_not_thinned() -> None:
+    """Each worker would read a share of the source into its own dedup index: rows vanished without a word."""
+    datasets = pytest.importorskip("datasets")
+    from torch.utils.data import DataLoader
+
+    import hygiene
+
+    source = datasets.Dataset.from_dict({"text": [make_doc(i) for i in range(8)]}).to_iterable_dataset(num_shards=4)
+    kept, _ = hygiene.filter_dataset(source, _config())
+    assert len(list(DataLoader(kept, batch_size=4, num_workers=1))) == 2
+    with pytest.raises(Exception, match="read them with num_workers=1, not 2"):
+        list(DataLoader(kept, batch_size=4, num_workers=2))
