@@ -187,8 +187,9 @@ def _annotations(d: Decision) -> tuple[str | None, str | None, str, str]:
 
 
 def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detector | None = None) -> tuple[Any, Any]:
-    """Kept and rejected ``datasets.Dataset`` from ``ds``, via ``map(batched=True)``; from a streaming
-    ``datasets.IterableDataset``, kept and rejected streams (:func:`_filter_stream`).
+    """Kept and rejected ``datasets.Dataset`` from ``ds`` (its text and id columns read in order, the decisions
+    set beside it as columns of their own); from a streaming ``datasets.IterableDataset``, kept and rejected
+    streams (:func:`_filter_stream`).
 
     The rejected dataset gains ``hygiene_stage``, ``hygiene_reason`` (the first failed rule),
     ``hygiene_failed`` (every failed rule, JSON) and ``hygiene_scores`` (JSON) columns; the kept
@@ -212,26 +213,26 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
         raise UserInputError(f"dataset has no id column {config.id_field!r} (columns: {ds.column_names})")
     if isinstance(ds, datasets.IterableDataset):
         return _filter_stream(ds, config, detector)
+    from datasets.io.generator import GeneratorDatasetInputStream
+
     shown = ds.format["type"]  # pandas or arrow batches are not rows of values: filter unformatted, give it back
     ds = ds.with_format(None)
     pipeline = build_pipeline(config, detector)
-    builder = BatchBuilder(config.text_field, config.id_field)
+    # the filter reads the text (and id) alone: no other column is decoded (images) or copied into the cache;
+    # the annotations are a table of their own, set beside the input's
+    read = ds.select_columns([c for c in (config.text_field, config.id_field) if c is not None])
 
-    def annotate(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-        records = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        decided = _decide(pipeline, builder, records, indices[0] if indices else 0)
-        values = [_annotations(d) for d in decided]
-        return {col: [v[i] for v in values] for i, col in enumerate(ANNOTATIONS)}
+    def annotations() -> Iterator[dict[str, Any]]:
+        for d in _decisions(iter(read), pipeline, config):
+            yield dict(zip(ANNOTATIONS, _annotations(d)))
 
     columns = list(ANNOTATIONS)
-    features = ds.features.copy()
-    for col in columns:
-        features[col] = datasets.Value("string")
-    if len(ds):
-        tagged = ds.map(annotate, batched=True, batch_size=config.batch_size, with_indices=True, features=features,
-                        load_from_cache_file=False, new_fingerprint=generate_random_fingerprint(),
-                        desc="hygiene filter")
-    else:  # map adds no column to an empty dataset: the outputs still have the documented ones
+    kinds = datasets.Features({col: datasets.Value("string") for col in columns})
+    if len(ds):  # a fingerprint given: the generator (holding the detector) is not hashed
+        notes = GeneratorDatasetInputStream(annotations, kinds, fingerprint=generate_random_fingerprint()).read()
+        tagged = datasets.concatenate_datasets([ds, notes], axis=1)
+    else:  # no rows to set beside: the outputs still have the documented columns
+        features = datasets.Features({**ds.features, **kinds})
         tagged = datasets.Dataset.from_dict({name: [] for name in features}, features=features)
     if config.output.annotate_only:
         return tagged.with_format(shown), tagged.select([]).with_format(shown)
