@@ -1,7 +1,7 @@
 """The filter inside a Hugging Face ``datasets`` pipeline: load a corpus, ``hygiene.filter_dataset``, save the kept part.
 
 The same stages as ``hygiene filter`` (normalise, exact dedup, the profile's quality rules, MinHash near dedup,
-the synthetic-text detector) run through ``Dataset.map(batched=True)``; the kept dataset comes back with the
+the synthetic-text detector) read the dataset's text column in batches; the kept dataset comes back with the
 input's columns, the rejected one with ``hygiene_stage``, ``hygiene_reason``, ``hygiene_failed`` and
 ``hygiene_scores``.
 

@@ -9,8 +9,8 @@ documents still undecided, so the detector sees only unique, decent text; with
 
 - :func:`filter_records` takes any iterable of records (dicts or strings) and yields
   one :class:`Decision` per record, in order;
-- :func:`filter_dataset` runs the same stages with ``datasets.Dataset.map(batched=True)``
-  and returns the kept and rejected datasets.
+- :func:`filter_dataset` runs the same stages over a ``datasets.Dataset``'s text column and
+  returns the kept and rejected datasets, the decisions set beside the input's columns.
 """
 from __future__ import annotations
 
