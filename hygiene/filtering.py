@@ -203,6 +203,9 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
     from datasets.fingerprint import generate_random_fingerprint
 
     config = config or load_config()
+    if isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        first = next(iter(ds), "train")
+        raise UserInputError(f"a DatasetDict of splits {list(ds)}: filter one split at a time, e.g. ds[{first!r}]")
     if ds.column_names is not None and config.text_field not in ds.column_names:
         raise UserInputError(f"dataset has no text column {config.text_field!r} (columns: {ds.column_names})")
     taken = [c for c in ANNOTATIONS if c in (ds.column_names or ())]

@@ -374,3 +374,25 @@ def test_a_stream_read_by_several_dataloader_workers_is_refused_not_thinned() ->
     assert len(list(DataLoader(kept, batch_size=4, num_workers=1))) == 2
     with pytest.raises(Exception, match="read them with num_workers=1, not 2"):
         list(DataLoader(kept, batch_size=4, num_workers=2))
+
+
+def test_a_dataset_dict_or_a_detector_stand_in_without_its_parts_is_one_line() -> None:
+    datasets = pytest.importorskip("datasets")
+    import hygiene
+
+    splits = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": [make_doc(0)]})})
+    with pytest.raises(UserInputError, match=r"a DatasetDict of splits \['train'\]: filter one split at a time"):
+        hygiene.filter_dataset(splits, _config())
+
+    class NoThreshold:
+        def predict_proba(self, texts):
+            return [[0.5, 0.5] for _ in texts]
+
+    config = load_config(overrides={"checkpoint_seconds": 0.0})
+    with pytest.raises(UserInputError, match="NoThreshold has no threshold_"):
+        list(hygiene.filter_records([make_doc(0)], config, detector=NoThreshold()))
+    with pytest.raises(UserInputError, match="needs a predict_proba"):
+        list(hygiene.filter_records([make_doc(0)], config, detector=object()))
+    assert len(list(hygiene.filter_records([make_doc(0)], _config(**{"synthetic.enabled": True,
+                                                                        "synthetic.threshold": 0.9}),
+                                           detector=NoThreshold()))) == 1

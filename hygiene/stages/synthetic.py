@@ -85,6 +85,11 @@ class SyntheticFilter(Filter):
 
     def __init__(self, config: SyntheticConfig | None = None, detector: Detector | None = None) -> None:
         self.config = config or SyntheticConfig()
+        if detector is not None and not callable(getattr(detector, "predict_proba", None)):
+            raise UserInputError(f"a detector needs a predict_proba(texts) method; {type(detector).__name__} has none")
+        if detector is not None and self.config.threshold is None and not hasattr(detector, "threshold_"):
+            raise UserInputError(f"{type(detector).__name__} has no threshold_: give it one, or set "
+                                 f"synthetic.threshold")
         self._given = detector
         self._loaded: Detector | None = None
 
