@@ -65,14 +65,27 @@ def check_record(record: Any, text_field: str, id_field: str | None,
     text = without_lone_surrogates(text)
     if id_field is None:
         return text, where, None
-    if id_field not in record:
-        return None, None, f"missing id field {id_field!r}"
+    rid, error = _record_id(record, id_field)
+    return (None, None, error) if error is not None else (text, rid, None)
+
+
+def _record_id(record: Any, id_field: str) -> tuple[str | None, str | None]:
+    """``(id, None)`` for a record whose ``id_field`` is a string or integer, else ``(None, why not)``."""
+    if not isinstance(record, Mapping) or id_field not in record:
+        return None, f"missing id field {id_field!r}"
     value = record[id_field]
     if value is None:
-        return None, None, f"id field {id_field!r} is null"
+        return None, f"id field {id_field!r} is null"
     if isinstance(value, bool) or not isinstance(value, (str, int)):  # an id must read back as what it was
-        return None, None, f"id field {id_field!r} is {type(value).__name__}, not a string or integer"
-    return text, str(value), None
+        return None, f"id field {id_field!r} is {type(value).__name__}, not a string or integer"
+    return str(value), None
+
+
+def record_id(record: Any, id_field: str | None, where: str) -> str:
+    """The id a record's decision carries: its ``id_field`` where that is usable (also when its text is
+    not), else ``where`` (its position)."""
+    rid = _record_id(record, id_field)[0] if id_field is not None else None
+    return where if rid is None else rid
 
 
 def _empty() -> dict[str, list]:

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from hygiene.batch import BatchBuilder
+from hygiene.batch import BatchBuilder, record_id
 from hygiene.config import FilterConfig, load_config
 from hygiene.errors import UserInputError, many
 from hygiene.stages import (
@@ -142,7 +142,7 @@ def filter_records(records: Iterable[Any], config: FilterConfig | None = None,
     """One :class:`Decision` per record of ``records``, in order, streaming in batches.
 
     Records are mappings holding ``config.text_field`` (or plain strings). Ids come from
-    ``config.id_field`` or the record's position. A record without a usable text is
+    ``config.id_field`` (an unreadable record's too, where its id is usable) or the record's position. A record without a usable text is
     not lost: its decision has stage ``"error"``. Without ``config``, the default profile.
     ``records`` itself being one string is a ``TypeError``.
     """
@@ -167,7 +167,8 @@ def _decide(pipeline: Pipeline, builder: BatchBuilder, records: Sequence[Any], s
     decided, k = [], 0
     for j, (record, error) in enumerate(zip(records, errors)):
         if error is not None:
-            decided.append(Decision(str(start + j), False, "error", error, {}, record, [error]))
+            rid = record_id(record, builder.id_field, str(start + j))
+            decided.append(Decision(rid, False, "error", error, {}, record, [error]))
             continue
         stage, reason = out["stage"][k], out["reason"][k]
         failed = (out[FAILED][k] if FAILED in out else None) or ([reason] if stage is not None else [])

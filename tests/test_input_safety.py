@@ -396,3 +396,15 @@ def test_a_dataset_dict_or_a_detector_stand_in_without_its_parts_is_one_line() -
     assert len(list(hygiene.filter_records([make_doc(0)], _config(**{"synthetic.enabled": True,
                                                                         "synthetic.threshold": 0.9}),
                                            detector=NoThreshold()))) == 1
+
+
+def test_an_unreadable_records_decision_keeps_its_id() -> None:
+    """Its position would be no id at all where ids are the records' own (and could be another record's)."""
+    import hygiene
+
+    config = _config(id_field="id")
+    decisions = list(hygiene.filter_records([{"text": None, "id": "zz"}, {"text": make_doc(0), "id": 0},
+                                             "a string holding id", {"text": make_doc(1)}], config))
+    assert [d.id for d in decisions] == ["zz", "0", "2", "3"]
+    assert [d.stage for d in decisions] == ["error", None, "error", "error"]
+    assert decisions[2].reason == "missing id field 'id'"
