@@ -151,7 +151,7 @@ def score_jsonl(
     for item in itertools.islice(items, done):  # written by an earlier run: counted, not scored again
         count(item)
     bar = tqdm(initial=done, desc="scoring", unit="record", disable=not progress)
-    with partial.open("a", encoding="utf-8") as fh:
+    with partial.open("a", encoding="utf-8", errors="backslashreplace") as fh:  # a lone surrogate: its \\u escape
         while part := list(itertools.islice(items, chunk)):
             good = [item for item in part if item.error is None]
             cols = score([without_lone_surrogates(item.record[text_field]) for item in good]) if good else {}
@@ -160,13 +160,13 @@ def score_jsonl(
             for item in part:
                 count(item)
                 out: dict[str, Any] = {"line": item.line, **({"shard": item.shard} if several else {})}
+                rec = item.record if isinstance(item.record, dict) else {}  # an error row's fields too, to join on
+                kept = rec if keep_fields is None else {k: rec[k] for k in keep_fields if k in rec}
+                out.update((f"input_{k}" if k in own else k, v) for k, v in kept.items()
+                           if keep_fields is not None or k != text_field)
                 if item.error is not None:
                     out["error"] = item.error
                 else:
-                    rec = item.record
-                    kept = rec if keep_fields is None else {k: rec[k] for k in keep_fields if k in rec}
-                    out.update((f"input_{k}" if k in own else k, v) for k, v in kept.items()
-                               if keep_fields is not None or k != text_field)
                     for name, values in cols.items():
                         v = values[row].item() if isinstance(values[row], np.generic) else values[row]
                         out[name] = None if isinstance(v, float) and not np.isfinite(v) else v

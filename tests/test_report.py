@@ -143,6 +143,7 @@ def test_score_writes_one_row_per_record_bad_ones_with_their_error_and_names_sha
     assert [r.get("words") for r in rows] == [2, None, None, 1, 3]
     assert rows[1]["error"].startswith("invalid JSON") and rows[2]["error"] == "text field 'text' is int, not a string"
     assert all("error" not in r for r in (rows[0], rows[3], rows[4]))
+    assert rows[2]["id"] == 3 and "id" not in rows[1]  # an error row keeps the fields of a record that parsed
     assert [t for c in calls for t in c] == ["one two", "x", "five six seven"]  # bad records never reach the scorer
     # a single file: no shard field, as before
     score_jsonl(shards / "b.jsonl", tmp_path / "one.jsonl", lengths, progress=False)
@@ -215,3 +216,9 @@ def test_public_names() -> None:
     names = {"FilterConfig", "filter_records", "filter_dataset", "load_detector", "score_texts", "run_filter"}
     assert names <= set(dir(hygiene))
     assert hygiene.FilterConfig().profile is None and callable(hygiene.filter_records)
+
+
+def test_score_writes_a_lone_surrogate_in_a_field_as_its_escape(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"text": "one two", "title": "a \\ud800 b"}\n')
+    score_jsonl(tmp_path / "in.jsonl", tmp_path / "out.jsonl", lambda t: {"n": np.ones(len(t))}, progress=False)
+    assert json.loads((tmp_path / "out.jsonl").read_text()) == {"line": 1, "title": "a \ud800 b", "n": 1.0}
