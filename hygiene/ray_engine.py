@@ -50,7 +50,7 @@ from hygiene.records import (ReadOptions, discover_shards, json_line, limit_quot
                              shards_outside)
 from hygiene.run_output import Outcome, RunOutput, error_outcome, output_rows, run_stats
 from hygiene.stages import Detector, KeyedDedup, Stage
-from hygiene.stages.base import FAILED, seconds_of, timed
+from hygiene.stages.base import FAILED, built_in, seconds_of, timed
 
 Step = Callable[[dict[str, list]], dict[str, list]]
 #: Arrow types of the engine's own columns; score columns get theirs from the stages' declared types
@@ -447,9 +447,8 @@ def _ship_user_stages(pipeline: Pipeline) -> None:
     from ray import cloudpickle
 
     for stage in pipeline.stages:
-        module = type(stage).__module__
-        if module.split(".")[0] != "hygiene":
-            cloudpickle.register_pickle_by_value(sys.modules[module])
+        if not built_in(stage):
+            cloudpickle.register_pickle_by_value(sys.modules[type(stage).__module__])
 
 
 def run_filter_ray(inputs: Sequence[str | Path], out_dir: str | Path | None, config: FilterConfig | None = None,

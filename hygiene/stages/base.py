@@ -49,6 +49,12 @@ from hygiene.errors import UserInputError, one_line
 FAILED = "failed"
 
 
+def built_in(stage: "Stage") -> bool:
+    """Whether ``stage`` is one of this package's (else one of the user's: its errors are theirs to mend, and
+    the Ray engine ships its code with the job)."""
+    return type(stage).__module__.split(".")[0] == "hygiene"
+
+
 def seconds_of(stage: str) -> str:
     """The column holding each row's share of the seconds ``stage`` spent on its batch."""
     return f"seconds.{stage}"
@@ -102,7 +108,7 @@ class Stage:
         except UserInputError:
             raise
         except Exception as exc:
-            if type(self).__module__.split(".")[0] == "hygiene":
+            if built_in(self):
                 raise
             raise UserInputError(f"stage {self.name} ({type(self).__qualname__}) failed: "
                                  f"{type(exc).__name__}: {one_line(exc)}") from exc
