@@ -113,14 +113,28 @@ def is_run_output(path: Path) -> bool:
                               or (path / PARTIAL).is_dir())
 
 
+def _outside_runs(path: Path) -> list[Path]:
+    """Everything under directory ``path`` but filter runs' output folders (:func:`is_run_output`) and what
+    lies in them, in one walk."""
+    found: list[Path] = []
+    todo = [path]
+    while todo:
+        for p in sorted(todo.pop().iterdir()):
+            if p.is_dir() and not p.is_symlink():
+                if is_run_output(p):
+                    continue
+                todo.append(p)
+            found.append(p)
+    return found
+
+
 def _directory_shards(path: Path) -> list[Shard]:
     """The shards under directory ``path``, sorted by name: saved datasets and readable files, leaving out
     filter runs' output folders (:func:`is_run_output`) and what lies in them."""
-    runs = [p for p in (path, *path.rglob("*")) if is_run_output(p)]
-    if path in runs:
+    if is_run_output(path):
         raise UserInputError(f"{path} is a filter run's output folder, not a corpus: name the file to read, "
                              f"e.g. {path / 'kept.jsonl'}")
-    seen = [p for p in path.rglob("*") if not any(r in p.parents for r in runs)]
+    seen = _outside_runs(path)
     datasets_dirs = [p for p in seen if _is_saved_dataset(p)]
     # a DatasetDict's splits are saved datasets too: read them once, through the DatasetDict
     datasets_dirs = [d for d in datasets_dirs if not any(o in d.parents for o in datasets_dirs)]
@@ -206,8 +220,7 @@ def file_states(path: Path) -> list[tuple[str, int, int]]:
     was rewritten since a run began."""
     if not path.is_dir():
         return [(path.name, (st := path.stat()).st_size, st.st_mtime_ns)]
-    runs = [p for p in path.rglob("*") if is_run_output(p)]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not any(r in p.parents for r in runs))
+    files = sorted(p for p in _outside_runs(path) if p.is_file())
     return [(p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files]
 
 
