@@ -28,6 +28,10 @@ from collapse_sim.reuse import Reuse
 GROWTHS = ("constant", "linear", "quadratic")
 
 
+#: the largest |mu| and sigma the simulation takes: squares and sums of squares stay finite in float64
+MAX_SCALE = 1e150
+
+
 @dataclass(frozen=True)
 class GaussianConfig:
     """Settings of the Gaussian simulation."""
@@ -54,9 +58,6 @@ class GaussianConfig:
         if max(abs(self.mu), self.sigma) > MAX_SCALE:  # the metrics square them: float64 would overflow
             raise ValueError(f"mu and sigma must be at most {MAX_SCALE:g} in size (their squares overflow past it)")
 
-
-#: the largest |mu| and sigma the simulation takes: squares and sums of squares stay finite in float64
-MAX_SCALE = 1e150
 
 
 def sample_sizes(cfg: GaussianConfig) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from collapse_sim.cli import main
-from collapse_sim.cli.options import Finite, device_option, quiet_option
+from collapse_sim.cli.options import POSITIVE, device_option, quiet_option
 
 
 @main.command("finetune-lm")
@@ -18,7 +18,7 @@ from collapse_sim.cli.options import Finite, device_option, quiet_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Model directory [default: the recipe's machine_lm.out].")
 @device_option(help="Training device (default: CUDA when present).")
-@click.option("--time-budget", type=Finite(min=0.0, min_open=True), default=None,
+@click.option("--time-budget", type=POSITIVE, default=None,
               help="Seconds of training [default: the recipe's].")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Optimizer steps of training: the same training on any machine [default: the recipe's].")

@@ -32,6 +32,8 @@ class Finite(click.FloatRange):
 
 #: any finite float
 FINITE = Finite()
+#: a finite float above 0
+POSITIVE = Finite(min=0.0, min_open=True)
 
 
 def _device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

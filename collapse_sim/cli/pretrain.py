@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from collapse_sim.cli import main
-from collapse_sim.cli.options import Finite, device_option
+from collapse_sim.cli.options import POSITIVE, device_option
 
 
 @main.command("pretrain")
@@ -22,7 +22,8 @@ from collapse_sim.cli.options import Finite, device_option
               help="Human text root (default ../shared/data).")
 @click.option("--prepare-only", is_flag=True, help="Only train the tokenizer and write token arrays into OUT.")
 @device_option(help="Training device (default: CUDA when present).")
-@click.option("--time-budget", type=Finite(min=0.0, min_open=True), default=None, help="Seconds of training; the schedule is fitted to it.")
+@click.option("--time-budget", type=POSITIVE, default=None,
+              help="Seconds of training; the schedule is fitted to it.")
 @click.option("--seed", type=int, default=None)
 def pretrain_cmd(preset_name: str, out: Path, data: Path | None, data_dir: Path | None, prepare_only: bool,
                  device: str | None, time_budget: float | None, seed: int | None) -> None:

@@ -12,7 +12,7 @@ import click
 
 from collapse_sim import gaussian as gaussian_sim
 from collapse_sim.cli import main
-from collapse_sim.cli.options import FINITE, Finite, run_options
+from collapse_sim.cli.options import FINITE, POSITIVE, Finite, run_options
 from collapse_sim.metrics import SimulationResult
 from collapse_sim.reuse import MODES, Reuse
 
@@ -79,7 +79,7 @@ def discrete(generations, samples, runs, seed, mode, real_fraction, out, quiet, 
 @click.option("--growth", type=click.Choice(gaussian_sim.GROWTHS), default="constant", show_default=True,
               help="Sample size per generation: M, M(i+1) or M(i+1)^2.")
 @click.option("--mu", type=FINITE, default=0.0, show_default=True, help="Original mean.")
-@click.option("--sigma", type=Finite(min=0.0, min_open=True), default=1.0, show_default=True,
+@click.option("--sigma", type=POSITIVE, default=1.0, show_default=True,
               help="Original standard deviation.")
 def gaussian(generations, samples, runs, seed, mode, real_fraction, out, quiet, growth, mu, sigma) -> None:
     """N(mu, sigma^2) re-fitted each generation by sample mean and unbiased variance."""
