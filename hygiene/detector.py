@@ -356,7 +356,7 @@ class Detector:
             "n_train": {"human": int((y[train] == 0).sum()), "machine": int((y[train] == 1).sum())},
             "n_calib": {"human": int((y[calib] == 0).sum()), "machine": int((y[calib] == 1).sum())},
             "split": "by group" if groups is not None else "stratified by label",
-            **({"numerics": self.featurizer.numerics()} if self.featurizer.numerics() else {}),
+            **({"numerics": numerics} if (numerics := self.featurizer.numerics()) else {}),
             **({"n_lexical": len(pool.texts)} if cfg.lexical is not None else {}),
             **(summary or {}),
         }

@@ -142,9 +142,9 @@ def filter_records(records: Iterable[Any], config: FilterConfig | None = None,
     """One :class:`Decision` per record of ``records``, in order, streaming in batches.
 
     Records are mappings holding ``config.text_field`` (or plain strings). Ids come from
-    ``config.id_field`` (an unreadable record's too, where its id is usable) or the record's position. A record without a usable text is
-    not lost: its decision has stage ``"error"``. Without ``config``, the default profile.
-    ``records`` itself being one string is a ``TypeError``.
+    ``config.id_field`` (an unreadable record's too, where its id is usable) or the record's position.
+    A record without a usable text is not lost: its decision has stage ``"error"``. Without ``config``,
+    the default profile. ``records`` itself being one string or one mapping is a ``TypeError``.
     """
     config = config or load_config()
     return _decisions(iter(many(records, "records")), build_pipeline(config, detector), config)
@@ -196,7 +196,7 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
     ``hygiene_failed`` (every failed rule, JSON) and ``hygiene_scores`` (JSON) columns; the kept
     one is unchanged unless ``config.output.annotate`` (or ``annotate_only``) asks for them. A
     dataset that has one of those columns already is refused (:class:`UserInputError`).
-    Dedup keeps state across batches, so the map runs in this process (for parallel
+    Dedup keeps state across batches, so the filter runs in this process (for parallel
     normalisation, quality and hashing, ``config.workers`` with :func:`hygiene.filter_run.run_filter`).
     Without ``config``, the default profile.
     """
