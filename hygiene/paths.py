@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from importlib.resources import files
 from pathlib import Path
 
 #: Repository root when running from a checkout (editable install or source tree).
@@ -14,10 +13,8 @@ def models_dir() -> Path:
     env = os.environ.get("COLLAPSE_HYGIENE_MODELS")
     if env:
         return Path(env)
-    local = _REPO_ROOT / "models"
-    if local.is_dir():
-        return local
-    return Path(str(files("hygiene._models")))
+    installed = Path(__file__).resolve().parent / "_models"
+    return installed if installed.is_dir() else _REPO_ROOT / "models"
 
 
 def local_or_shipped(name: str | os.PathLike) -> Path:

@@ -54,3 +54,41 @@ def test_atomic_files_get_umask_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (p.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_models_and_finds_them(tmp_path):
+    """A non-editable install carries every file of models/ and resolves the shipped folders from it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"  # a copy, so the build's own build/ folder stays out of the checkout
+    shutil.copytree(root, src, ignore=shutil.ignore_patterns(".*", "runs", "build", "dist", "*.egg-info",
+                                                             "__pycache__", "tests", "benchmarks", "examples"))
+    pip = [sys.executable, "-m", "pip"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "whl"), str(src)],
+                   check=True, capture_output=True)
+    (wheel,) = (tmp_path / "whl").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"hygiene/_models/{p.relative_to(root / 'models').as_posix()}"
+               for p in (root / "models").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert shipped and shipped <= names, sorted(shipped - names)[:5]
+
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True,
+                   capture_output=True)
+    probe = ("from hygiene.paths import detector_path, local_or_shipped, models_dir; "
+             "print(models_dir()); print(detector_path() / 'manifest.json'); "
+             "print(local_or_shipped('reference-lm') / 'model.safetensors')")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("COLLAPSE_HYGIENE_MODELS", None)
+    # -I would drop PYTHONPATH; -S keeps the editable install's path hook out, so only the wheel is importable
+    out = subprocess.run([sys.executable, "-S", "-c", f"import sys; sys.path[:0] = [{str(site)!r}]; {probe}"],
+                         check=True, capture_output=True, text=True, cwd=tmp_path, env=env).stdout.split()
+    assert Path(out[0]) == site / "hygiene" / "_models"
+    assert all(Path(p).is_file() for p in out[1:]), out
