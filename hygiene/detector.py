@@ -517,7 +517,9 @@ class Detector:
         if self.first_pass_ is None:
             raise DetectorError("this detector has no cascade")
         p, settled = self._first_pass(X[:, self._first_pass_columns()])
-        p[~settled] = self.predict_proba_features(X[~settled])[:, 1]
+        # the classifier reads every row, so a row scores as in predict_proba_features(X) to the bit: a matrix
+        # product over fewer rows may round its last bit otherwise, and flip a text that sits on the threshold
+        p[~settled] = self.predict_proba_features(X)[~settled, 1]
         return p, settled
 
     def _first_pass(self, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

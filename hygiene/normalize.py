@@ -10,7 +10,8 @@ The detector goes one step further (:func:`normalize_for_detection`): NFKC leave
 homoglyphs alone, so a text with Latin letters swapped for their Cyrillic or Greek
 look-alikes ("а" U+0430 for "a") reads the same to a person and tokenises into
 nonsense for a language model. Those letters are mapped back to Latin with the
-Unicode confusables table (``confusable-homoglyphs``), and runs of whitespace of
+Unicode confusables table (``confusable-homoglyphs``), unless the text is written in
+Cyrillic or Greek itself (:func:`fold_homoglyphs`), and runs of whitespace of
 any kind become one space (layout is not authorship).
 """
 from __future__ import annotations
@@ -94,6 +95,20 @@ def confusables_table() -> dict[int, str]:
     return table
 
 
+#: the share of a text's letters, Cyrillic or Greek with no Latin look-alike, from which it is read as written in
+#: those scripts and left unfolded (Russian and Greek prose: about half; a disguised English text: none)
+OWN_SCRIPT_SHARE = 0.25
+_LETTER_RE = re.compile(r"[^\W\d_]")
+
+
+@functools.lru_cache(maxsize=1)
+def _own_script_letter_re() -> re.Pattern[str]:
+    """A Cyrillic or Greek letter that is not a look-alike of a Latin one."""
+    table = confusables_table()
+    return re.compile(_char_class([c for c in range(0x0370, 0x0530) if chr(c).isalpha() and c not in table
+                                   and unicodedata.name(chr(c), "").startswith(HOMOGLYPH_SCRIPTS)]))
+
+
 #: characters that show nothing or a blank and that no writer needs to say anything, but that a tokenizer reads:
 #: control characters (tab and line ends are whitespace anyway), variation selectors, the combining grapheme
 #: joiner; and blanks that stand in for a space (Hangul fillers, the braille blank)
@@ -111,5 +126,16 @@ def normalize_for_detection(text: str) -> str:
     if not text.isascii() or _INVISIBLE_RE.search(text):
         text = _BLANK_RE.sub(" ", _INVISIBLE_RE.sub("", text))
         if not text.isascii():
-            text = unicodedata.normalize("NFC", text.translate(confusables_table()))
+            text = unicodedata.normalize("NFC", fold_homoglyphs(text))
     return " ".join(text.split())
+
+
+def fold_homoglyphs(text: str) -> str:
+    """``text`` with the Cyrillic and Greek look-alikes of Latin letters folded to Latin, unless at least
+    :data:`OWN_SCRIPT_SHARE` of its letters are Cyrillic or Greek letters with no Latin look-alike ("ж", "λ"):
+    such a text is written in that script, not disguised, so Russian or Greek stays itself. A disguise cannot
+    reach that share without a reader seeing it; a Greek word quoted in English text is folded with the rest."""
+    own = _own_script_letter_re().findall(text)
+    if own and len(own) >= OWN_SCRIPT_SHARE * len(_LETTER_RE.findall(text)):
+        return text
+    return text.translate(confusables_table())

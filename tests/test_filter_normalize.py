@@ -73,3 +73,24 @@ def test_detection_drops_what_shows_nothing_and_folds_look_alikes_to_their_case(
     assert normalize_for_detection(hidden) == plain
     assert normalize_for_detection("\u0399 think \u0406 \u04c0") == "I think I I"  # Greek, Cyrillic capitals: I
     assert normalize_for_detection("ab\u03f2d \u03f9at") == "abcd Cat"  # NFKC makes these sigmas first
+
+
+def test_text_in_cyrillic_or_greek_stays_itself_and_a_disguise_is_still_folded() -> None:
+    """Folding is for English text in disguise: Russian or Greek prose is scored as written, while an English
+    text with every look-alike swapped (none of its letters a Cyrillic or Greek one without a Latin twin) is
+    folded back as before, however many letters it swaps."""
+    import random
+
+    from hygiene.detector_eval import attack
+    from hygiene.normalize import normalize_for_detection
+
+    russian = "Вчера вечером мы с братом долго гуляли по набережной, и нам не хотелось домой."
+    greek = "Χθες το βράδυ περπατήσαμε στην παραλία και μιλήσαμε για το παλιό σπίτι."
+    for text in (russian, greek):
+        assert normalize_for_detection(text) == text
+    english = "The experiment compared two optimisers over five seeds and reported every run. " * 3
+    for rate in (0.3, 1.0):
+        assert normalize_for_detection(attack(english, "homoglyph", random.Random(0), rate=rate)) == english.strip()
+    # the share decides: one own-script letter among three letters keeps the look-alikes, among five folds them
+    assert normalize_for_detection("\u0436\u043e\u043e") == "\u0436\u043e\u043e"  # "жоо"
+    assert normalize_for_detection("\u0436\u043e\u043e\u043e\u043e") == "\u0436oooo"
