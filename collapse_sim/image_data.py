@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from collapse_sim.idx import IdxError, read_idx
-from hygiene.paths import data_dir
+from hygiene.paths import data_dir, data_hint
 
 DATASETS = ("digits", "mnist")
 
@@ -68,7 +68,7 @@ def load_images(
         labels_path = Path(labels or default_labels)
         for p in (images_path, labels_path):
             if not p.is_file():
-                raise ValueError(f"{p}: no such idx file")
+                raise ValueError(f"{p}: no such idx file{data_hint(p)}")
         try:
             raw, y = read_idx(images_path), read_idx(labels_path)
         except IdxError as exc:

@@ -26,7 +26,7 @@ from collapse_sim.resume import read_record
 from hygiene.atomic import atomic_open, write_json
 from hygiene.errors import UserInputError
 from hygiene.human_data import SPLITS, HumanDoc, iter_documents, passages
-from hygiene.paths import data_dir
+from hygiene.paths import data_dir, data_hint
 from hygiene.records import file_states
 
 #: the decodings pages are written in, a third of the pages each
@@ -116,7 +116,8 @@ def write_pages(model_path: str, out: str | Path, config: PagesConfig = PagesCon
     torch.manual_seed(config.seed)
     docs = page_documents(list(iter_documents(sources=config.domains, splits=[config.split])))
     if not docs:
-        raise UserInputError(f"no human-pool document of split {config.split!r} in {data_dir()} to open a page with")
+        raise UserInputError(f"no human-pool document of split {config.split!r} in {data_dir()} to open a page with"
+                             f"{data_hint()}")
     random.Random(config.seed).shuffle(docs)
     parts = Path(f"{out}.partial")
     state = json.loads(json.dumps({"model": str(Path(model_path).resolve()), "config": asdict(config),

@@ -24,7 +24,7 @@ import torch
 from collapse_sim.training import TrainConfig, block_perplexity, run_summary, train_lm
 from hygiene.atomic import atomic_open, write_json
 from hygiene.human_data import iter_documents
-from hygiene.paths import data_dir
+from hygiene.paths import data_dir, data_hint
 from collapse_sim.presets import choose
 
 EOS = "<|endoftext|>"
@@ -142,7 +142,7 @@ def prepare_data(cfg: PretrainConfig, work_dir: str | Path, root: str | Path | N
         return out
     train_texts = _human_texts(cfg, "train", root, cfg.max_words)
     if not train_texts:
-        raise FileNotFoundError(f"no human training text under {root}")
+        raise FileNotFoundError(f"no human training text under {root}{data_hint(root)}")
     tok = train_tokenizer(_sample_texts(train_texts, cfg.tokenizer_words, cfg.seed), cfg.vocab_size)
     train_ids = encode_documents(tok, train_texts)
     val_ids = encode_documents(tok, _human_texts(cfg, "calib", root, cfg.val_tokens))[: cfg.val_tokens]

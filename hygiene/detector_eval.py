@@ -45,7 +45,8 @@ from hygiene.features import TEXT_STATS
 from hygiene.labelled import LabelledText
 from hygiene.lexical import LexicalModel, drop_first_sentence, fit_out_of_fold
 from hygiene.lm import select_device
-from hygiene.recipe import TYPO_PART, DetectorRecipe, RecipeData, assemble, held_out_repositories, repository
+from hygiene.recipe import (TYPO_PART, DetectorRecipe, RecipeData, assemble, check_machine_lm, held_out_repositories,
+                            repository)
 from hygiene.scoring import CONTRAST_FEATURES, LM_FEATURES, TOKEN_STATS
 
 #: feature families of the ablation, by column name (a score over the body belongs with the score)
@@ -151,6 +152,7 @@ def train_and_measure(recipe: DetectorRecipe, progress: bool = True, ablation: b
                       command: str = "hygiene train-detector --recipe models/detector/recipe.yaml"
                       ) -> tuple[Detector, dict]:
     """Fit the recipe's detector, save it to ``recipe.out`` with its figures and card, and return both."""
+    check_machine_lm(recipe)
     t0 = time.perf_counter()
     work = Path(recipe.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 
 from hygiene.errors import UserInputError
 from hygiene.human_data import SOURCES, iter_documents, passages
+from hygiene.paths import data_hint
 from hygiene.score_file import read_texts
 
 #: label strings accepted in files -> 0 (human) / 1 (machine)
@@ -83,7 +84,8 @@ def human_pool(
         texts = passages(doc.text, passage_words, max_passages) if doc.source in _LONG_SOURCES else [doc.text]
         out += [LabelledText(t, 0, generator="human", domain=doc.source, group=doc.id) for t in texts]
     if not out:
-        raise UserInputError(f"no human text in split {split!r} of sources {list(sources)}")
+        raise UserInputError(f"no human text in split {split!r} of sources {list(sources)}"
+                             f"{data_hint(root)}")
     return out
 
 

@@ -17,14 +17,23 @@ def models_dir() -> Path:
     return installed if installed.is_dir() else _REPO_ROOT / "models"
 
 
+def is_shipped(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies inside the shipped models' folder (:func:`models_dir`): what commands read, never
+    rewrite."""
+    return Path(path).resolve().is_relative_to(models_dir().resolve())
+
+
 def local_or_shipped(name: str | os.PathLike) -> Path:
-    """``name`` as a path where one exists here, else the shipped folder of that name (``models_dir()/name``)
-    where there is one, else ``name`` as given (a Hub id, or a path that will be reported missing)."""
+    """``name`` as a path where one exists here; else the shipped file or folder it names, given as a shipped
+    name (``detector-fast``, ``detector/recipe.yaml``) or as the checkout's path to it (``models/detector``,
+    which the docs show), so that both work from an installed package too; else ``name`` as given (a Hub id,
+    or a path that will be reported missing)."""
     path = Path(name)
-    if path.exists():
+    if path.exists() or path.is_absolute() or not path.parts:
         return path
-    shipped = models_dir() / str(name)
-    return shipped if shipped.is_dir() else path
+    inside = Path(*path.parts[1:]) if path.parts[0] == "models" and len(path.parts) > 1 else path
+    shipped = models_dir() / inside
+    return shipped if shipped.exists() else path
 
 
 def detector_path(name: str | os.PathLike | None = None) -> Path:
@@ -34,12 +43,21 @@ def detector_path(name: str | os.PathLike | None = None) -> Path:
 
 
 def data_dir() -> Path:
-    """Default human-text data directory: ``$COLLAPSE_HYGIENE_DATA`` or ``../shared/data`` beside the repo."""
+    """Default human-text data directory: ``$COLLAPSE_HYGIENE_DATA``, else ``../shared/data`` beside the checkout
+    or beside the current folder, whichever exists (beside the current folder for an installed package)."""
     env = os.environ.get("COLLAPSE_HYGIENE_DATA")
     if env:
         return Path(env)
-    for base in (_REPO_ROOT, Path.cwd()):
-        cand = base.parent / "shared" / "data"
-        if cand.is_dir():
-            return cand
-    return _REPO_ROOT.parent / "shared" / "data"
+    beside = [Path.cwd().parent / "shared" / "data"]
+    if not (Path(__file__).resolve().parent / "_models").is_dir():  # a checkout: its neighbour first
+        beside.insert(0, _REPO_ROOT.parent / "shared" / "data")
+    return next((d for d in beside if d.is_dir()), beside[0])
+
+
+def data_hint(path: str | os.PathLike | None = None) -> str:
+    """What a missing-data error adds when the default data directory is not there (and ``path``, if given, lies
+    in it): where it was looked for and how to name another; else ""."""
+    root = data_dir()
+    if root.is_dir() or (path is not None and not Path(path).resolve().is_relative_to(root.resolve())):
+        return ""
+    return f" (no data directory at {root}: set COLLAPSE_HYGIENE_DATA to the folder of human text)"

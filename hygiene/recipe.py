@@ -45,7 +45,8 @@ from hygiene.features import FeatureConfig
 from hygiene.human_data import iter_documents, passages
 from hygiene.labelled import LabelledText, human_pool, read_labelled
 from hygiene.lexical import LexicalConfig, LexicalRows
-from hygiene.paths import data_dir
+from hygiene.lm import resolve_model
+from hygiene.paths import data_dir, local_or_shipped, models_dir
 from hygiene.scoring import ScoringConfig
 from hygiene.typing_noise import TypoCopies, typo_copies
 
@@ -174,10 +175,13 @@ class DetectorRecipe:
 
 
 def load_recipe(path: str | os.PathLike) -> DetectorRecipe:
-    """Read a recipe YAML file; an unknown or mistyped key fails naming the file and the key."""
-    path = Path(path)
+    """Read a recipe YAML file, or a shipped detector's recipe by its name (``detector``, or
+    ``models/detector/recipe.yaml`` from any folder); an unknown or mistyped key fails naming the file and the key."""
+    path = local_or_shipped(path)
+    if path.is_dir() and (path / "recipe.yaml").is_file():
+        path = path / "recipe.yaml"
     if not path.is_file():
-        raise UserInputError(f"recipe not found: {path}")
+        raise UserInputError(f"recipe not found: {path} (the shipped ones: {models_dir()}/*/recipe.yaml)")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as exc:
@@ -189,6 +193,25 @@ def load_recipe(path: str | os.PathLike) -> DetectorRecipe:
         return _build(DetectorRecipe, raw, "")
     except (TypeError, ValueError) as exc:
         raise UserInputError(f"{path}: {exc}") from None
+
+
+def check_machine_lm(recipe: DetectorRecipe) -> None:
+    """Refuse a recipe whose detector would read another machine LM than the one it writes: a model named
+    like ``machine_lm.out``'s folder (``machine-lm``) that resolves elsewhere, as the shipped recipe's name
+    does when it runs outside the checkout its paths are relative to (its ``out`` is ``models/machine-lm``
+    under the current folder, the name the shipped model)."""
+    written = Path(recipe.machine_lm.out).resolve()
+    f = recipe.detector.features
+    keys = [k for k in ("lm", "sampler", "observer", "performer", "contrast_lm")
+            if getattr(f, k) is not None and Path(getattr(f, k)).name == written.name
+            and Path(resolve_model(getattr(f, k))).resolve() != written]
+    if keys:
+        name = getattr(f, keys[0])
+        raise UserInputError(
+            f"the recipe writes its machine LM to {written} but its detector's "
+            f"{', '.join(f'features.{k}' for k in keys)} ({name}) loads {Path(resolve_model(name)).resolve()}: run "
+            "it from the folder its paths are relative to (the checkout, for the shipped recipe), or name the "
+            "path machine_lm.out gives there")
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:

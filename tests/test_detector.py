@@ -289,8 +289,20 @@ def test_cli_train_evaluate_score_calibrate(cli_setup):
     assert r.exit_code == 1 and "input not found" in r.output and "Traceback" not in r.output, r.output
     r = run(main, ["calibrate", "--detector", str(det), "--data", str(corpus), "--human-sources", "",
                    "--target-fpr", "0.05"])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 0 and str(det) in r.output, r.output
     assert load_detector(det).target_fpr_ == 0.05
+    # to another folder: the source stays as it was; the shipped detector is never rewritten in place
+    before = {f.name: f.read_bytes() for f in det.iterdir()}
+    r = run(main, ["calibrate", "--detector", str(det), "--out", str(root / "recal"), "--data", str(corpus),
+                   "--human-sources", "", "--target-fpr", "0.1"])
+    assert r.exit_code == 0 and load_detector(root / "recal").target_fpr_ == 0.1, r.output
+    assert {f.name: f.read_bytes() for f in det.iterdir()} == before
+    from hygiene.paths import models_dir
+    shipped = {f: f.stat().st_mtime_ns for f in (models_dir() / "detector").iterdir()}
+    for args in ([], ["--detector", "detector"], ["--detector", str(models_dir() / "detector")]):
+        r = run(main, ["calibrate", *args, "--data", str(corpus)])
+        assert r.exit_code == 2 and "give --out" in r.output and "Traceback" not in r.output, r.output
+    assert {f: f.stat().st_mtime_ns for f in (models_dir() / "detector").iterdir()} == shipped
 
 
 def test_cli_errors_are_one_line(cli_setup, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -92,3 +93,52 @@ def test_wheel_ships_the_models_and_finds_them(tmp_path):
                          check=True, capture_output=True, text=True, cwd=tmp_path, env=env).stdout.split()
     assert Path(out[0]) == site / "hygiene" / "_models"
     assert all(Path(p).is_file() for p in out[1:]), out
+
+
+def test_shipped_names_and_checkout_paths_resolve_from_any_folder(tmp_path, monkeypatch):
+    """What the docs show (``models/detector``, ``--recipe models/detector/recipe.yaml``) works from a folder
+    without the checkout, as the shipped names do; a path that exists here wins; a missing absolute path or
+    Hub id comes back as given."""
+    from hygiene.paths import local_or_shipped, models_dir
+    from hygiene.recipe import load_recipe
+
+    shipped = models_dir()
+    monkeypatch.chdir(tmp_path)
+    assert local_or_shipped("models/detector") == shipped / "detector" == local_or_shipped("detector")
+    assert local_or_shipped("models/detector/recipe.yaml") == shipped / "detector" / "recipe.yaml"
+    assert local_or_shipped("/no/such/model") == Path("/no/such/model")
+    assert local_or_shipped("gpt2") == Path("gpt2") and local_or_shipped("models/gpt2") == Path("models/gpt2")
+    (tmp_path / "models" / "detector").mkdir(parents=True)
+    assert local_or_shipped("models/detector") == Path("models/detector")
+    for name in ("detector", "models/detector/recipe.yaml", str(shipped / "detector")):
+        assert load_recipe(name).out == "models/detector"
+
+
+def test_a_recipe_that_would_read_another_machine_lm_than_it_writes_is_refused(tmp_path, monkeypatch):
+    """Run outside the checkout, the shipped recipe writes ./models/machine-lm while its detector's name
+    ``machine-lm`` loads the shipped model: refused before any work, naming both; in the checkout it holds."""
+    from hygiene.errors import UserInputError
+    from hygiene.paths import models_dir
+    from hygiene.recipe import check_machine_lm, load_recipe
+
+    recipe = load_recipe("detector")
+    monkeypatch.chdir(models_dir().parent)
+    if (models_dir().parent / recipe.machine_lm.out).resolve() == (models_dir() / "machine-lm").resolve():
+        check_machine_lm(recipe)  # a checkout: the recipe's folder is the shipped one
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserInputError, match=r"features\.performer, features\.contrast_lm \(machine-lm\) loads "):
+        check_machine_lm(recipe)
+
+
+def test_missing_default_data_says_where_it_looked_and_how_to_name_it(tmp_path, monkeypatch):
+    from hygiene.errors import UserInputError
+    from hygiene.labelled import human_pool
+
+    monkeypatch.setenv("COLLAPSE_HYGIENE_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(UserInputError, match="no data directory at .*nowhere: set COLLAPSE_HYGIENE_DATA"):
+        human_pool("eval", sources=["web"])
+    r = CliRunner().invoke(sim_main, ["pages", "--lm", "models/base-lm", "--n", "3", "--out",
+                                      str(tmp_path / "p.jsonl"), "--quiet"])
+    assert r.exit_code == 1 and "no human-pool document" in r.output and "COLLAPSE_HYGIENE_DATA" in r.output, r.output
+    r = CliRunner().invoke(sim_main, ["pages", "--lm", str(tmp_path / "no-lm"), "--out", str(tmp_path / "q.jsonl")])
+    assert r.exit_code == 1 and "shipped model's name" in r.output, r.output

@@ -13,8 +13,9 @@ from collapse_sim.cli.options import POSITIVE, device_option, quiet_option
 
 
 @main.command("finetune-lm")
-@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False), default="models/detector/recipe.yaml",
-              show_default=True, help="Detector recipe: its machine_lm section and training groups say what to learn.")
+@click.option("--recipe", "recipe_path", type=click.Path(), default="models/detector/recipe.yaml",
+              show_default=True, help="Detector recipe (a file, or a shipped detector's name: detector): its "
+                                      "machine_lm section and training groups say what to learn.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Model directory [default: the recipe's machine_lm.out].")
 @device_option(help="Training device (default: CUDA when present).")

@@ -23,11 +23,12 @@ def pages_cmd(out: Path, model: str | None, n: int, split: str, seed: int, quiet
     synthetic with their domain and the opened document as group: the detector recipe's simulator pages."""
     from collapse_sim.pages import PagesConfig, write_pages
     from hygiene.errors import UserInputError
-    from hygiene.paths import data_dir, models_dir
+    from hygiene.paths import data_dir, local_or_shipped
 
-    model = model or str(models_dir() / "base-lm")
+    model = str(local_or_shipped(model or "base-lm"))
     if not (Path(model) / "config.json").is_file():
-        raise click.ClickException(f"no model at {model}: pass --lm PATH (a causal LM directory)")
+        raise click.ClickException(f"no model at {model}: pass --lm PATH (a causal LM directory) or a shipped "
+                                   "model's name (base-lm)")
     refuse_overlap(out, (model, data_dir()))
     try:
         counts = write_pages(model, out, PagesConfig(n=n, split=split, seed=seed), progress=not quiet)

@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from collapse_sim.lm.config import LMConfig
 from hygiene.errors import UserInputError
-from hygiene.paths import data_dir
+from hygiene.paths import data_dir, data_hint
 
 
 def encode_blocks(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, block: int) -> torch.Tensor:
@@ -28,7 +28,7 @@ def read_blocks(path: str | Path, tokenizer: PreTrainedTokenizerBase, block: int
     (a run needs a training and a held-out block, or an evaluation block and the one after it) is an error."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"text file not found: {path}")
+        raise FileNotFoundError(f"text file not found: {path}{data_hint(path)}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

@@ -124,9 +124,10 @@ def score(input_path, out_path, detector_dir, lm, sampler, observer, performer, 
 
 
 @main.command("train-detector")
-@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False), default=None,
-              help="train, threshold and measure as a recipe file says (models/detector/recipe.yaml remakes the "
-                   "shipped detector); the other data and feature options are then the recipe's")
+@click.option("--recipe", "recipe_path", type=click.Path(), default=None,
+              help="train, threshold and measure as a recipe file says, or a shipped detector's recipe by its name "
+                   "(models/detector/recipe.yaml, or detector, remakes the shipped detector); the other data and "
+                   "feature options are then the recipe's")
 @click.option("--no-ablation", is_flag=True, help="with --recipe: measure the detector only, not each feature family")
 @click.option("--corpus", "corpora", multiple=True, type=click.Path(dir_okay=False),
               help="labelled JSONL (text, label human|machine|synthetic; optional group/source_id, generation, ...); repeatable")
@@ -208,7 +209,10 @@ def _train_from_recipe(recipe_path: str, out_dir: str | None, ablation: bool) ->
 
 @main.command()
 @click.option("--detector", "detector_dir", type=click.Path(), default=None,
-              help="detector directory to recalibrate in place (default: the shipped models/detector)")
+              help="detector to recalibrate: a folder, or a shipped one's name [detector]")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="folder for the recalibrated detector [the --detector folder, rewritten in place; a shipped "
+                   "detector is never rewritten: give --out]")
 @click.option("--data", "data", multiple=True, type=click.Path(dir_okay=False),
               help="labelled JSONL held out from training: refits Platt scaling; its human texts join the threshold set")
 @click.option("--human-sources", default="web,books,news,forums,docs", show_default=True,
@@ -219,17 +223,21 @@ def _train_from_recipe(recipe_path: str, out_dir: str | None, ablation: bool) ->
               help="hold the target for each domain (source) of human text, or only for all of them together")
 @click.option("--cache", type=click.Path(dir_okay=False), default=None, help="feature cache (JSONL)")
 @_device_options
-def calibrate(detector_dir, data, human_sources, target_fpr, per_domain, cache, device, dtype):
-    """Refit a detector's probability calibration and threshold on held-out text.
+def calibrate(detector_dir, out, data, human_sources, target_fpr, per_domain, cache, device, dtype):
+    """Refit a detector's probability calibration and threshold on held-out text, and write it to --out.
 
     The cascade's band is refitted at the new threshold on the same texts when some are labelled machine;
     on human texts alone it may only widen (they cannot show which machine texts the first pass misreads).
     """
     from hygiene.detector import load_detector
-    from hygiene.paths import detector_path
+    from hygiene.paths import detector_path, is_shipped
     from hygiene.labelled import human_pool, read_many
 
     path = detector_path(detector_dir)
+    if out is None and is_shipped(path):
+        raise click.UsageError(f"{path} is a shipped detector and stays as shipped (its card describes it): "
+                               "give --out DIR for the recalibrated copy, then --detector DIR to use it")
+    target = Path(out) if out is not None else path
     try:
         det = load_detector(path, device=device, dtype=dtype)
         records = read_many(data) if data else []
@@ -241,11 +249,12 @@ def calibrate(detector_dir, data, human_sources, target_fpr, per_domain, cache, 
         det.calibrate([r.text for r in records], labels, target_fpr=target_fpr, progress=True,
                       domains=[r.domain or "" for r in records] if per_domain else None, cache=cache)
         det.training_["calibrated_on"] = {"data": list(data), "human_sources": sources, "n_texts": len(records)}
-        det.save(path)
+        det.save(target)
     except (UserInputError, ValueError, OSError) as exc:
         raise _fail(exc) from None
     cal = det.metrics_["calibration"]
-    click.echo(f"threshold {det.threshold_:.4f} flags {cal['human_flagged']:.2%} of {cal['n_human']} human texts")
+    click.echo(f"threshold {det.threshold_:.4f} flags {cal['human_flagged']:.2%} of {cal['n_human']} human texts "
+               f"-> {target}")
 
 
 @main.command()
