@@ -169,7 +169,7 @@ def _fingerprint(config: FilterConfig, shards: Sequence[Shard]) -> str:
     """Hash of everything that must not change between a run and its resumption: the config and each
     shard's name, size and modification time (an input rewritten since is another input)."""
     cfg = config.to_dict()
-    for key in ("checkpoint_seconds", "workers"):  # may change between a run and its resumption
+    for key in ("checkpoint_seconds", "workers", "max_errors"):  # may change between a run and its resumption
         cfg.pop(key)
     blob = json.dumps({"config": cfg, "shards": shard_states(shards)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -227,7 +227,8 @@ class FilterRun:
         try:
             state = json.loads(checkpoint.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise UserInputError(f"unreadable checkpoint {checkpoint}: {exc}") from None
+            raise UserInputError(f"unreadable checkpoint {checkpoint}: {exc}; pass --overwrite to start again"
+                                 ) from None
         if state.get("fingerprint") != _fingerprint(self.config, self.shards):
             raise UserInputError(
                 f"cannot resume {self.output.dir}: the inputs or the config differ from the interrupted run")
@@ -323,18 +324,32 @@ class FilterRun:
         limit = self.config.max_errors
         if limit is not None and self.counts.errors > limit:
             where = f"{err['shard']}:{err['line']}" if err["line"] is not None else err["shard"]
-            raise UserInputError(f"more than {limit} unreadable records (last: {where}: {err['error']}); run stopped")
+            message = f"more than {limit} unreadable records (last: {where}: {err['error']}); run stopped"
+            if self.output.dir is not None:
+                message += (f" (they are in {self.output.partial / 'errors.jsonl'}; to go on, pass --resume with a "
+                            "higher --max-errors)")
+            raise UserInputError(message)
 
     def run(self, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
         """Process every shard not yet done; write the outputs and return the stats."""
-        output = self.output
         if resume and overwrite:
             raise UserInputError("--resume continues the run in --out and --overwrite replaces it: pass one")
+        if self.output.dir is None:
+            return self._run(resume, overwrite)
+        self.output.lock()
+        try:
+            return self._run(resume, overwrite)
+        finally:
+            self.output.unlock()
+
+    def _run(self, resume: bool, overwrite: bool) -> dict[str, Any]:
+        output = self.output
         if resume and output.finished:
             stats = json.loads((output.dir / "stats.json").read_text(encoding="utf-8"))
             if stats.get("fingerprint") != _fingerprint(self.config, self.shards):
                 raise UserInputError(f"{output.dir} holds a finished run of other inputs or another config: pass "
                                      "--overwrite or choose another --out")
+            output.check_finished(stats, self.config)
             return stats
         if resume and output.finishing is not None:  # stopped while moving its outputs into place
             self._saved_state()

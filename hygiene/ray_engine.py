@@ -381,6 +381,12 @@ class RayFilterRun:
 
     def run(self, overwrite: bool = False) -> dict[str, Any]:
         """Filter every shard; write the outputs and return the stats."""
+        try:
+            return self._run(overwrite)
+        finally:
+            self.output.unlock()
+
+    def _run(self, overwrite: bool) -> dict[str, Any]:
         import ray
         import ray.data
 

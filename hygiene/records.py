@@ -195,11 +195,13 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def shards_outside(shards: Sequence[Shard], out_dir: Path | None) -> list[Shard]:
-    """The shards that do not lie in ``out_dir``, so a run never reads its own outputs back (``--out``
-    inside an input directory).
+    """``shards``, each checked to lie outside ``out_dir``, so a run never reads its own outputs back nor
+    replaces an input (``--out`` inside an input directory).
 
     An input named inside or equal to ``out_dir`` is an error, not skipped: it would be left unread,
-    and ``--overwrite`` could replace it. Also an error if no shard is left.
+    and ``--overwrite`` could replace it. So is a file found in ``out_dir`` by walking an input folder that
+    holds it (a run's output folder is skipped by the walk, :func:`is_run_output`: what is left there is the
+    user's).
     """
     if out_dir is None:
         return list(shards)
@@ -208,10 +210,11 @@ def shards_outside(shards: Sequence[Shard], out_dir: Path | None) -> list[Shard]
         if _within(named, out):
             raise UserInputError(f"input {named} lies inside the output folder {out_dir}: it would not be read, "
                                  f"and --overwrite could replace it; choose another --out")
-    kept = [s for s in shards if not _within(s.path, out)]
-    if not kept:
-        raise UserInputError(f"every input lies inside the output directory {out_dir}")
-    return kept
+    inside = [s for s in shards if _within(s.path, out)]
+    if inside:  # found by walking an input folder that holds --out, which is not a run's output folder
+        raise UserInputError(f"the output folder {out_dir} lies in an input folder and holds {inside[0].path}: it "
+                             f"would not be read, and the run could replace it; choose another --out")
+    return list(shards)
 
 
 def file_states(path: Path) -> list[tuple[str, int, int]]:

@@ -13,8 +13,9 @@ Output directory::
 While running, the three files grow under ``DIR/.partial/``; at the end each is
 moved into place (or converted to Parquet) with an atomic rename, then
 ``config.yaml`` and ``stats.json`` are written, so an interrupted run never leaves a
-half-written output. Only these names are ever removed from ``DIR`` (with
-``--overwrite``). Invariant: records in = kept + rejected + errors.
+half-written output; ``.partial/`` is then renamed and removed. Only these names are ever
+removed from ``DIR`` (with ``--overwrite``), and a file of these names that no run wrote is
+never replaced without it. Invariant: records in = kept + rejected + errors.
 """
 from __future__ import annotations
 
@@ -29,10 +30,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: runs on one folder are not locked against each other there
+    fcntl = None  # type: ignore[assignment]
+
+import pyarrow.parquet as pq
+
 from hygiene import __version__
 from hygiene.atomic import write_json
 from hygiene.config import FilterConfig, write_config
-from hygiene.errors import UserInputError, error_hint
+from hygiene.errors import UserInputError, error_hint, one_line
 from hygiene.records import PARTIAL, jsonl_to_parquet
 from hygiene.report import detector_rates
 from hygiene.stages.base import FAILED, seconds_of
@@ -40,12 +48,23 @@ from hygiene.stages.base import FAILED, seconds_of
 OUTPUTS = ("kept", "rejected", "errors")
 #: written into PARTIAL once a run is done and before its outputs move: a resume then only completes the move
 FINISHING = "finishing.json"
+#: what PARTIAL is renamed to once the outputs are in place, then removed
+REMOVED = ".partial-removed"
 #: fields a record's group is read from when no group field is named, the first one present
 GROUP_FIELDS = ("source", "dataset")
 NO_GROUP, OTHER_GROUPS = "(none)", "(other)"
 MAX_GROUPS = 50  # groups counted apart; the rest are counted together as OTHER_GROUPS
 EXAMPLES = 5  # example ids kept per reason: those of the earliest documents
 HISTOGRAM_BINS = 20  # bins of P(machine) over [0, 1]
+
+
+def _lines(path: Path) -> int:
+    """The records of a JSONL file this layout wrote: its newlines (each record ends with one)."""
+    n = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            n += chunk.count(b"\n")
+    return n
 
 
 def group_of(record: Any, group_field: str | None) -> str:
@@ -272,6 +291,7 @@ class RunOutput:
         self.dir = Path(directory) if directory is not None else None
         self.counts = counts or Counts()
         self.files: dict[str, IO[bytes]] = {}
+        self._lock: int | None = None
 
     @property
     def partial(self) -> Path:
@@ -284,33 +304,67 @@ class RunOutput:
         """Whether the directory holds a finished run."""
         return self.dir is not None and (self.dir / "stats.json").exists() and not self.partial.exists()
 
-    def prepare(self, resume: bool, overwrite: bool, again: str) -> None:
-        """Refuse to replace a run unless ``overwrite`` (``again``: how to continue an interrupted one);
-        with ``overwrite`` remove this layout's own files, and nothing else."""
+    def lock(self) -> None:
+        """Create the directory and hold it for this run (until :meth:`unlock` or the process ends): a second
+        run on the same directory is refused, where it would interleave its writes with this one's."""
         assert self.dir is not None
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserInputError(f"cannot create the output folder {self.dir}: {exc.strerror or exc}") from None
+        if fcntl is None or self._lock is not None:  # no advisory locks on this system
+            return
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UserInputError(f"another run is writing to {self.dir}: wait for it to end, or choose another "
+                                 "--out") from None
+        self._lock = fd
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def prepare(self, resume: bool, overwrite: bool, again: str) -> None:
+        """Refuse to replace a run, or any file of this layout's names, unless ``overwrite`` (``again``: how to
+        continue an interrupted run); with ``overwrite`` remove this layout's own files, and nothing else."""
+        self.lock()
         if self.partial.exists() and not resume and not overwrite:
             raise UserInputError(f"{self.dir} holds an interrupted run: pass {again}")
         if (self.dir / "stats.json").exists() and not resume and not overwrite:
             raise UserInputError(f"{self.dir} already holds a finished run: pass --overwrite or choose another --out")
+        names = [*(f"{name}.{fmt}" for name in OUTPUTS for fmt in ("jsonl", "parquet")),
+                 "stats.json", "config.yaml", "report.html"]  # the page describes the old run
         if overwrite:
-            shutil.rmtree(self.partial, ignore_errors=True)
-            names = [f"{name}.{fmt}" for name in OUTPUTS for fmt in ("jsonl", "parquet")]
-            for name in (*names, "stats.json", "config.yaml", "report.html"):  # the page describes the old run
+            for trash in (self.partial, self.dir / REMOVED):
+                shutil.rmtree(trash, ignore_errors=True)
+            for name in names:
                 (self.dir / name).unlink(missing_ok=True)
+        elif not self.partial.exists():
+            there = [name for name in names if (self.dir / name).exists()]
+            if there:
+                raise UserInputError(f"{self.dir} holds {there[0]}, which this run would replace: pass --overwrite "
+                                     "or choose another --out")
 
     def open(self, offsets: Mapping[str, int] | None = None) -> None:
-        """Open the growing files, cut back to ``offsets`` (a checkpoint), for appending."""
+        """Open the growing files, cut back to ``offsets`` (a checkpoint), for appending. A file shorter than
+        its offset (removed or cut since the checkpoint) is refused: its records are lost."""
         if self.dir is None:
             return
         self.partial.mkdir(parents=True, exist_ok=True)
+        offsets = offsets or {}
         for name in OUTPUTS:
             path = self.partial / f"{name}.jsonl"
+            size = path.stat().st_size if path.exists() else 0
+            if size < offsets.get(name, 0):
+                self.close()
+                raise UserInputError(f"cannot resume {self.dir}: {path} holds {size} bytes where its checkpoint "
+                                     f"wrote {offsets[name]} (changed since); pass --overwrite to start again")
             fh = path.open("r+b" if path.exists() else "w+b")
-            fh.truncate((offsets or {}).get(name, 0))
+            fh.truncate(offsets.get(name, 0))
             fh.seek(0, os.SEEK_END)
             self.files[name] = fh
 
@@ -361,5 +415,25 @@ class RunOutput:
                 os.replace(src, self.dir / f"{name}.jsonl")
         write_config(self.dir / "config.yaml", config)
         write_json(self.dir / "stats.json", stats)
-        shutil.rmtree(self.partial)
+        # renamed in one step, then removed: a stop inside the removal leaves a finished run, never a
+        # checkpoint without its finishing marker (which a resume would take for a run to continue)
+        shutil.rmtree(self.dir / REMOVED, ignore_errors=True)
+        os.replace(self.partial, self.dir / REMOVED)
+        shutil.rmtree(self.dir / REMOVED)
         return stats
+
+    def check_finished(self, stats: Mapping[str, Any], config: FilterConfig) -> None:
+        """Refuse a finished run whose output files no longer hold the records its ``stats.json`` counts
+        (removed, cut or added to since)."""
+        assert self.dir is not None
+        for name in OUTPUTS:
+            parquet = config.output.format == "parquet" and name != "errors"
+            path = self.dir / f"{name}.{'parquet' if parquet else 'jsonl'}"
+            try:
+                n = pq.ParquetFile(path).metadata.num_rows if parquet else _lines(path)
+            except (OSError, ValueError) as exc:
+                raise UserInputError(f"{self.dir} holds a finished run whose {path.name} cannot be read "
+                                     f"({one_line(exc)}): pass --overwrite to run again") from None
+            if n != stats.get(name):
+                raise UserInputError(f"{self.dir} holds a finished run whose {path.name} holds {n} records where "
+                                     f"its stats.json counts {stats.get(name)}: pass --overwrite to run again")

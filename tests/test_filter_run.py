@@ -119,6 +119,12 @@ def test_max_errors_stops_the_run_with_one_line(tmp_path: Path) -> None:
         run_filter([tmp_path / "bad.jsonl"], tmp_path / "out", _config(max_errors=1), progress=False)
     stats = run_filter([tmp_path / "bad.jsonl"], tmp_path / "o2", _config(max_errors=2), progress=False)
     assert (stats["errors"], stats["kept"]) == (2, 1)
+    # the run stopped above goes on with a higher limit, as its message says
+    with pytest.raises(UserInputError, match="pass --resume with a higher --max-errors"):
+        run_filter([tmp_path / "bad.jsonl"], tmp_path / "out", _config(max_errors=1), resume=True, progress=False)
+    resumed = run_filter([tmp_path / "bad.jsonl"], tmp_path / "out", _config(max_errors=2), resume=True,
+                         progress=False)
+    assert (resumed["errors"], resumed["kept"]) == (2, 1)
 
 
 class FlakyDetector:
@@ -216,6 +222,108 @@ def test_a_stop_while_the_outputs_move_into_place_is_completed_by_a_resume(
     for name in ("kept", "rejected", "errors"):
         assert (out / f"{name}.jsonl").read_bytes() == (tmp_path / "ref" / f"{name}.jsonl").read_bytes()
     assert stats["records_in"] == ref["records_in"] and (out / "stats.json").exists() and not (out / ".partial").exists()
+
+
+def test_a_stop_while_the_checkpoint_is_removed_leaves_a_finished_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last step removes the checkpoint folder; a stop inside that removal, whatever it had removed, leaves
+    a finished run that a resume returns as it is (not a checkpoint a resume would continue from)."""
+    import shutil
+
+    from hygiene import run_output
+
+    d = _shards(tmp_path)
+    run_filter([d], tmp_path / "ref", _config(), progress=False)
+    out = tmp_path / "out"
+    real = shutil.rmtree
+
+    def stop(path, *args, **kwargs):  # the finishing marker gone first, the checkpoint still there
+        if Path(path).name == run_output.REMOVED and Path(path).exists():
+            (Path(path) / run_output.FINISHING).unlink()
+            raise KeyboardInterrupt
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(run_output.shutil, "rmtree", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_filter([d], out, _config(), progress=False)
+    monkeypatch.setattr(run_output.shutil, "rmtree", real)
+    assert (out / run_output.REMOVED / "checkpoint.json").exists()
+    run_filter([d], out, _config(), resume=True, progress=False)
+    with pytest.raises(UserInputError, match="already holds a finished run"):
+        run_filter([d], out, _config(), progress=False)
+    for name in ("kept.jsonl", "rejected.jsonl", "errors.jsonl", "config.yaml"):
+        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
+    run_filter([d], out, _config(), overwrite=True, progress=False)
+    assert not (out / run_output.REMOVED).exists()
+
+
+@pytest.mark.parametrize("damage", ["removed", "cut"])
+def test_a_resume_refuses_growing_files_shorter_than_their_checkpoint(tmp_path: Path, damage: str) -> None:
+    """Records written before the checkpoint and lost since cannot be restored: refused, not padded."""
+    d = _shards(tmp_path)
+    config = _config(**{"synthetic.enabled": True, "batch_size": 3})
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_filter([d], out, config, detector=FlakyDetector(stop_at=5), progress=False)
+    kept = out / ".partial" / "kept.jsonl"
+    assert json.loads((out / ".partial" / "checkpoint.json").read_text())["offsets"]["kept"] > 0
+    if damage == "removed":
+        kept.unlink()
+    else:
+        kept.write_bytes(kept.read_bytes()[:-5])
+    with pytest.raises(UserInputError, match=r"cannot resume .*kept.jsonl holds \d+ bytes where its checkpoint"):
+        run_filter([d], out, config, resume=True, detector=FlakyDetector(), progress=False)
+    stats = run_filter([d], out, config, overwrite=True, detector=FlakyDetector(), progress=False)
+    assert stats["records_in"] == stats["kept"] + stats["rejected"] + stats["errors"] == 24
+
+
+@pytest.mark.parametrize("damage", ["removed", "cut", "added"])
+def test_resuming_a_finished_run_checks_its_outputs_are_whole(tmp_path: Path, damage: str) -> None:
+    d = _shards(tmp_path)
+    out = tmp_path / "out"
+    run_filter([d], out, _config(), progress=False)
+    kept = out / "kept.jsonl"
+    if damage == "removed":
+        kept.unlink()
+    elif damage == "cut":
+        kept.write_bytes(kept.read_bytes()[:-40])
+    else:
+        kept.write_bytes(kept.read_bytes() + b'{"text": "one more"}\n')
+    with pytest.raises(UserInputError, match="finished run whose kept.jsonl .*pass --overwrite"):
+        run_filter([d], out, _config(), resume=True, progress=False)
+
+
+def test_files_of_the_outputs_names_in_the_output_folder_are_not_replaced(tmp_path: Path) -> None:
+    """An --out that holds a kept.jsonl or config.yaml of the user's (no run's) is refused without --overwrite;
+    inside an input folder such a file is input, which the run would neither read nor keep."""
+    d = _shards(tmp_path)
+    for name in ("kept.jsonl", "config.yaml"):
+        mine = tmp_path / f"mine-{name}"
+        mine.mkdir()
+        (mine / name).write_text("my notes\n")
+        with pytest.raises(UserInputError, match=f"holds {name}, which this run would replace"):
+            run_filter([d], mine, _config(), progress=False)
+        assert (mine / name).read_text() == "my notes\n"
+    (d / "part2").mkdir()
+    (d / "part2" / "kept.jsonl").write_text(json.dumps({"text": make_doc(77)}) + "\n")
+    inputs = _contents(d)
+    with pytest.raises(UserInputError, match=r"output folder .*part2 lies in an input folder and holds .*kept.jsonl"):
+        run_filter([d], d / "part2", _config(), progress=False)
+    assert _contents(d) == inputs
+
+
+def test_a_second_run_on_the_same_output_folder_is_refused_while_the_first_writes(tmp_path: Path) -> None:
+    from hygiene.run_output import RunOutput
+
+    d = _shards(tmp_path)
+    holder = RunOutput(tmp_path / "out")
+    holder.lock()  # another process's run, as far as the lock goes
+    try:
+        with pytest.raises(UserInputError, match="another run is writing to"):
+            run_filter([d], tmp_path / "out", _config(), progress=False)
+    finally:
+        holder.unlock()
+    assert run_filter([d], tmp_path / "out", _config(), progress=False)["records_in"] == 24
 
 
 def test_resuming_a_finished_run_checks_it_is_the_same_run(tmp_path: Path) -> None:

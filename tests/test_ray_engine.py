@@ -171,16 +171,19 @@ def test_out_in_an_input_directory_never_reads_or_deletes_an_input(ray_cluster, 
 
     d = tmp_path / "crawl"
     shutil.copytree(corpus, d)
-    (d / "clean").mkdir()
-    (d / "clean" / "notes.jsonl").write_text(json.dumps({"text": make_doc(7)}) + "\n")  # not read, not deleted
+    (d / "notes").mkdir()
+    (d / "notes" / "notes.jsonl").write_text(json.dumps({"text": make_doc(7)}) + "\n")  # input: refused as --out
     before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
     run = run_filter if engine == "local" else run_filter_ray
     config = _config(**{"synthetic.enabled": False})
     with pytest.raises(UserInputError, match="lies inside the output folder"):
         run([d], d, config, progress=False)
+    with pytest.raises(UserInputError, match="lies in an input folder and holds .*notes.jsonl"):
+        run([d], d / "notes", config, progress=False)
     stats = run([d], d / "clean", config, progress=False)
     again = run([d], d / "clean", config, overwrite=True, progress=False)
-    assert stats["records_in"] == again["records_in"] == run_filter([corpus], None, config, progress=False)["records_in"]
+    read = run_filter([corpus], None, config, progress=False)["records_in"] + 1  # and notes.jsonl
+    assert stats["records_in"] == again["records_in"] == read
     assert all(p.read_bytes() == data for p, data in before.items())
 
 
