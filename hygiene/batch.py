@@ -3,7 +3,8 @@ one place a record becomes a row of it (:class:`BatchBuilder`).
 
 Columns the pipeline relies on:
 
-- ``text``: the text as read; ``norm``: its normalised form (when that stage runs);
+- ``text``: the text a stage reads: as read, and normalised once the normalize stage has run (the
+  record written out keeps the text as it came);
 - ``n``: the document's ordinal in the run (cluster ids refer to it);
 - ``stage`` / ``reason``: ``None`` while a document is kept, else the first stage that
   rejected it and why; each stage adds its own score columns.
@@ -24,11 +25,6 @@ import numpy as np
 from hygiene.normalize import without_lone_surrogates
 
 Batch = Mapping[str, Sequence]
-
-
-def texts(batch: Batch) -> Sequence[str]:
-    """The text column a stage reads: normalised text when the normalise stage ran."""
-    return batch["norm"] if "norm" in batch else batch["text"]
 
 
 def active_rows(batch: Batch, annotate_only: bool = False) -> np.ndarray:

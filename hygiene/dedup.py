@@ -416,10 +416,10 @@ class HashIndex:
     def link(self, keys: np.ndarray, ordinals: np.ndarray) -> np.ndarray:
         """Per row of ``keys`` (m, k), in order, the value it links to; then store the rows' new keys.
 
-        A row links to the value of its first key (by column) in the sealed runs; else of its first
-        key among the pending entries, those stored by earlier rows counted; else to its own ordinal.
-        Each key not in the sealed runs is then stored with the value of the first row holding it,
-        unless it is pending already (the first value stored wins).
+        A row links to the value of its first key (by column) that is stored already (in the sealed runs
+        or pending: where an entry sits never changes the answer, so neither does when a checkpoint seals
+        them) or held by an earlier row of the batch; else to its own ordinal. Each key not stored yet is
+        then stored with the value of the first row holding it (the first value stored wins).
         """
         m, width = keys.shape
         rows = np.arange(m)
@@ -428,12 +428,12 @@ class HashIndex:
         pending = np.fromiter(map(self.pending.get, flat.tolist(), repeat(-1)), np.int64, flat.size).reshape(m, width)
         unique, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
         first_row = (first // width)[inverse.ravel()].reshape(m, width)
-        sealed = found >= 0
-        candidate = (pending >= 0) | (first_row < rows[:, None])  # pending, or stored by an earlier row
+        stored = np.where(found >= 0, found, pending)  # a key is in the runs or pending, never both
+        candidate = (stored >= 0) | (first_row < rows[:, None])  # stored, or held by an earlier row
         col = candidate.argmax(axis=1)
-        from_row = candidate[rows, col] & (pending[rows, col] < 0) & ~sealed.any(axis=1)
-        value = np.where(sealed.any(axis=1), found[rows, sealed.argmax(axis=1)],
-                         np.where(candidate.any(axis=1) & ~from_row, pending[rows, col], ordinals))
+        has = candidate.any(axis=1)
+        from_row = has & (stored[rows, col] < 0)
+        value = np.where(has & ~from_row, stored[rows, col], ordinals)
         parent = np.where(from_row, first_row[rows, col], -1)  # always an earlier row
         linked = np.flatnonzero(from_row)
         while len(linked):  # pointer jumping: every row's parent becomes a row with a value of its own

@@ -34,7 +34,7 @@ from hygiene.stages import (
     SyntheticFilter,
     load_stage,
 )
-from hygiene.stages.base import FAILED
+from hygiene.stages.base import FAILED, own_errors
 
 Step = Callable[[Mapping[str, Sequence]], dict[str, list]]
 
@@ -88,7 +88,8 @@ class Pipeline:
     def setup(self) -> None:
         """Load what every stage needs now (a model), so a run fails before it starts."""
         for stage in self.stages:
-            stage.setup()
+            with own_errors(stage, "could not set up"):
+                stage.setup()
 
 
 def build_pipeline(config: FilterConfig | None = None, detector: Detector | None = None) -> Pipeline:

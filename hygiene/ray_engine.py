@@ -33,6 +33,7 @@ and each read task keeps only those.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from hygiene.records import (ReadOptions, discover_shards, json_line, limit_quot
                              shards_outside)
 from hygiene.run_output import Outcome, RunOutput, error_outcome, output_rows, run_stats
 from hygiene.stages import Detector, KeyedDedup, Stage
-from hygiene.stages.base import FAILED, built_in, seconds_of, timed
+from hygiene.stages.base import FAILED, built_in, own_errors, seconds_of, timed
 
 Step = Callable[[dict[str, list]], dict[str, list]]
 #: Arrow types of the engine's own columns; score columns get theirs from the stages' declared types
@@ -128,8 +129,6 @@ def apply_steps(table: pa.Table, steps: Sequence[Step], types: Mapping[str, pa.D
     batch = to_batch(table.drop_columns(["record"]) if carry else table)
     for step in steps:
         batch = step(batch)
-        if "norm" in batch:  # later stages read the normalised text: keep one copy
-            batch["text"] = batch.pop("norm")
     out = to_table(batch, types)
     return out.append_column("record", table["record"]) if carry else out
 
@@ -258,7 +257,8 @@ class StageActor:
 
     def __init__(self, stage: Stage, types: Mapping[str, pa.DataType]) -> None:
         self.stage, self.types = stage, types
-        stage.setup()
+        with own_errors(stage, "could not set up"):
+            stage.setup()
 
     def __call__(self, table: pa.Table) -> pa.Table:
         return apply_steps(table, [self.stage], self.types)
@@ -380,10 +380,20 @@ class RayFilterRun:
         return Resolve(stage, *cluster_roots(*_collect(parents, ["n", "parent"])))
 
     def run(self, overwrite: bool = False) -> dict[str, Any]:
-        """Filter every shard; write the outputs and return the stats."""
+        """Filter every shard; write the outputs and return the stats.
+
+        Ray Data's own log lines are held back while it runs (they stay in Ray's session logs): a stage's
+        error reaches the caller as one line, not after Ray's logged traceback of it; any other failure
+        still raises with its traceback."""
+        import ray.data  # noqa: F401  (it sets up its logging on import: what is changed here comes after)
+
+        data_log = logging.getLogger("ray.data")
+        level = data_log.level
+        data_log.setLevel(logging.CRITICAL)
         try:
             return self._run(overwrite)
         finally:
+            data_log.setLevel(level)
             self.output.unlock()
 
     def _run(self, overwrite: bool) -> dict[str, Any]:

@@ -257,9 +257,8 @@ def test_hash_index_link_equals_linking_row_by_row() -> None:
     def one_by_one(index: HashIndex, keys: np.ndarray, ordinals: list[int]) -> list[int]:
         found, out = index.lookup_sorted(keys).tolist(), []
         for row_keys, row_found, n in zip(keys.tolist(), found, ordinals):
-            hit = next((v for v in row_found if v >= 0), -1)
-            if hit < 0:
-                hit = next((index.pending[k] for k in row_keys if k in index.pending), -1)
+            hit = next((v if v >= 0 else index.pending[k] for k, v in zip(row_keys, row_found)
+                        if v >= 0 or k in index.pending), -1)  # the first key stored, sealed or pending
             out.append(hit if hit >= 0 else n)
             for k, v in zip(row_keys, row_found):
                 if v < 0:
@@ -268,13 +267,18 @@ def test_hash_index_link_equals_linking_row_by_row() -> None:
 
     rng = np.random.default_rng(6)
     fast, slow = HashIndex(flush_every=40), HashIndex(flush_every=40)
+    # when entries are sealed (a checkpoint's timing) never changes a link: sealed after every batch, or never
+    always, never = HashIndex(flush_every=1), HashIndex(flush_every=10**9)
     n = 0
     for batch in range(30):
         keys = rng.integers(0, 120, (int(rng.integers(1, 25)), 3)).astype(np.uint64)  # many shared keys and chains
         ordinals = list(range(n, n + len(keys)))
         n += len(keys)
-        assert fast.link(keys, np.array(ordinals)).tolist() == one_by_one(slow, keys, ordinals), batch
+        links = fast.link(keys, np.array(ordinals)).tolist()
+        assert links == one_by_one(slow, keys, ordinals), batch
         assert fast.pending == slow.pending
+        assert always.link(keys, np.array(ordinals)).tolist() == links == never.link(keys, np.array(ordinals)).tolist()
+        always.flush()
         for index in (fast, slow):
             index.maybe_compact()
             if batch % 4 == 0:

@@ -13,6 +13,7 @@ ray = pytest.importorskip("ray")
 from hygiene.config import FilterConfig, load_config  # noqa: E402
 from hygiene.errors import UserInputError  # noqa: E402
 from hygiene.filter_run import run_filter  # noqa: E402
+from hygiene.normalize import normalize_text  # noqa: E402
 from hygiene.ray_engine import RayConfig, cluster_roots, run_filter_ray  # noqa: E402
 from gopher_docs import make_doc  # noqa: E402
 from tiny_detector import save_tiny_detector  # noqa: E402
@@ -217,6 +218,16 @@ def test_a_stage_that_raises_is_one_line_on_ray(ray_cluster, corpus: Path, tmp_p
     with pytest.raises(UserInputError) as caught:
         run_filter_ray([corpus], tmp_path / "o", config, progress=False)
     assert str(caught.value) == "stage raises (Raises) failed: RuntimeError: kaboom"
+    # from the command line, nothing of Ray Data's logged traceback of it comes before that line
+    import subprocess
+    import sys
+
+    hygiene = Path(sys.executable).parent / "hygiene"
+    done = subprocess.run([str(hygiene), "filter", str(corpus), "--out", str(tmp_path / "cli"), "--engine", "ray",
+                           "--no-synthetic", "--no-progress", "--stage", f"{tmp_path / 'raises.py'}:Raises"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.splitlines()[-1] == "Error: stage raises (Raises) failed: RuntimeError: kaboom"
 
 
 def test_cluster_roots_follow_chains() -> None:
@@ -236,3 +247,58 @@ def test_cli_engine_options(corpus: Path, tmp_path: Path) -> None:
                                   "--no-synthetic"])
     assert result.exit_code == 1 and result.output.startswith("Error: the Ray engine cannot resume")
     assert result.output.count("\n") == 1
+
+
+_OWN = '''
+from hygiene.stages import Stage
+
+
+class TextLength(Stage):
+    name = "length"
+    columns = {"chars": int}
+
+    def process(self, batch):
+        return {**batch, "chars": [len(t) for t in batch["text"]]}
+
+
+class DropsARow(Stage):
+    name = "drops"
+
+    def process(self, batch):
+        return {k: v[:-1] for k, v in batch.items()}
+
+
+class SetupFails(Stage):
+    name = "setup_fails"
+    pure = False
+
+    def setup(self):
+        raise RuntimeError("cannot load model")
+
+    def process(self, batch):
+        return batch
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_stage_of_ones_own_sees_the_same_batch_and_is_held_to_its_rows_on_either_engine(
+        ray_cluster, tmp_path: Path, engine: str) -> None:
+    """Its ``text`` is the normalised text on both engines; one that drops a row, or whose setup raises, is a
+    one-line error on both (before, Ray silently lost the records and the local engine gave a traceback)."""
+    (tmp_path / "own.py").write_text(_OWN)
+    suffixes = ["", " \u200bzero\u200bwidth", " \ufb01ne \uff21", " a\r\nb"]  # normalisation changes three
+    texts = [make_doc(i) + suffix for i, suffix in enumerate(suffixes)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    run = run_filter if engine == "local" else run_filter_ray
+    config = _config(stages=[{"path": f"{tmp_path / 'own.py'}:TextLength"}], **{"synthetic.enabled": False})
+    run([src], tmp_path / "o", config, progress=False)
+    chars = {r["hygiene"]["id"]: r["hygiene"]["scores"]["chars"] for r in _read(tmp_path / "o", "kept")}
+    assert sorted(chars.values()) == sorted(len(normalize_text(t)) for t in texts)
+    for name, message in (("DropsARow", r"stage drops \(DropsARow\) returned \d+ rows of .* a stage never drops"),
+                          ("SetupFails", r"^stage setup_fails \(SetupFails\) could not set up: RuntimeError: cannot")):
+        config = _config(stages=[{"path": f"{tmp_path / 'own.py'}:{name}"}], **{"synthetic.enabled": False})
+        with pytest.raises(UserInputError, match=message):
+            run([src], tmp_path / name, config, progress=False)

@@ -7,7 +7,7 @@ its decisions and columns added. A stage never drops a row: it sets ``stage`` an
 ``annotate_only`` every filter scores every document; dedup still indexes only the documents no earlier
 stage rejected, so the decisions are a real run's). Three shapes:
 
-- :class:`Stage`: any batch-to-batch step (normalisation adds the ``norm`` column);
+- :class:`Stage`: any batch-to-batch step (normalisation rewrites the ``text`` column);
 - :class:`Filter`: one question per document: ``score(texts)`` gives, per text, the
   reason to reject it (``None``: keep), or every rule it fails (a list; empty: keep),
   and its scores; the base picks the rows and writes the decisions: ``reason`` is the
@@ -36,12 +36,13 @@ them, and computes them itself when they are absent.
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Callable, ClassVar, Mapping, Sequence, Sized
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence, Sized
 
 import numpy as np
 
-from hygiene.batch import Batch, active_rows, decisions, texts
+from hygiene.batch import Batch, active_rows, decisions
 from hygiene.dedup import HashIndex
 from hygiene.errors import UserInputError, one_line
 
@@ -53,6 +54,21 @@ def built_in(stage: "Stage") -> bool:
     """Whether ``stage`` is one of this package's (else one of the user's: its errors are theirs to mend, and
     the Ray engine ships its code with the job)."""
     return type(stage).__module__.split(".")[0] == "hygiene"
+
+
+@contextlib.contextmanager
+def own_errors(stage: "Stage", doing: str) -> Iterator[None]:
+    """Turn an exception from a stage of one's own into a one-line :class:`UserInputError` naming the stage and
+    what it was ``doing``; one from a built-in stage keeps its traceback (a bug here)."""
+    try:
+        yield
+    except UserInputError:
+        raise
+    except Exception as exc:
+        if built_in(stage):
+            raise
+        raise UserInputError(f"stage {stage.name} ({type(stage).__qualname__}) {doing}: "
+                             f"{type(exc).__name__}: {one_line(exc)}") from exc
 
 
 def seconds_of(stage: str) -> str:
@@ -102,16 +118,17 @@ class Stage:
         """A stage is a batch function (``datasets.map(batched=True)``, Ray ``map_batches``), timed.
 
         An exception from a stage of one's own (a class defined outside this package) is a one-line
-        :class:`UserInputError` naming the stage; one from a built-in stage keeps its traceback (a bug here)."""
-        try:
-            return timed(self.name, self.process, batch)
-        except UserInputError:
-            raise
-        except Exception as exc:
-            if built_in(self):
-                raise
-            raise UserInputError(f"stage {self.name} ({type(self).__qualname__}) failed: "
-                                 f"{type(exc).__name__}: {one_line(exc)}") from exc
+        :class:`UserInputError` naming the stage (:func:`own_errors`), and so is a batch returned with a
+        column of another length: a stage never drops or adds a row."""
+        n = len(batch["text"])
+        with own_errors(self, "failed"):
+            out = timed(self.name, self.process, batch)
+        for column, values in out.items():
+            if len(values) != n:
+                raise UserInputError(f"stage {self.name} ({type(self).__qualname__}) returned {len(values)} rows of "
+                                     f"{column!r} for a batch of {n}: a stage never drops or adds a row (it rejects "
+                                     "with stage and reason)")
+        return out
 
     def _check_count(self, what: str, values: Sized, texts: int) -> None:
         """A one-line error unless the stage gave one of ``what`` per text (a stage of one's own may not)."""
@@ -130,7 +147,7 @@ class Filter(Stage):
 
     def process(self, batch: Batch) -> dict[str, list]:
         rows = active_rows(batch, self.annotate_only).tolist()
-        text = texts(batch)
+        text = batch["text"]
         prepared = ([{c: [batch[c][i] for i in rows] for c in self.prepared_columns if c in batch}]
                     if self.prepared_columns else [])
         reasons, scores = self.score([text[i] for i in rows], *prepared)
@@ -204,7 +221,7 @@ class KeyedDedup(Stage):
         # the undecided rows only, also when annotating: a document an earlier stage rejected never joins the
         # index, so it never stands for a cluster, and --annotate-only gives the decisions of a real run
         rows = active_rows(batch).tolist()
-        text = texts(batch)
+        text = batch["text"]
         keys: list[list[int] | None] = [None] * len(text)
         found = self.keys([text[i] for i in rows])
         self._check_count("keys", found, len(rows))

@@ -1,4 +1,4 @@
-"""Stage: the ``norm`` column, the Unicode-normalised text every later stage reads (:mod:`hygiene.normalize`)."""
+"""Stage: the ``text`` column Unicode-normalised, as every later stage reads it (:mod:`hygiene.normalize`)."""
 from __future__ import annotations
 
 from hygiene.batch import Batch
@@ -7,9 +7,10 @@ from hygiene.stages.base import Stage
 
 
 class Normalize(Stage):
-    """Add ``norm``: NFKC, zero-width characters removed, one kind of line ending."""
+    """``text`` normalised: NFKC, zero-width characters removed, one kind of line ending (the record written out
+    keeps the text as it came)."""
 
     name = "normalize"
 
     def process(self, batch: Batch) -> dict[str, list]:
-        return {**batch, "norm": [normalize_text(t) for t in batch["text"]]}
+        return {**batch, "text": [normalize_text(t) for t in batch["text"]]}

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from hygiene.batch import Batch, active_rows, texts
+from hygiene.batch import Batch, active_rows
 from hygiene.config import SyntheticConfig
 from hygiene.errors import UserInputError
 from hygiene.paths import detector_path
@@ -153,7 +153,7 @@ class SyntheticFilter(Filter):
         values: list[list[float] | None] = [None] * len(batch["text"])
         first_pass = getattr(self.first_pass_detector, "first_pass_features", None) if rows else None
         if first_pass is not None:
-            text = texts(batch)
+            text = batch["text"]
             for i, row in zip(rows, first_pass([text[i] for i in rows]).tolist()):
                 values[i] = row
         return {**batch, FIRST_PASS: values}
