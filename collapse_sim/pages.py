@@ -122,8 +122,8 @@ def write_pages(model_path: str, out: str | Path, config: PagesConfig = PagesCon
     parts = Path(f"{out}.partial")
     state = json.loads(json.dumps({"model": str(Path(model_path).resolve()), "config": asdict(config),
                                    "model_files": file_states(Path(model_path))}))
-    if parts.is_dir() and (not (parts / "state.json").is_file() or read_record(parts / "state.json") != state):
-        shutil.rmtree(parts)  # an interrupted run of another model or config: nothing of it is reused
+    if parts.exists() and (not (parts / "state.json").is_file() or read_record(parts / "state.json") != state):
+        _clear(parts)  # an interrupted run of another model or config: nothing of it is reused
     parts.mkdir(parents=True, exist_ok=True)
     write_json(parts / "state.json", state)
     try:
@@ -131,7 +131,7 @@ def write_pages(model_path: str, out: str | Path, config: PagesConfig = PagesCon
                                   config.doc_blocks, config.batch_size, progress, parts)
     except UserInputError:
         if not any(parts.glob("decoding-*.json")):  # nothing finished: leave nothing behind
-            shutil.rmtree(parts)
+            _clear(parts)
         raise
     name = Path(model_path).name
     counts: dict[str, int] = {}
@@ -142,5 +142,21 @@ def write_pages(model_path: str, out: str | Path, config: PagesConfig = PagesCon
                    "domain": domain, "group": f"pool:{doc_id.split('#')[0]}", "split": config.split}
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             counts[domain] = counts.get(domain, 0) + 1
-    shutil.rmtree(parts)
+    _clear(parts)
     return counts
+
+
+def _clear(parts: Path) -> None:
+    """Remove the folder of an interrupted run's finished decodings: its own files only. A folder of that name
+    holding anything else is not one (a model directory named ``<out>.partial``) and is refused, never removed."""
+    if not parts.is_dir():
+        raise UserInputError(f"{parts} is in the way of this run's partial results: move it or choose another --out")
+    ours = [parts / "state.json", *parts.glob("decoding-*.json"),  # and what a write stopped midway left
+            *parts.glob(".state.json.*.tmp"), *parts.glob(".decoding-*.json.*.tmp")]
+    others = sorted(p.name for p in parts.iterdir() if p not in ours)
+    if others:
+        raise UserInputError(f"{parts} holds {others[0]}, which no interrupted run of pages wrote: move it or "
+                             "choose another --out")
+    for p in ours:
+        p.unlink(missing_ok=True)
+    parts.rmdir()

@@ -97,3 +97,26 @@ def test_an_interrupted_run_resumes_after_its_finished_decodings(shared_data, tm
     write_pages(str(BASE_LM), tmp_path / "q.jsonl", PagesConfig(n=6, split="eval", prompt_tokens=16, doc_blocks=1,
                                                                 seed=4))
     assert len(calls) == 3
+
+
+def test_a_folder_named_like_the_partial_results_is_never_removed(shared_data, tmp_path):
+    """``<out>.partial`` holding what no interrupted run wrote (here a model directory, the input itself) is
+    refused, on the command line before anything runs and in the library before anything is removed."""
+    if not (BASE_LM / "config.json").is_file():
+        pytest.skip("no shipped base LM")
+    import shutil
+
+    from click.testing import CliRunner
+
+    from collapse_sim.cli import main
+
+    model = tmp_path / "mm.partial"
+    shutil.copytree(BASE_LM, model)
+    before = sorted(p.name for p in model.iterdir())
+    r = CliRunner().invoke(main, ["pages", "--lm", str(model), "--out", str(tmp_path / "mm"), "--n", "3", "--quiet"])
+    assert r.exit_code == 2 and "overlaps the input" in r.output, r.output
+    (tmp_path / "other.partial").mkdir()
+    (tmp_path / "other.partial" / "notes.txt").write_text("mine")
+    with pytest.raises(UserInputError, match="holds notes.txt, which no interrupted run of pages wrote"):
+        write_pages(str(BASE_LM), tmp_path / "other", PagesConfig(n=3, split="eval", prompt_tokens=16, doc_blocks=1))
+    assert sorted(p.name for p in model.iterdir()) == before and (tmp_path / "other.partial" / "notes.txt").exists()

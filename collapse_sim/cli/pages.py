@@ -29,7 +29,8 @@ def pages_cmd(out: Path, model: str | None, n: int, split: str, seed: int, quiet
     if not (Path(model) / "config.json").is_file():
         raise click.ClickException(f"no model at {model}: pass --lm PATH (a causal LM directory) or a shipped "
                                    "model's name (base-lm)")
-    refuse_overlap(out, (model, data_dir()))
+    for written in (out, Path(f"{out}.partial")):  # the file, and its interrupted run's finished decodings
+        refuse_overlap(written, (model, data_dir()))
     try:
         counts = write_pages(model, out, PagesConfig(n=n, split=split, seed=seed), progress=not quiet)
     except (UserInputError, ValueError, OSError) as exc:
