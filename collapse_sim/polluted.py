@@ -53,7 +53,8 @@ from collapse_sim.lm.models import base_model_path, finetune, load_tokenizer, tr
 from collapse_sim.generation import Decoding, generate_continuations
 from collapse_sim.metrics import SimulationResult, config_dict
 from collapse_sim.polluted_report import plot_chains, write_report
-from collapse_sim.resume import check_resumable, load_tensors, read_record, redo, save_tensors
+from collapse_sim.resume import (check_resumable, check_same_data, load_tensors, read_record, redo, save_tensors,
+                                  tensor_digest)
 from collapse_sim.text_metrics import perplexity_profile, sample_perplexities
 from collapse_sim.training import TrainConfig, block_perplexity, resolve_device
 from hygiene.atomic import atomic_open, write_json
@@ -343,8 +344,10 @@ def run_polluted(
         base = base_model_path(cfg.lm, progress)
         tokenizer = load_tokenizer(base)
         data = load_crawl_data(cfg, tokenizer)
+        digest = tensor_digest(data.gen0, data.pool, data.val, data.eval, data.eval_next)
+        check_same_data(out, digest, "the training and evaluation files")
         write_json(out / "run.json", {"config": config_dict(cfg), "base_model": base, "split": data.split,
-                                      "synthetic_threshold": threshold})
+                                      "synthetic_threshold": threshold, "data_sha256": digest})
         todo = range(cfg.runs) if only_run is None else [only_run]
         records = [_run_one(cfg, out / f"run-{r:02d}", cfg.seed + r, base, tokenizer, data, detector, threshold,
                             progress) for r in todo]

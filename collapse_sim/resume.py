@@ -6,12 +6,14 @@ its tensors first and its record last, so an interrupted generation is redone, n
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
@@ -101,6 +103,25 @@ def config_changes(before: Mapping[str, Any], now: Mapping[str, Any], may_change
         for path in may_change:
             _drop(c, path)
     return _differences(old, new)
+
+
+def tensor_digest(*tensors: torch.Tensor | np.ndarray) -> str:
+    """SHA-256 of the tensors' values (the human text a run reads, as tokens): what a resumed run must find
+    again, whatever the files' names or times."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(np.ascontiguousarray(t.numpy() if isinstance(t, torch.Tensor) else t).tobytes())
+    return h.hexdigest()
+
+
+def check_same_data(out: str | Path, digest: str, what: str) -> None:
+    """Refuse to resume ``out`` when its ``run.json`` records other human text (``data_sha256``) than
+    ``digest``: its saved generations were trained and measured on that text. ``what`` names the files."""
+    path = Path(out) / "run.json"
+    before = read_record(path).get("data_sha256") if path.is_file() else None
+    if before is not None and before != digest:
+        raise ValueError(f"{out} holds a run on other human text than {what} hold now; use another output "
+                         "directory (--out)")
 
 
 def check_resumable(before: Mapping[str, Any] | None, now: Mapping[str, Any], where: str | Path,

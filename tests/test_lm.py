@@ -261,3 +261,22 @@ def test_a_damaged_generation_says_which_record_to_delete_and_a_shorter_rerun_tr
     lm.run_lm(dataclasses.replace(cfg, generations=2), copy, progress=False)
     assert (gdir / "data.safetensors").read_bytes() == before  # redone, the same continuations
     assert {r["generation"] for r in load_corpus(copy / "corpus").to_list()} == {0, 1, 2}  # not gen-02's
+
+
+@pytest.mark.slow
+def test_a_resume_on_other_human_text_is_refused(run, tmp_path):
+    """The saved generations were trained and measured on the text the run recorded (its tokens' SHA-256); the
+    same file names holding other text since are refused, before anything is overwritten."""
+    import shutil
+
+    cfg, out, _, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    record = json.loads((copy / "run.json").read_text())
+    assert len(record["data_sha256"]) == 64
+    human = (copy / "human.safetensors").read_bytes()
+    record["data_sha256"] = "0" * 64  # as if valid.txt had been rewritten since
+    (copy / "run.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="holds a run on other human text than the training and evaluation files"):
+        lm.run_lm(dataclasses.replace(cfg, generations=3), copy, progress=False)
+    assert (copy / "human.safetensors").read_bytes() == human

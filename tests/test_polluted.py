@@ -120,6 +120,10 @@ def test_oracle_detector_makes_filtered_equal_oracle(cfg, oracle_detector, tmp_p
     with pytest.raises(ValueError, match="different configuration"):
         polluted.run_polluted(dataclasses.replace(cfg, synthetic_fraction=0.25), tmp_path, detector=oracle_detector,
                               progress=False)
+    record = json.loads((tmp_path / "run.json").read_text())  # the same files holding other text since
+    (tmp_path / "run.json").write_text(json.dumps({**record, "data_sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="other human text"):
+        polluted.run_polluted(cfg, tmp_path, detector=oracle_detector, progress=False)
 
 
 @pytest.mark.slow

@@ -40,7 +40,8 @@ from collapse_sim.generation import DECODINGS
 @click.option("--only-run", type=click.IntRange(min=0), default=None,
               help="Compute only this run (for parallel processes); a last call without it collects the runs.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
-@click.option("--seed", type=int, default=None)
+@click.option("--seed", type=int, default=None,
+              help="Seed of run 0 [0]; run r takes seed + r, so for independent replications give seeds --runs apart.")
 @run_options("polluted", resumes=RESUMES)
 def polluted_cmd(out: Path, synthetic_fraction: float | None, generations: int | None, runs: int | None,
                  policy: str | None, beta: float | None, crawl_docs: int | None, preset_name: str,

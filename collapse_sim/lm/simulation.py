@@ -42,7 +42,8 @@ from collapse_sim.lm.data import LMData, load_data
 from collapse_sim.lm.models import base_model_path, finetune, gen_dir, load_tokenizer, model_dir, train_or_load
 from collapse_sim.lm.report import plot_histograms, plot_perplexity, write_report
 from collapse_sim.metrics import SimulationResult, config_dict
-from collapse_sim.resume import check_resumable, load_tensors, read_record, redo, save_tensors
+from collapse_sim.resume import (check_resumable, check_same_data, load_tensors, read_record, redo, save_tensors,
+                                  tensor_digest)
 from collapse_sim.reuse import MODES, Reuse
 from collapse_sim.text_metrics import perplexity_profile, sample_perplexities, token_metrics
 from collapse_sim.training import block_perplexity
@@ -126,9 +127,11 @@ def _run_arms(cfg: LMConfig, out: Path, progress: bool) -> tuple[SimulationResul
     base = base_model_path(cfg, progress)
     tokenizer = load_tokenizer(base)
     data = load_data(cfg, tokenizer)
+    digest = tensor_digest(data.train, data.train_ids, data.val, data.eval, data.eval_next)
+    check_same_data(out, digest, f"the training and evaluation files ({data.train_name}, ...)")
     write_json(out / "run.json", {"config": config_dict(cfg), "base_model": base, "train_file": data.train_name,
                                   "n_train_blocks": len(data.train), "n_val_blocks": len(data.val),
-                                  "n_eval_blocks": len(data.eval)})
+                                  "n_eval_blocks": len(data.eval), "data_sha256": digest})
     save_tensors({"train": data.train, "train_ids": torch.from_numpy(data.train_ids)}, out / "human.safetensors")
     records: dict[tuple[str, str], list[dict[str, Any]]] = {}
     gen0: dict[str, tuple[PreTrainedModel, dict[str, Any]]] = {}
