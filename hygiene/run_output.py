@@ -53,7 +53,10 @@ REMOVED = ".partial-removed"
 #: fields a record's group is read from when no group field is named, the first one present
 GROUP_FIELDS = ("source", "dataset")
 NO_GROUP, OTHER_GROUPS = "(none)", "(other)"
-MAX_GROUPS = 50  # groups counted apart; the rest are counted together as OTHER_GROUPS
+MAX_GROUPS = 50  # groups the stats name: the largest; the rest are counted together as OTHER_GROUPS
+#: groups counted apart while a run goes (new ones past it go to OTHER_GROUPS at once): up to this many
+#: groups the stats are the same whatever order the records were written in, so on either engine
+MAX_TRACKED_GROUPS = 10_000
 EXAMPLES = 5  # example ids kept per reason: those of the earliest documents
 HISTOGRAM_BINS = 20  # bins of P(machine) over [0, 1]
 
@@ -136,7 +139,8 @@ class Counts:
         """Count one record written to output ``name``."""
         self.records_in += 1
         setattr(self, name, getattr(self, name) + 1)
-        group = outcome.group if outcome.group in self.groups or len(self.groups) < MAX_GROUPS else OTHER_GROUPS
+        group = (outcome.group if outcome.group in self.groups or len(self.groups) < MAX_TRACKED_GROUPS
+                 else OTHER_GROUPS)
         tally = self.groups.setdefault(group, Counter())
         tally["records_in"] += 1
         tally[name] += 1
@@ -213,17 +217,34 @@ def versions() -> dict[str, str]:
                     if name in sys.modules}
 
 
+def named_groups(counts: Counts) -> tuple[dict[str, Counter], dict[str, list[int]]]:
+    """The per-group tallies and P(machine) histograms the stats show: the :data:`MAX_GROUPS` largest groups
+    (most records; ties by name), the rest summed as :data:`OTHER_GROUPS`."""
+    order = sorted((g for g in counts.groups if g != OTHER_GROUPS), key=lambda g: (-counts.groups[g]["records_in"], g))
+    named = set(order[:MAX_GROUPS])
+    groups: dict[str, Counter] = {}
+    hists: dict[str, list[int]] = {}
+    for g, tally in counts.groups.items():
+        shown = g if g in named else OTHER_GROUPS
+        groups.setdefault(shown, Counter()).update(tally)
+        if g in counts.p_machine:
+            hist = hists.setdefault(shown, [0] * HISTOGRAM_BINS)
+            hists[shown] = [a + b for a, b in zip(hist, counts.p_machine[g])]
+    return groups, hists
+
+
 def stage_stats(counts: Counts, stages: Sequence[str], annotate_only: bool) -> list[dict[str, Any]]:
     """Per stage, in pipeline order: records in and out, seconds, counts per reason, per group and reason,
     and example ids per reason."""
     out = []
     reaching = counts.records_in - counts.errors
+    groups, _ = named_groups(counts)
     for name in stages:
         reasons = {key.partition("/")[2]: n for key, n in sorted(counts.by_stage.items())
                    if key.partition("/")[0] == name}
         by_group = {group: {key.partition("/")[2]: n for key, n in sorted(tally.items())
                             if key.partition("/")[0] == name}
-                    for group, tally in sorted(counts.groups.items())}
+                    for group, tally in sorted(groups.items())}
         dropped = 0 if annotate_only else sum(reasons.values())
         out.append({"name": name, "records_in": reaching, "records_out": reaching - dropped,
                     "seconds": round(counts.seconds.get(name, 0.0), 6), "reasons": reasons,
@@ -241,13 +262,13 @@ def run_stats(counts: Counts, config: FilterConfig, *, inputs: Sequence[str], sh
     for key, count in sorted(counts.by_stage.items()):
         stage, _, reason = key.partition("/")
         by_stage.setdefault(stage, {})[reason] = count
-    groups = {g: {name: tally.get(name, 0) for name in ("records_in", *OUTPUTS)}
-              for g, tally in sorted(counts.groups.items())}
+    named, hists = named_groups(counts)
+    groups = {g: {name: tally.get(name, 0) for name in ("records_in", *OUTPUTS)} for g, tally in sorted(named.items())}
     return {
         "records_in": counts.records_in, "kept": counts.kept, "rejected": counts.rejected, "errors": counts.errors,
         "by_stage": by_stage, "stages": stage_stats(counts, stages, config.output.annotate_only),
         "profile": config.profile, "group_field": config.group_field or "|".join(GROUP_FIELDS),
-        "groups": groups, "p_machine_histogram": {"bins": HISTOGRAM_BINS, "by_group": dict(sorted(counts.p_machine.items()))},
+        "groups": groups, "p_machine_histogram": {"bins": HISTOGRAM_BINS, "by_group": dict(sorted(hists.items()))},
         "detector_first_pass": {"settled": counts.first_pass.get("settled", 0),
                                 "scored": counts.first_pass.get("scored", 0)},
         "annotate_only": config.output.annotate_only, "shards": shards,

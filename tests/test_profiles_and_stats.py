@@ -241,3 +241,27 @@ def test_shard_sizes_give_the_progress_total(tmp_path: Path) -> None:
     assert shard_sizes(shards) == [3, 2, 1]
     assert shard_sizes(shards, ReadOptions(txt_unit="line")) == [3, 2, 3]
     assert shard_sizes(shards, max_bytes=1) is None
+
+
+def test_the_stats_name_the_largest_groups_whatever_order_records_come_in() -> None:
+    """120 groups (group g holds g + 1 records, some with a P(machine)): written in two orders, the stats name
+    the same 50 groups, the largest, and count the rest together, histograms included (the Ray engine writes in
+    another order than the local one)."""
+    import random
+
+    from hygiene.run_output import MAX_GROUPS, OTHER_GROUPS, Counts, Outcome, named_groups
+
+    outcomes = [Outcome(id=f"{g}:{i}", n=i, group=f"g{g:03d}", p_machine=(i % 10) / 10 if g % 2 else None)
+                for g in range(120) for i in range(g + 1)]
+    shown = []
+    for seed in (0, 1):
+        random.Random(seed).shuffle(outcomes)
+        counts = Counts()
+        for outcome in outcomes:
+            counts.add("kept", outcome)
+        shown.append(named_groups(counts))
+    (groups, hists), again = shown
+    assert (groups, hists) == again
+    assert set(groups) == {f"g{g:03d}" for g in range(120 - MAX_GROUPS, 120)} | {OTHER_GROUPS}
+    assert groups[OTHER_GROUPS]["records_in"] == sum(g + 1 for g in range(120 - MAX_GROUPS))
+    assert sum(map(sum, hists.values())) == sum(g + 1 for g in range(120) if g % 2)
