@@ -477,10 +477,16 @@ def json_line(record: dict[str, Any]) -> bytes:
     return dumps_record(record).encode("utf-8", "backslashreplace")
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def _arrow_safe(value: Any) -> Any:
-    """Replace lone surrogates (valid in JSON, not in UTF-8 / Arrow strings) by U+FFFD, recursively."""
+    """Replace lone surrogates (valid in JSON, not in UTF-8 / Arrow strings) by U+FFFD, and an integer beyond
+    64 bits (valid in JSON, no Parquet integer) by its decimal string, recursively."""
     if isinstance(value, str):
         return without_lone_surrogates(value)
+    if type(value) is int and value not in _INT64:
+        return str(value)
     if isinstance(value, dict):
         return {k: _arrow_safe(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -515,5 +521,6 @@ def jsonl_to_parquet(src: str | Path, dst: str | Path, chunk: int = 10_000) -> N
         with atomic_open(dst, "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
             for rows in chunks():
                 writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise UserInputError(f"cannot write {dst} as Parquet ({_short(exc)}); use --format jsonl") from None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        raise UserInputError(f"cannot write {dst} as Parquet ({_short(exc)}); run again with --format jsonl "
+                             "(and --overwrite)") from None

@@ -674,6 +674,22 @@ def test_parquet_output_survives_lone_surrogates(tmp_path):
     assert rows[1]["text"] == "ok \U0001F600"
 
 
+def test_parquet_output_takes_integers_beyond_64_bits_as_their_digits(tmp_path):
+    """A JSON integer beyond 64 bits (a 128-bit hash as an id) has no Parquet integer: written as its decimal
+    string; an integer column mixed with such values is a one-line error saying how to go on."""
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": 2**70 + i, "text": make_doc(i), "big": 1.2e29}) + "\n" for i in range(3)))
+    stats = run_filter([src], tmp_path / "out", _config(**{"output.format": "parquet"}), progress=False)
+    assert stats["kept"] == 3
+    rows = pq.read_table(tmp_path / "out" / "kept.parquet").to_pylist()
+    assert [r["id"] for r in rows] == [str(2**70 + i) for i in range(3)] and rows[0]["big"] == 1.2e29
+    src.write_text("".join(json.dumps({"id": 2**70 if i else 1, "text": make_doc(i)}) + "\n" for i in range(3)))
+    with pytest.raises(UserInputError, match=r"cannot write .*kept.parquet as Parquet .*--format jsonl"):
+        run_filter([src], tmp_path / "mixed", _config(**{"output.format": "parquet"}), progress=False)
+
+
 def test_a_detector_loaded_from_its_folder_scores_in_the_worker_processes(tmp_path: Path) -> None:
     """On CPU the detector stage runs in the worker pool, each process with its own copy, and decides as one
     process does; a detector the caller passes stays in the main process."""
