@@ -142,3 +142,19 @@ def test_missing_default_data_says_where_it_looked_and_how_to_name_it(tmp_path, 
     assert r.exit_code == 1 and "no human-pool document" in r.output and "COLLAPSE_HYGIENE_DATA" in r.output, r.output
     r = CliRunner().invoke(sim_main, ["pages", "--lm", str(tmp_path / "no-lm"), "--out", str(tmp_path / "q.jsonl")])
     assert r.exit_code == 1 and "shipped model's name" in r.output, r.output
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """A write killed midway leaves ``.<name>.<pid>.*.tmp``; the next write of that file removes it once that
+    process has ended, and leaves a live process's alone."""
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".x.json.{int(dead.stdout)}.abc.tmp"
+    live = tmp_path / f".x.json.{os.getpid()}.def.tmp"
+    for p in (stale, live):
+        p.write_text("half")
+    write_json(tmp_path / "x.json", {"a": 1})
+    assert not stale.exists() and live.exists() and json.loads((tmp_path / "x.json").read_text()) == {"a": 1}
