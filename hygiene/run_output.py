@@ -46,6 +46,8 @@ from hygiene.report import detector_rates
 from hygiene.stages.base import FAILED, seconds_of
 
 OUTPUTS = ("kept", "rejected", "errors")
+#: the detector stage's name: its scores are ``<name>_p`` (P(machine)) and ``<name>_settled``
+DETECTOR = "synthetic"
 #: written into PARTIAL once a run is done and before its outputs move: a resume then only completes the move
 FINISHING = "finishing.json"
 #: what PARTIAL is renamed to once the outputs are in place, then removed
@@ -178,10 +180,13 @@ def output_rows(records: Iterable[dict[str, Any]], batch: Mapping[str, Sequence]
             failed = failed_rules[k] if failed_rules is not None else None
             note.update(stage=stage, reason=reason, failed=list(failed) if failed else [reason])
         note["scores"] = {c: batch[c][k] for c in scores if batch[c][k] is not None}
+        # the detector's P(machine) and first pass count where a real run's detector reads the record: with
+        # annotate_only every record is scored, also those an earlier stage would have rejected
+        read = stage is None or stage == DETECTOR
         outcome = Outcome(None if stage is None else f"{stage}/{reason}", note["id"], note["n"],
-                          group_of(record, config.group_field), note["scores"].get("synthetic_p"),
+                          group_of(record, config.group_field), note["scores"].get(f"{DETECTOR}_p") if read else None,
                           {stage_name: batch[name][k] for name, stage_name in timing},
-                          note["scores"].get("synthetic_settled"))
+                          note["scores"].get(f"{DETECTOR}_settled") if read else None)
         if stage is None or output.annotate_only:
             yield "kept", _annotated(record, note) if output.annotate or output.annotate_only else record, outcome
         else:

@@ -404,6 +404,21 @@ def test_annotate_only_drops_nothing_and_dry_run_writes_nothing(tmp_path: Path) 
     assert not (tmp_path / "o").exists()
 
 
+def test_annotate_only_counts_p_machine_where_a_real_run_reads_it(tmp_path: Path) -> None:
+    """With --annotate-only every record is scored, but the P(machine) histogram and the flagged count (what
+    the report's machine share divides) cover the records a real run's detector reads, as in that run."""
+    d = _shards(tmp_path)
+    config = _config(**{"synthetic.enabled": True, "batch_size": 3})
+    real = run_filter([d], tmp_path / "real", config, detector=FlakyDetector(), progress=False)
+    scoring = FlakyDetector()
+    note = run_filter([d], tmp_path / "note", _config(**{"synthetic.enabled": True, "batch_size": 3,
+                                                         "output.annotate_only": True}),
+                      detector=scoring, progress=False)
+    assert len(scoring.seen) > sum(map(sum, real["p_machine_histogram"]["by_group"].values()))  # more scored
+    assert note["p_machine_histogram"] == real["p_machine_histogram"]
+    assert note["by_stage"]["synthetic"] == real["by_stage"]["synthetic"]
+
+
 def test_parquet_output_and_dedup_command(tmp_path: Path) -> None:
     d = _shards(tmp_path)
     result = CliRunner().invoke(main, ["dedup", str(d), "--out", str(tmp_path / "o"), "--format", "parquet",
