@@ -8,9 +8,9 @@ and every number on it comes from ``stats.json`` (excerpts from ``rejected``).
 
 The estimate is adjusted classify-and-count (Forman 2008): with the detector's
 true-positive rate ``TPR`` and false-positive rate ``FPR`` at the run's threshold,
-``share = (flagged - FPR) / (TPR - FPR)``, clipped to [0, 1]; the interval is the exact
-(Clopper-Pearson) binomial interval of the flagged rate, mapped the same way, rates held
-fixed. It is only as good as those rates are for the input: on the example crawl the
+``share = (flagged - FPR) / (TPR - FPR)``, clipped to [0, 1]; the interval carries the error
+of the flagged rate and, where the detector records the counts they were measured on, of TPR
+and FPR too (:func:`machine_share`). It is only as good as those rates are for the input: on the example crawl the
 recorded TPR (0.65, chat-era text) is neither its own-LM pages' (0.96) nor other LLMs' (0.31).
 """
 from __future__ import annotations
@@ -44,6 +44,9 @@ class DetectorRates:
     fpr: float | None
     threshold: float | None
     source: str
+    #: the machine texts TPR was measured on, and the human texts FPR was (None: not recorded)
+    n_tpr: int | None = None
+    n_fpr: int | None = None
 
 
 @dataclass
@@ -71,7 +74,8 @@ def detector_rates(detector_dir: str | Path | None, threshold: float | None) -> 
         return DetectorRates(None, None, threshold, f"no detector.json in {path}")
     if threshold is None or card.get("threshold") is None or abs(card["threshold"] - threshold) > 1e-9:
         return DetectorRates(None, None, threshold, "the run's threshold is not the one the detector was measured at")
-    fpr = card.get("metrics", {}).get("calibration", {}).get("human_flagged")
+    calibration = card.get("metrics", {}).get("calibration", {})
+    fpr, n_fpr = calibration.get("human_flagged"), calibration.get("n_human")
     try:
         evaluation = json.loads((path / "evaluation.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -80,24 +84,41 @@ def detector_rates(detector_dir: str | Path | None, threshold: float | None) -> 
         at = evaluation.get(name, {}).get("at_threshold", {})
         if at.get("machine_flagged") is not None and abs(at.get("threshold", -1) - threshold) < 1e-9:
             return DetectorRates(at["machine_flagged"], fpr, threshold,
-                                 f"{path}: FPR on human calibration text, TPR on the '{name}' evaluation set")
-    return DetectorRates(None, fpr, threshold, f"{path}: no TPR measured at this threshold")
+                                 f"{path}: FPR on human calibration text, TPR on the '{name}' evaluation set",
+                                 at.get("n_machine"), n_fpr)
+    return DetectorRates(None, fpr, threshold, f"{path}: no TPR measured at this threshold", None, n_fpr)
 
 
-def machine_share(flagged: int, scored: int, rates: DetectorRates, level: float = 0.95) -> MachineShare:
-    """(flagged rate - FPR) / (TPR - FPR), clipped to [0, 1], and the exact binomial interval of the flagged
-    rate mapped the same way (never of zero width, unlike a bootstrap at 0 or all flagged)."""
-    from scipy.stats import binomtest
+def machine_share(flagged: int, scored: int, rates: DetectorRates, level: float = 0.95, draws: int = 20_000,
+                  seed: int = 0) -> MachineShare:
+    """(flagged rate - FPR) / (TPR - FPR), clipped to [0, 1], and its interval.
+
+    With the counts TPR and FPR were measured on (``n_tpr``, ``n_fpr``), the interval carries the error of all
+    three rates: the share computed over ``draws`` seeded draws of each rate from its Jeffreys posterior
+    (Beta(k + 1/2, n - k + 1/2)); without them, the exact binomial interval of the flagged rate, mapped the
+    same way. Neither is ever of zero width at 0 or all flagged, as a bootstrap of the records is."""
+    from scipy.stats import beta, binomtest
 
     if not scored or rates.tpr is None or rates.fpr is None or rates.tpr <= rates.fpr:
         return MachineShare(flagged, scored, None, None, None, level)
 
-    def adjust(rate: float) -> float:
-        return float(np.clip((rate - rates.fpr) / (rates.tpr - rates.fpr), 0.0, 1.0))
+    def adjust(rate: Any, tpr: Any = rates.tpr, fpr: Any = rates.fpr) -> np.ndarray:
+        return np.clip((np.asarray(rate) - fpr) / np.maximum(np.asarray(tpr) - fpr, 1e-12), 0.0, 1.0)
 
     rate = flagged / scored
-    ci = binomtest(flagged, scored).proportion_ci(confidence_level=level, method="exact")
-    return MachineShare(flagged, scored, adjust(rate), adjust(ci.low), adjust(ci.high), level,
+    if rates.n_tpr and rates.n_fpr:
+        rng = np.random.default_rng(seed)
+
+        def posterior(k: float, n: int) -> np.ndarray:
+            return beta.rvs(k + 0.5, n - k + 0.5, size=draws, random_state=rng)
+
+        shares = adjust(posterior(flagged, scored), posterior(rates.tpr * rates.n_tpr, rates.n_tpr),
+                        posterior(rates.fpr * rates.n_fpr, rates.n_fpr))
+        low, high = np.quantile(shares, [(1 - level) / 2, (1 + level) / 2])
+    else:
+        ci = binomtest(flagged, scored).proportion_ci(confidence_level=level, method="exact")
+        low, high = adjust(ci.low), adjust(ci.high)
+    return MachineShare(flagged, scored, float(adjust(rate)), float(low), float(high), level,
                         clipped=not rates.fpr <= rate <= rates.tpr)
 
 
@@ -248,6 +269,9 @@ def render(stats: Mapping[str, Any], run_dir: str | Path) -> str:
     flagged = stats["by_stage"].get("synthetic", {}).get("machine_generated", 0)
     scored = sum(sum(c) for c in hist.values())
     share = machine_share(flagged, scored, rates)
+    spread = ("carries the error of the flagged rate and of TPR and FPR (from the counts they were measured on)"
+              if rates.n_tpr and rates.n_fpr else
+              "is the exact binomial one of the flagged rate; the error of TPR and FPR is not in it")
     misfit = ("<p><b>The rates do not fit this input</b>: its flagged rate lies outside [FPR, TPR], so the "
               "estimate is clipped; its machine text is not the kind the detector was measured on.</p>"
               if share.clipped else "")
@@ -262,10 +286,10 @@ def render(stats: Mapping[str, Any], run_dir: str | Path) -> str:
         "<p>Assumptions: adjusted classify-and-count, (flagged rate - FPR) / (TPR - FPR), clipped to [0, 1]. "
         "It holds if the detector flags the machine text in this input as often as in its evaluation set (TPR) "
         "and the human text as often as on its human calibration text (FPR); a generator, domain or language "
-        "unlike those breaks it, and then the interval does not hold its level either (it narrows as the input "
-        "grows, the error in the rates does not). It covers only the records that reached the detector (after "
+        "unlike those breaks it, and the interval with it (no interval can see rates that are wrong for the "
+        "input). It covers only the records that reached the detector (after "
         "dedup and the quality rules; with --annotate-only, those no earlier stage would have rejected). The "
-        "interval is the exact binomial one of the flagged rate; the uncertainty of TPR and FPR is not in it.</p>")
+        f"interval {spread}.</p>")
     return _page(parts)
 
 

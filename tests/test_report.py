@@ -96,6 +96,23 @@ def test_machine_share_interval_holds_its_level_when_the_rates_are_right() -> No
         assert np.mean(hits) >= 0.93, (share, np.mean(hits))
 
 
+def test_with_the_rates_counts_the_interval_carries_their_error_on_a_large_input() -> None:
+    """TPR and FPR measured on 900 and 2,500 texts, the input 50,000 records: an interval of the flagged rate
+    alone (rates held fixed) misses the share often; with the counts it covers it in at least 90% of 200 seeded
+    draws of evaluation sets and input."""
+    true_tpr, true_fpr, n_tpr, n_fpr, n, share = 0.65, 0.01, 900, 2500, 50_000, 0.5
+    rng = np.random.default_rng(1)
+    fixed, carried = [], []
+    for _ in range(200):
+        tpr, fpr = rng.binomial(n_tpr, true_tpr) / n_tpr, rng.binomial(n_fpr, true_fpr) / n_fpr
+        flagged = int(rng.binomial(n, true_fpr + share * (true_tpr - true_fpr)))
+        for rates, hits in ((DetectorRates(tpr, fpr, 0.5, "test"), fixed),
+                            (DetectorRates(tpr, fpr, 0.5, "test", n_tpr, n_fpr), carried)):
+            s = machine_share(flagged, n, rates, draws=4000)
+            hits.append(s.low <= share <= s.high)
+    assert np.mean(carried) >= 0.9 and np.mean(fixed) < 0.7, (np.mean(carried), np.mean(fixed))
+
+
 def test_detector_rates_need_the_measured_threshold(tmp_path: Path) -> None:
     (tmp_path / "detector.json").write_text(json.dumps({"threshold": 0.7, "metrics": {"calibration": {
         "human_flagged": 0.01}}}))
