@@ -338,7 +338,7 @@ class RunOutput:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserInputError(f"cannot create the output folder {self.dir}: {exc.strerror or exc}") from None
-        if fcntl is None or self._lock is not None:  # no advisory locks on this system
+        if fcntl is None or self._lock is not None:  # no advisory locks on this system, or held already
             return
         fd = os.open(self.dir, os.O_RDONLY)
         try:
