@@ -27,6 +27,11 @@ from hygiene.normalize import without_lone_surrogates
 Batch = Mapping[str, Sequence]
 
 
+def has_score(value: Any) -> bool:
+    """Whether a score column's value says something: not ``None`` and not NaN (which is no JSON value)."""
+    return value is not None and not (isinstance(value, (float, np.floating)) and np.isnan(value))
+
+
 def active_rows(batch: Batch, annotate_only: bool = False) -> np.ndarray:
     """Indices of the rows a stage must score: all of them when annotating, else the undecided ones."""
     stage = batch.get("stage")

@@ -40,7 +40,7 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from hygiene.atomic import atomic_open, write_json
 from hygiene.classifier import ArrayClassifier, ClassifierConfig, fit_classifier
-from hygiene.errors import UserInputError, many, one_line
+from hygiene.errors import UserInputError, many_texts, one_line
 from hygiene.evaluation import roc_summary
 from hygiene.features import TEXT_STATS, FeatureConfig, Featurizer
 from hygiene.lexical import LexicalConfig, LexicalModel, LexicalRows, fit_out_of_fold
@@ -250,7 +250,7 @@ class Detector:
 
         ``first``, the texts' :meth:`first_pass_features` computed ahead (in a worker process), supplies the
         columns they hold; only the language models run here."""
-        texts = list(many(texts))
+        texts = many_texts(texts)
         stats, lexical = self._split_first(first, len(texts)) if first is not None else (None, None)
         X = self.base_features(texts, progress=progress, cache=cache, text_stats=stats)
         if self.config.lexical is None:
@@ -471,7 +471,7 @@ class Detector:
         probability, kept on its side of the threshold, so ``P > threshold_`` is the cascade's decision.
         ``first``: the texts' :meth:`first_pass_features`, computed ahead (the same numbers, not recomputed).
         """
-        texts = list(many(texts))
+        texts = many_texts(texts)
         if not texts:
             self.last_settled_ = np.zeros(0, dtype=bool)
             return np.zeros((0, 2))

@@ -38,3 +38,13 @@ def many(items: Any, what: str = "texts") -> Any:
         raise TypeError(f"{what} must be a list or other iterable of texts, not a single {type(items).__name__} "
                         f"(wrap it: [{one}])")
     return items
+
+
+def many_texts(items: Any, what: str = "texts") -> list[str]:
+    """``items`` (see :func:`many`) as a list, each a string: a ``TypeError`` naming the first that is not (a
+    ``None`` or bytes among texts), not an error from deep inside the tokenizer."""
+    texts = list(many(items, what))
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"{what}[{bad}] is {type(texts[bad]).__name__}, not a string")
+    return texts

@@ -26,6 +26,7 @@ import json
 import logging
 import multiprocessing
 import os
+import pickle
 import shutil
 import signal
 import sys
@@ -39,12 +40,13 @@ from tqdm.auto import tqdm
 from hygiene.atomic import write_json
 from hygiene.batch import BatchBuilder
 from hygiene.config import FilterConfig, load_config
-from hygiene.errors import UserInputError
+from hygiene.errors import UserInputError, one_line
 from hygiene.filtering import Pipeline, build_pipeline, run_stages, synthetic_threshold
 from hygiene.records import (Item, ReadOptions, Shard, discover_shards, json_line, read_shard, sample_positions,
                              shard_sizes, shard_states, shards_outside)
 from hygiene.run_output import OUTPUTS, Counts, RunOutput, error_outcome, output_rows, run_stats
 from hygiene.stages import Detector
+from hygiene.stages.base import built_in
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,21 @@ def _in_waves(packets: Iterator[_Packet], segments: list[tuple[bool, list[Any]]]
             _wait(next(w for w in waves if w.pending is not None).pending, pool, workers)
 
 
+def _check_picklable(pipeline: Pipeline) -> None:
+    """Refuse, in one line, a stage of one's own that worker processes would run but that cannot be sent to
+    them (it holds a lock, an open file, ...); this package's stages are made to be sent."""
+    for parallel, steps in pipeline.segments():
+        for stage in (getattr(step, "__self__", step) for step in steps if parallel):
+            if built_in(stage):
+                continue
+            try:
+                pickle.dumps(stage)
+            except Exception as exc:  # noqa: BLE001  (whatever pickling raises, the remedy is the same)
+                raise UserInputError(f"stage {stage.name} ({type(stage).__qualname__}) cannot be sent to worker "
+                                     f"processes ({type(exc).__name__}: {one_line(exc)}): run with --workers 1, or "
+                                     "make it picklable") from None
+
+
 def _fingerprint(config: FilterConfig, shards: Sequence[Shard]) -> str:
     """Hash of everything that must not change between a run and its resumption: the config and each
     shard's name, size and modification time (an input rewritten since is another input)."""
@@ -186,6 +203,8 @@ class FilterRun:
         self.inputs = [str(i) for i in inputs]
         self.pipeline: Pipeline = build_pipeline(config, detector)
         self.pipeline.setup()  # loads the detector now: fail early
+        if config.workers > 1:
+            _check_picklable(self.pipeline)
         self.threshold = synthetic_threshold(self.pipeline)
         self.progress = progress
         self.options = ReadOptions(config.text_field, config.txt_unit)

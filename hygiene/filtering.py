@@ -19,9 +19,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from hygiene.batch import BatchBuilder, record_id
+from hygiene.batch import BatchBuilder, has_score, record_id
 from hygiene.config import FilterConfig, load_config
 from hygiene.errors import UserInputError, many
+from hygiene.records import dumps_record
 from hygiene.stages import (
     Detector,
     ExactDedup,
@@ -76,7 +77,7 @@ class Pipeline:
         """
         out: list[tuple[bool, list[Step]]] = []
         for stage in self.stages:
-            steps = [(True, stage.prepare)] if stage.prepared_columns else []
+            steps = [(True, stage.prepared)] if stage.prepared_columns else []
             steps.append((stage.pure or stage.per_process, stage))
             for pure, step in steps:
                 if out and out[-1][0] == pure:
@@ -131,11 +132,14 @@ class Decision:
     scores: dict[str, Any] = field(default_factory=dict)
     record: Any = None
     failed: list[str] = field(default_factory=list)  # every rule of its stage it fails (empty when kept)
+    #: its ordinal among the readable records (None for an error): what ``exact_duplicate_of`` and
+    #: ``near_cluster`` point at
+    n: int | None = None
 
 
 def row_scores(batch: Mapping[str, Sequence], i: int, columns: Iterable[str]) -> dict[str, Any]:
     """The scores of row ``i`` (columns the stages added; absent or unscored ones left out)."""
-    return {c: batch[c][i] for c in columns if c in batch and batch[c][i] is not None}
+    return {c: batch[c][i] for c in columns if c in batch and has_score(batch[c][i])}
 
 
 def filter_records(records: Iterable[Any], config: FilterConfig | None = None,
@@ -174,18 +178,25 @@ def _decide(pipeline: Pipeline, builder: BatchBuilder, records: Sequence[Any], s
         stage, reason = out["stage"][k], out["reason"][k]
         failed = (out[FAILED][k] if FAILED in out else None) or ([reason] if stage is not None else [])
         decided.append(Decision(out["id"][k], stage is None or pipeline.annotate_only, stage, reason,
-                                row_scores(out, k, pipeline.columns), record, list(failed)))
+                                row_scores(out, k, pipeline.columns), record, list(failed), int(out["n"][k])))
         k += 1
     return decided
 
 
-#: the columns ``filter_dataset`` adds to a rejected (or annotated) row
-ANNOTATIONS = ("hygiene_stage", "hygiene_reason", "hygiene_failed", "hygiene_scores")
+#: the columns ``filter_dataset`` adds to a rejected (or annotated) row: ``hygiene_n`` is the row's ordinal
+#: among the readable rows, which ``exact_duplicate_of`` and ``near_cluster`` in ``hygiene_scores`` point at
+ANNOTATIONS = ("hygiene_stage", "hygiene_reason", "hygiene_failed", "hygiene_scores", "hygiene_n")
 
 
-def _annotations(d: Decision) -> tuple[str | None, str | None, str, str]:
+def _annotations(d: Decision) -> tuple[str | None, str | None, str, str, int | None]:
     """A decision as the values of :data:`ANNOTATIONS`."""
-    return d.stage, d.reason, json.dumps(d.failed), json.dumps(d.scores)
+    return d.stage, d.reason, json.dumps(d.failed), dumps_record(d.scores), d.n
+
+
+def _annotation_features() -> Any:
+    import datasets
+
+    return {col: datasets.Value("int64" if col == "hygiene_n" else "string") for col in ANNOTATIONS}
 
 
 def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detector | None = None) -> tuple[Any, Any]:
@@ -232,7 +243,7 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
             yield dict(zip(ANNOTATIONS, _annotations(d)))
 
     columns = list(ANNOTATIONS)
-    kinds = datasets.Features({col: datasets.Value("string") for col in columns})
+    kinds = datasets.Features(_annotation_features())
     if len(ds):  # a fingerprint given: the generator (holding the detector) is not hashed
         notes = GeneratorDatasetInputStream(annotations, kinds, fingerprint=generate_random_fingerprint()).read()
         tagged = datasets.concatenate_datasets([ds, notes], axis=1)
@@ -277,7 +288,7 @@ def _filter_stream(ds: Any, config: FilterConfig, detector: Detector | None) -> 
             return None
         out = ds.features.copy()
         if annotated:
-            out.update({col: datasets.Value("string") for col in ANNOTATIONS})
+            out.update(_annotation_features())
         return out
 
     def stream(kept: bool, annotated: bool) -> Any:

@@ -356,13 +356,13 @@ class RayFilterRun:
         ds, self._documents = self._documents, None
         for stage in self.pipeline.stages:
             if isinstance(stage, KeyedDedup):
-                ds = self._map(ds, [*steps, stage.prepare]).materialize()
+                ds = self._map(ds, [*steps, stage.prepared]).materialize()
                 steps = [self._dedup(ds, stage)]
             elif stage.pure:
                 steps.append(stage)
             else:
                 if stage.prepared_columns:
-                    steps.append(stage.prepare)
+                    steps.append(stage.prepared)
                 ds = self._map(ds, steps).map_batches(
                     StageActor, fn_constructor_args=(stage, self.types), batch_size=self.config.batch_size,
                     batch_format="pyarrow", concurrency=self._pool_size(), num_gpus=self.ray.gpus_per_worker or None)

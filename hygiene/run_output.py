@@ -41,6 +41,7 @@ from hygiene import __version__
 from hygiene.atomic import write_json
 from hygiene.config import FilterConfig, write_config
 from hygiene.errors import UserInputError, error_hint, one_line
+from hygiene.batch import has_score
 from hygiene.records import PARTIAL, jsonl_to_parquet
 from hygiene.report import detector_rates
 from hygiene.stages.base import FAILED, seconds_of
@@ -179,7 +180,7 @@ def output_rows(records: Iterable[dict[str, Any]], batch: Mapping[str, Sequence]
         if stage is not None:
             failed = failed_rules[k] if failed_rules is not None else None
             note.update(stage=stage, reason=reason, failed=list(failed) if failed else [reason])
-        note["scores"] = {c: batch[c][k] for c in scores if batch[c][k] is not None}
+        note["scores"] = {c: batch[c][k] for c in scores if has_score(batch[c][k])}
         # the detector's P(machine) and first pass count where a real run's detector reads the record: with
         # annotate_only every record is scored, also those an earlier stage would have rejected
         read = stage is None or stage == DETECTOR

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hygiene.errors import many
+from hygiene.errors import many_texts
 from hygiene.lm import LanguageModel, check_shared_tokenizer
 from hygiene.normalize import normalize_text
 
@@ -185,7 +185,8 @@ class Scorer:
 
     def score(self, texts: Sequence[str], progress: bool = False) -> dict[str, np.ndarray]:
         """Features of each text, as ``{name: float array of len(texts)}`` (NaN for texts under :data:`MIN_TOKENS`)."""
-        ids = self.tokenize(many(texts))
+        texts = many_texts(texts)
+        ids = self.tokenize(texts) if texts else []
         n = len(ids)
         out = {name: np.full(n, np.nan) for name in self.feature_names}
         out["length"] = np.array([len(x) for x in ids], dtype=float)

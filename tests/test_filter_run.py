@@ -801,3 +801,34 @@ def test_the_cascade_defaults_to_on_for_a_cpu_and_off_for_a_gpu(monkeypatch) -> 
     monkeypatch.setattr(hygiene.lm, "select_device", lambda device=None: torch.device("cuda"))
     assert SyntheticFilter(SyntheticConfig(device="cuda")).cascade is False
     assert SyntheticFilter(SyntheticConfig(device="cuda", cascade=True)).cascade is True
+
+
+def test_the_librarys_duplicate_pointers_resolve_through_n(tmp_path: Path) -> None:
+    """``exact_duplicate_of`` holds the ``n`` of the first copy, an ordinal among readable records: each
+    decision (and each row of ``filter_dataset``, ``hygiene_n``) carries its own, so the pointer resolves
+    when unreadable records make positions and ``n`` differ."""
+    import datasets
+
+    import hygiene
+
+    recs = [None, {"text": make_doc(1)}, {"text": make_doc(2)}, {"text": make_doc(2)}]
+    decisions = list(hygiene.filter_records(recs, _config()))
+    by_n = {d.n: d for d in decisions if d.n is not None}
+    dup = decisions[3]
+    assert decisions[0].n is None and dup.stage == "exact_dedup"
+    assert by_n[dup.scores["exact_duplicate_of"]] is decisions[2]
+    ds = datasets.Dataset.from_dict({"text": [None, make_doc(1), make_doc(2), make_doc(2), None]})
+    _, rejected = hygiene.filter_dataset(ds, _config(**{"output.annotate": True}))
+    kept, _ = hygiene.filter_dataset(ds, _config(**{"output.annotate": True}))
+    row = next(r for r in rejected if r["hygiene_stage"] == "exact_dedup")
+    first = next(r for r in kept if r["hygiene_n"] == json.loads(row["hygiene_scores"])["exact_duplicate_of"])
+    assert first["text"] == row["text"]
+
+
+def test_texts_that_are_not_strings_are_named_before_any_scoring() -> None:
+    from hygiene.errors import many_texts
+
+    assert many_texts(iter(["a", "b"])) == ["a", "b"] and many_texts([]) == []
+    for bad, kind in (([None], "NoneType"), (["ok", b"bytes"], "bytes")):
+        with pytest.raises(TypeError, match=rf"texts\[{len(bad) - 1}\] is {kind}, not a string"):
+            many_texts(bad)

@@ -309,3 +309,11 @@ def test_autocast_runs_the_forward_pass_in_bfloat16(models):
     assert np.array_equal(np.isnan(got), ~ok)
     assert not np.array_equal(got[ok], ref[ok])  # bfloat16 products round differently ...
     np.testing.assert_allclose(got[ok], ref[ok], atol=0.05)  # ... by a few hundredths of a nat at most
+
+
+def test_no_texts_score_to_empty_columns_and_a_text_that_is_not_a_string_is_named() -> None:
+    (lm,) = tiny_lms(1, seed=0)
+    out = score_texts([], lm)
+    assert out and all(len(v) == 0 for v in out.values())
+    with pytest.raises(TypeError, match=r"texts\[1\] is NoneType, not a string"):
+        score_texts(["a b c d", None], lm)

@@ -192,3 +192,102 @@ def test_dedup_runs_no_stage_but_dedup(tmp_path: Path) -> None:
     for option in ("--stage", "--profile", "--gpus-per-worker"):
         bad = CliRunner().invoke(main, ["dedup", str(corpus), "--out", str(tmp_path / "p"), option, "x"])
         assert bad.exit_code == 2 and f"No such option '{option}'" in bad.output
+
+
+_PIPELINE_STAGES = '''
+import threading
+
+import numpy as np
+
+from hygiene.stages import Filter
+
+
+class WordCount(Filter):
+    """A filter whose counts come from a prepare step (run in worker processes by the file engine)."""
+    name = "wc"
+    columns = {"wc": int}
+    prepared_columns = {"wc_n": int}
+
+    def prepare(self, batch):
+        return {**batch, "wc_n": [len(t.split()) for t in batch["text"]]}
+
+    def score(self, texts, prepared):
+        n = prepared["wc_n"]
+        return [None if x > 5 else "short" for x in n], {"wc": n}
+
+
+class PrepareRaises(WordCount):
+    name = "prepraise"
+
+    def prepare(self, batch):
+        raise RuntimeError("boom in prepare\\nsecond line")
+
+
+class NumpyScores(Filter):
+    name = "np"
+    columns = {"s": float}
+
+    def score(self, texts):
+        s = np.arange(len(texts), dtype=np.float32)
+        s[0] = np.nan
+        return [None] * len(texts), {"s": s}
+
+
+class Unpicklable(Filter):
+    name = "unpick"
+
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def score(self, texts):
+        return [None] * len(texts), {}
+'''
+
+
+def _own(tmp_path: Path, name: str, **overrides):
+    from hygiene.config import load_config
+
+    (tmp_path / "pipeline_stages.py").write_text(_PIPELINE_STAGES)
+    return load_config(overrides={"synthetic.enabled": False, **overrides,
+                                  "stages": [{"path": f"{tmp_path / 'pipeline_stages.py'}:{name}"}]})
+
+
+def test_a_prepare_step_of_ones_own_runs_in_the_library_and_its_errors_are_one_line(tmp_path: Path) -> None:
+    import hygiene
+    from hygiene.filter_run import run_filter
+
+    texts = [make_doc(i) for i in range(6)] + ["two words"]
+    decisions = list(hygiene.filter_records(texts, _own(tmp_path, "WordCount")))
+    assert [d.reason for d in decisions] == [None] * 6 + ["too_few_words"]  # quality rejects it before wc
+    assert all(d.scores["wc"] > 5 for d in decisions[:6])
+    corpus = _corpus(tmp_path, 20)
+    for workers in (1, 2):
+        with pytest.raises(UserInputError) as caught:
+            run_filter([corpus], tmp_path / f"o{workers}", _own(tmp_path, "PrepareRaises", workers=workers),
+                       progress=False)
+        assert str(caught.value) == "stage prepraise (PrepareRaises) failed to prepare: RuntimeError: boom in prepare"
+
+
+def test_numpy_and_nan_scores_reach_every_output_as_json(tmp_path: Path) -> None:
+    import datasets
+
+    import hygiene
+    from hygiene.filter_run import run_filter
+
+    config = _own(tmp_path, "NumpyScores", **{"output.annotate": True})
+    ds = datasets.Dataset.from_dict({"text": [make_doc(i) for i in range(4)]})
+    kept, _ = hygiene.filter_dataset(ds, config)
+    assert [json.loads(s).get("s") for s in kept["hygiene_scores"]] == [None, 1.0, 2.0, 3.0]  # NaN: no score
+    run_filter([_corpus(tmp_path, 4)], tmp_path / "o", config, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "o" / "kept.jsonl").read_text().splitlines()]
+    assert "s" not in rows[0]["hygiene"]["scores"] and rows[1]["hygiene"]["scores"]["s"] == 1.0
+
+
+def test_a_stage_that_cannot_go_to_worker_processes_is_refused_in_one_line(tmp_path: Path) -> None:
+    from hygiene.filter_run import run_filter
+
+    with pytest.raises(UserInputError, match=r"^stage unpick \(Unpicklable\) cannot be sent to worker processes "
+                                             r"\(TypeError: .*lock.*\): run with --workers 1"):
+        run_filter([_corpus(tmp_path, 8)], tmp_path / "o", _own(tmp_path, "Unpicklable", workers=2), progress=False)
+    assert run_filter([_corpus(tmp_path, 8)], tmp_path / "o1", _own(tmp_path, "Unpicklable"),
+                      progress=False)["records_in"] == 8

@@ -120,9 +120,16 @@ class Stage:
         An exception from a stage of one's own (a class defined outside this package) is a one-line
         :class:`UserInputError` naming the stage (:func:`own_errors`), and so is a batch returned with a
         column of another length: a stage never drops or adds a row."""
-        n = len(batch["text"])
         with own_errors(self, "failed"):
-            out = timed(self.name, self.process, batch)
+            return self._same_rows(batch, timed(self.name, self.process, batch))
+
+    def prepared(self, batch: Batch) -> dict[str, list]:
+        """:meth:`prepare`, held to the same rules as a call: a one-line error naming the stage, every row kept."""
+        with own_errors(self, "failed to prepare"):
+            return self._same_rows(batch, self.prepare(batch))
+
+    def _same_rows(self, batch: Batch, out: dict[str, list]) -> dict[str, list]:
+        n = len(batch["text"])
         for column, values in out.items():
             if len(values) != n:
                 raise UserInputError(f"stage {self.name} ({type(self).__qualname__}) returned {len(values)} rows of "
@@ -146,6 +153,8 @@ class Filter(Stage):
         raise NotImplementedError
 
     def process(self, batch: Batch) -> dict[str, list]:
+        if any(c not in batch for c in self.prepared_columns):  # not prepared ahead (the library's own loop)
+            batch = self.prepare(batch)
         rows = active_rows(batch, self.annotate_only).tolist()
         text = batch["text"]
         prepared = ([{c: [batch[c][i] for i in rows] for c in self.prepared_columns if c in batch}]
