@@ -22,7 +22,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -381,6 +381,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     The profile is ``profile``, else a ``profile`` override, else the file's ``profile`` key, else
     :data:`DEFAULT_PROFILE`.
     """
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise TypeError(f"overrides must be a mapping of dotted keys to values, not a {type(overrides).__name__} "
+                        "(KEY=VALUE strings go in assignments=)")
+    if isinstance(assignments, str):
+        raise TypeError("assignments must be a list of KEY=VALUE strings, not one string (wrap it: [assignment])")
     data = read_config_file(path) if path is not None else {}
     extra: dict[str, Any] = {}
     for key, value in (overrides or {}).items():

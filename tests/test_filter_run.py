@@ -832,3 +832,25 @@ def test_texts_that_are_not_strings_are_named_before_any_scoring() -> None:
     for bad, kind in (([None], "NoneType"), (["ok", b"bytes"], "bytes")):
         with pytest.raises(TypeError, match=rf"texts\[{len(bad) - 1}\] is {kind}, not a string"):
             many_texts(bad)
+
+
+def test_a_stand_in_detector_that_fails_is_one_line_naming_it() -> None:
+    import hygiene
+
+    class Down:
+        threshold_ = 0.5
+
+        def predict_proba(self, texts):
+            raise RuntimeError("model server down\nretry later")
+
+    class Flat:
+        threshold_ = 0.5
+
+        def predict_proba(self, texts):
+            return np.full(len(texts), 0.8)
+
+    config = _config(**{"synthetic.enabled": True})
+    for detector, message in ((Down(), r"^detector .*Down failed: RuntimeError: model server down$"),
+                              (Flat(), r"^detector .*Flat returned shape \(1,\) for 1 texts")):
+        with pytest.raises(UserInputError, match=message):
+            list(hygiene.filter_records([make_doc(1)], config, detector=detector))

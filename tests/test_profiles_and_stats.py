@@ -265,3 +265,11 @@ def test_the_stats_name_the_largest_groups_whatever_order_records_come_in() -> N
     assert set(groups) == {f"g{g:03d}" for g in range(120 - MAX_GROUPS, 120)} | {OTHER_GROUPS}
     assert groups[OTHER_GROUPS]["records_in"] == sum(g + 1 for g in range(120 - MAX_GROUPS))
     assert sum(map(sum, hists.values())) == sum(g + 1 for g in range(120) if g % 2)
+
+
+def test_load_config_arguments_of_the_wrong_shape_are_named() -> None:
+    with pytest.raises(TypeError, match="overrides must be a mapping .* assignments="):
+        load_config(None, ["synthetic.enabled=false"])
+    with pytest.raises(TypeError, match="assignments must be a list"):
+        load_config(assignments="synthetic.enabled=false")
+    assert load_config(None, {"synthetic.enabled": False}).synthetic.enabled is False

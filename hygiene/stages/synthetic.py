@@ -14,14 +14,15 @@ the language models on a GPU the main process runs only the models and the class
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
 from hygiene.batch import Batch, active_rows
 from hygiene.config import SyntheticConfig
-from hygiene.errors import UserInputError
+from hygiene.errors import UserInputError, one_line
 from hygiene.paths import detector_path
 from hygiene.stages.base import Filter, timed
 
@@ -168,6 +169,20 @@ class SyntheticFilter(Filter):
     def setup(self) -> None:
         self.detector  # noqa: B018  (load it now)
 
+    @contextlib.contextmanager
+    def _stand_in_errors(self) -> Iterator[None]:
+        """An exception from a detector of one's own (any object with ``predict_proba``, not this package's) as
+        one line naming it; this package's detector keeps its traceback (a bug here)."""
+        try:
+            yield
+        except UserInputError:
+            raise
+        except Exception as exc:
+            if type(self.detector).__module__.split(".")[0] == "hygiene":
+                raise
+            raise UserInputError(f"detector {type(self.detector).__qualname__} failed: {type(exc).__name__}: "
+                                 f"{one_line(exc)}") from exc
+
     def score(self, texts: list[str], prepared: dict[str, list] | None = None) -> tuple[list[str | None], dict[str, list]]:
         probs: list[float] = []
         settled: list[int | None] = []
@@ -177,9 +192,11 @@ class SyntheticFilter(Filter):
             chunk = texts[start : start + step]
             ahead = first[start : start + step] if first is not None else [None]
             given = {"first": np.array(ahead, dtype=float)} if all(v is not None for v in ahead) else {}
-            p = np.asarray(self.detector.predict_proba(chunk, **given), dtype=float)
+            with self._stand_in_errors():
+                p = np.asarray(self.detector.predict_proba(chunk, **given), dtype=float)
             if p.shape != (len(chunk), 2):
-                raise ValueError(f"detector returned shape {p.shape} for {len(chunk)} texts, expected ({len(chunk)}, 2)")
+                raise UserInputError(f"detector {type(self.detector).__qualname__} returned shape {p.shape} for "
+                                     f"{len(chunk)} texts, expected ({len(chunk)}, 2): [P(human), P(machine)] per text")
             judged = ~np.isnan(p[:, 1])  # a text too short to judge is not judged, and passes
             probs += [float(v) if ok else None for v, ok in zip(p[:, 1], judged)]
             mask = getattr(self.detector, "last_settled_", None)
