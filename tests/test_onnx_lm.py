@@ -1,6 +1,8 @@
 """The onnxruntime backend: the same scores as PyTorch, exported once into the cache, clear errors."""
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +108,19 @@ def test_auto_runs_float32_cpu_models_with_onnxruntime_and_falls_back_to_torch(
     assert resolve_backend("auto", dataclasses.replace(lm, autocast=torch.bfloat16)) == "torch"
     lm.model.save_pretrained(tmp_path / "lm")
     lm.tokenizer.save_pretrained(tmp_path / "lm")
-    assert isinstance(load_lm(tmp_path / "lm", device="cpu", backend="auto").model, OnnxCausalLM)
+    # auto keeps ONNX Runtime only where it times faster than torch: measured once, kept beside the export
+    first = load_lm(tmp_path / "lm", device="cpu", backend="auto")
+    (record,) = (tmp_path / "cache" / "onnx").glob("*.speed.json")
+    timed = json.loads(record.read_text())
+    assert isinstance(first.model, OnnxCausalLM) == (timed["onnxruntime_s"] < timed["torch_s"])
+    for onnx_s, torch_s in ((1.0, 2.0), (2.0, 1.0)):  # the record decides, until the versions change
+        record.write_text(json.dumps({**timed, "onnxruntime_s": onnx_s, "torch_s": torch_s}))
+        assert isinstance(load_lm(tmp_path / "lm", device="cpu", backend="auto").model, OnnxCausalLM) == (onnx_s < torch_s)
+    record.write_text(json.dumps({**timed, "versions": {**timed["versions"], "onnxruntime": "0.0"},
+                                  "onnxruntime_s": 1.0, "torch_s": 2.0}))
+    load_lm(tmp_path / "lm", device="cpu", backend="auto")  # another version: timed again
+    assert json.loads(record.read_text())["versions"] == timed["versions"]
+    record.write_text(json.dumps({**timed, "onnxruntime_s": 1.0, "torch_s": 2.0}))  # onnx from here on
     assert not isinstance(load_lm(tmp_path / "lm", device="cpu").model, OnnxCausalLM)  # the library's default: torch
 
     def no_session(*args, **kwargs):
