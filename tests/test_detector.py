@@ -39,6 +39,7 @@ def _synthetic(n: int, seed: int, shift: float = 1.5) -> tuple[np.ndarray, np.nd
     return X, y
 
 
+@pytest.mark.slow
 def test_hgb_arrays_reproduce_scikit_learn_exactly():
     X, y = _synthetic(3000, seed=1)
     cfg = ClassifierConfig(kind="hgb", seed=3)
@@ -373,6 +374,7 @@ def test_feature_cache_recomputes_the_rows_of_a_model_retrained_under_the_same_n
     assert not np.allclose(features(1), first, equal_nan=True) and cache.read_text().count("\n") == 4
 
 
+@pytest.mark.slow
 def test_detector_scores_in_float32_by_default():
     """A detector's classifier was fitted on float32 scores; it must not switch to bfloat16 on a GPU."""
     from hygiene.lm import select_dtype

@@ -47,6 +47,7 @@ def _random_gpt2(vocab: int = 97, seed: int = 0) -> GPT2LMHeadModel:
 # --------------------------------------------------------------------------- generation
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["greedy", "beam"])
 def test_kv_cache_matches_no_cache_with_left_padding(method):
     model = _random_gpt2()

@@ -22,6 +22,7 @@ TEXTS = ["The quick brown fox jumps over the lazy dog, again and again.", "Colla
          "A model trained on its own samples forgets the tails of the distribution it came from.", "ok"]
 
 
+@pytest.mark.slow
 def test_onnxruntime_scores_as_torch_does_and_exports_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYGIENE_CACHE", str(tmp_path))
     lm, observer = tiny_lms(2, seed=5)

@@ -86,13 +86,13 @@ def test_machine_share_estimate_and_interval() -> None:
 
 def test_machine_share_interval_holds_its_level_when_the_rates_are_right() -> None:
     """Records drawn at a known machine share, flagged at the detector's true rates: the 95% interval covers
-    the share in at least 93% of 400 draws at each share (fixed seed; exact intervals are conservative)."""
+    the share in at least 93% of 250 draws at each share (fixed seed; exact intervals are conservative)."""
     rates = DetectorRates(tpr=0.75, fpr=0.01, threshold=0.5, source="test")
     rng = np.random.default_rng(0)
     for share in (0.02, 0.2, 0.5, 0.9):
         p = rates.fpr + share * (rates.tpr - rates.fpr)
         hits = [(s.low <= share <= s.high) for s in (machine_share(int(k), 300, rates)
-                                                      for k in rng.binomial(300, p, 400))]
+                                                      for k in rng.binomial(300, p, 250))]
         assert np.mean(hits) >= 0.93, (share, np.mean(hits))
 
 
