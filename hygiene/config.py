@@ -143,8 +143,9 @@ class SyntheticConfig:
     #: 0.07 and about 0.1% of decisions change (docs/benchmarks.md); None: float32, what the classifier was fitted on
     autocast: str | None = None
     #: "onnxruntime": the language models run by ONNX Runtime on the CPU (pip install onnxruntime onnxscript;
-    #: exported once into a cache), the same scores as "torch", the filter about 1.6-1.7x as fast on some CPUs
-    #: (docs/benchmarks.md); "auto": onnxruntime for float32 models on the CPU where it is installed, else torch
+    #: exported once into a cache), the same scores as "torch", faster or slower by package versions
+    #: (docs/benchmarks.md); "auto": onnxruntime for float32 models on the CPU where it is installed and times
+    #: faster (hygiene.onnx_lm.faster_than_torch), else torch
     backend: str = "auto"
 
 

@@ -604,8 +604,8 @@ def load_detector(path: str | os.PathLike | None = None, device: str | None = No
     ``cascade=False`` scores every text with every feature even where the detector has a cascade;
     ``autocast="bfloat16"`` runs its language models under bfloat16 autocast (faster on a CPU with bfloat16
     instructions; P(machine) moves by a few hundredths); ``backend="onnxruntime"`` runs them with ONNX Runtime
-    on the CPU (the same scores, faster: :mod:`hygiene.onnx_lm`), and the default ``"auto"`` does so wherever
-    it is installed and the models are float32 on the CPU (``hygiene.lm.resolve_backend``)."""
+    on the CPU (the same scores: :mod:`hygiene.onnx_lm`), and the default ``"auto"`` does so wherever it is
+    installed, the models are float32 on the CPU and it times faster than torch (``hygiene.lm.load_lm``)."""
     root = detector_path(path)
     if not root.is_dir():
         raise DetectorError(f"{root} is not a detector directory (expected a folder with manifest.json)")

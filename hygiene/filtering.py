@@ -205,7 +205,8 @@ def filter_dataset(ds: Any, config: FilterConfig | None = None, detector: Detect
     streams (:func:`_filter_stream`).
 
     The rejected dataset gains ``hygiene_stage``, ``hygiene_reason`` (the first failed rule),
-    ``hygiene_failed`` (every failed rule, JSON) and ``hygiene_scores`` (JSON) columns; the kept
+    ``hygiene_failed`` (every failed rule, JSON), ``hygiene_scores`` (JSON) and ``hygiene_n`` (the row's
+    ordinal among the readable rows, which the duplicate pointers in the scores name) columns; the kept
     one is unchanged unless ``config.output.annotate`` (or ``annotate_only``) asks for them. A
     dataset that has one of those columns already is refused (:class:`UserInputError`).
     Dedup keeps state across batches, so the filter runs in this process (for parallel

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: The shipped models inside an installed package (absent in a checkout, where they are ``models/``).
+_INSTALLED_MODELS = Path(__file__).resolve().parent / "_models"
 #: Repository root when running from a checkout (editable install or source tree).
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -13,8 +15,7 @@ def models_dir() -> Path:
     env = os.environ.get("COLLAPSE_HYGIENE_MODELS")
     if env:
         return Path(env)
-    installed = Path(__file__).resolve().parent / "_models"
-    return installed if installed.is_dir() else _REPO_ROOT / "models"
+    return _INSTALLED_MODELS if _INSTALLED_MODELS.is_dir() else _REPO_ROOT / "models"
 
 
 def is_shipped(path: str | os.PathLike) -> bool:
@@ -49,7 +50,7 @@ def data_dir() -> Path:
     if env:
         return Path(env)
     beside = [Path.cwd().parent / "shared" / "data"]
-    if not (Path(__file__).resolve().parent / "_models").is_dir():  # a checkout: its neighbour first
+    if not _INSTALLED_MODELS.is_dir():  # a checkout: its neighbour first
         beside.insert(0, _REPO_ROOT.parent / "shared" / "data")
     return next((d for d in beside if d.is_dir()), beside[0])
 

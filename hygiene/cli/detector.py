@@ -59,8 +59,8 @@ def _fail(exc: Exception) -> click.ClickException:
                    "with bfloat16 instructions, far slower on one without; P(machine) moves by a few hundredths")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="what runs a detector's language models: onnxruntime (CPU; pip install onnxruntime onnxscript) "
-                   "gives the same scores, about 1.7x as fast; auto uses it for float32 models on the CPU where "
-                   "it is installed")
+                   "gives the same scores, faster or slower than torch by package versions; auto uses it for float32 "
+                   "models on the CPU where it is installed and times faster, timed once")
 @click.option("--overwrite", is_flag=True, help="replace an existing output (and any interrupted run's rows)")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar [on].")
 @_scoring_options

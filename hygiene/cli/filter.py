@@ -159,8 +159,8 @@ def _run(inputs: tuple[str, ...], out: str | None, config_path: str | None, assi
                    "decisions change [float32].")
 @click.option("--backend", type=click.Choice(BACKENDS), default=None,
               help="What runs the detector's language models: onnxruntime (CPU; pip install onnxruntime "
-                   "onnxscript) gives the same scores, the filter about 1.6-1.7x as fast; auto uses it for float32 "
-                   "models on the CPU where it is installed [auto].")
+                   "onnxscript) gives the same scores, faster or slower than torch by package versions; auto uses it "
+                   "for float32 models on the CPU where it is installed and times faster, timed once [auto].")
 def filter_cmd(inputs: tuple[str, ...], out: str | None, config_path: str | None, assignments: tuple[str, ...],
                resume: bool, overwrite: bool, dry_run: bool, progress: bool, **options: Any) -> None:
     """Drop duplicates, pages that are not prose and likely synthetic text from INPUT shards.

@@ -50,25 +50,26 @@ from hygiene.errors import UserInputError, one_line
 FAILED = "failed"
 
 
-def built_in(stage: "Stage") -> bool:
-    """Whether ``stage`` is one of this package's (else one of the user's: its errors are theirs to mend, and
-    the Ray engine ships its code with the job)."""
-    return type(stage).__module__.split(".")[0] == "hygiene"
+def built_in(part: Any) -> bool:
+    """Whether ``part`` (a stage, a detector) is one of this package's (else one of the user's: its errors are
+    theirs to mend, and the Ray engine ships its code with the job)."""
+    return type(part).__module__.split(".")[0] == "hygiene"
 
 
 @contextlib.contextmanager
-def own_errors(stage: "Stage", doing: str) -> Iterator[None]:
-    """Turn an exception from a stage of one's own into a one-line :class:`UserInputError` naming the stage and
-    what it was ``doing``; one from a built-in stage keeps its traceback (a bug here)."""
+def own_errors(part: Any, doing: str, what: str | None = None) -> Iterator[None]:
+    """Turn an exception from a part of one's own (a stage; a stand-in detector) into a one-line
+    :class:`UserInputError` naming it (``what``, default ``stage <name> (<class>)``) and what it was ``doing``;
+    one from this package's parts keeps its traceback (a bug here)."""
     try:
         yield
     except UserInputError:
         raise
     except Exception as exc:
-        if built_in(stage):
+        if built_in(part):
             raise
-        raise UserInputError(f"stage {stage.name} ({type(stage).__qualname__}) {doing}: "
-                             f"{type(exc).__name__}: {one_line(exc)}") from exc
+        what = what or f"stage {part.name} ({type(part).__qualname__})"
+        raise UserInputError(f"{what} {doing}: {type(exc).__name__}: {one_line(exc)}") from exc
 
 
 def seconds_of(stage: str) -> str:

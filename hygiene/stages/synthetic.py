@@ -14,17 +14,16 @@ the language models on a GPU the main process runs only the models and the class
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from hygiene.batch import Batch, active_rows
 from hygiene.config import SyntheticConfig
-from hygiene.errors import UserInputError, one_line
+from hygiene.errors import UserInputError
 from hygiene.paths import detector_path
-from hygiene.stages.base import Filter, timed
+from hygiene.stages.base import Filter, own_errors, timed
 
 #: the column ``prepare`` writes: each undecided row's cheap features (the detector's ``first_pass_features``)
 FIRST_PASS = "synthetic_first_pass"
@@ -169,20 +168,6 @@ class SyntheticFilter(Filter):
     def setup(self) -> None:
         self.detector  # noqa: B018  (load it now)
 
-    @contextlib.contextmanager
-    def _stand_in_errors(self) -> Iterator[None]:
-        """An exception from a detector of one's own (any object with ``predict_proba``, not this package's) as
-        one line naming it; this package's detector keeps its traceback (a bug here)."""
-        try:
-            yield
-        except UserInputError:
-            raise
-        except Exception as exc:
-            if type(self.detector).__module__.split(".")[0] == "hygiene":
-                raise
-            raise UserInputError(f"detector {type(self.detector).__qualname__} failed: {type(exc).__name__}: "
-                                 f"{one_line(exc)}") from exc
-
     def score(self, texts: list[str], prepared: dict[str, list] | None = None) -> tuple[list[str | None], dict[str, list]]:
         probs: list[float] = []
         settled: list[int | None] = []
@@ -192,7 +177,7 @@ class SyntheticFilter(Filter):
             chunk = texts[start : start + step]
             ahead = first[start : start + step] if first is not None else [None]
             given = {"first": np.array(ahead, dtype=float)} if all(v is not None for v in ahead) else {}
-            with self._stand_in_errors():
+            with own_errors(self.detector, "failed", f"detector {type(self.detector).__qualname__}"):
                 p = np.asarray(self.detector.predict_proba(chunk, **given), dtype=float)
             if p.shape != (len(chunk), 2):
                 raise UserInputError(f"detector {type(self.detector).__qualname__} returned shape {p.shape} for "
